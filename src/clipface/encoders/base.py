@@ -1,0 +1,218 @@
+"""The one encoder interface shared by CLIP models and dedicated face recognisers.
+
+Data flows one way: a PIL image is *prepared* (geometry only: resize and crop, or face
+alignment) into a ``uint8`` array of ``image_size x image_size x 3``; prepared arrays are
+*encoded* in batches into L2-normalised ``float32`` embeddings. Preparation is cheap and runs
+in parallel threads; encoding is the model. ``preprocess_id`` names the preparation exactly,
+so that cached embeddings are keyed by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Aligner(Protocol):
+    """A face front end: finds the face in an image and returns an aligned square crop."""
+
+    #: Stable name of the alignment method and its settings (part of the cache key).
+    id: str
+
+    def crop(self, image: Image.Image, size: int) -> np.ndarray:
+        """Return an aligned ``size x size x 3`` uint8 crop or raise :class:`~clipface.errors.NoFaceError`."""
+        ...
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def resize_center_crop(image: Image.Image, size: int, resample: int = Image.BICUBIC) -> np.ndarray:
+    """CLIP's geometry: shortest side resized to ``size`` (bicubic), then a central ``size`` square."""
+    w, h = image.size
+    short = min(w, h)
+    if (w, h) != (size, size):
+        # Same output size rule as transformers' CLIPImageProcessor (shortest_edge).
+        if w <= h:
+            nw, nh = size, int(size * h / w)
+        else:
+            nw, nh = int(size * w / h), size
+        if (nw, nh) != (w, h):
+            image = image.resize((nw, nh), resample=resample)
+        w, h = image.size
+    del short
+    left = int(round((w - size) / 2.0))
+    top = int(round((h - size) / 2.0))
+    crop = image.crop((left, top, left + size, top + size))
+    return np.asarray(crop.convert("RGB"), dtype=np.uint8)
+
+
+class Encoder(ABC):
+    """Image (and, where the model has a text tower, text) to L2-normalised float32 embeddings."""
+
+    #: Registry name, e.g. ``"ViT-B-32:openai"`` or ``"dlib"``.
+    name: str
+    #: Embedding dimension.
+    dim: int
+    #: Side of the square input the model sees, in pixels.
+    image_size: int
+    #: Whether :meth:`encode_text` is available.
+    has_text: bool = False
+    #: What the weights were trained on, in words (e.g. ``"LAION-2B"``).
+    pretraining: str = "unknown"
+    #: True for models with random weights that only prove plumbing.
+    is_test_model: bool = False
+    #: Optional face front end used by :meth:`prepare`.
+    aligner: Aligner | None = None
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def n_params(self) -> int:
+        """Number of parameters of the model."""
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Stable hex digest of the weights in use (same weights, same fingerprint)."""
+
+    @property
+    def geometry_id(self) -> str:
+        """Name of the default geometry used when no aligner is set."""
+        return f"resize-bicubic-centercrop{self.image_size}"
+
+    @property
+    def preprocess_id(self) -> str:
+        """Exact name of the preparation: part of every cache key."""
+        front = self.aligner.id if self.aligner is not None else self.geometry_id
+        return f"{front}|{self.normalization_id}"
+
+    @property
+    def normalization_id(self) -> str:
+        """Name of the pixel normalisation applied inside :meth:`encode_prepared`."""
+        return "none"
+
+    def info(self) -> dict[str, Any]:
+        """Description of the encoder for reports."""
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "image_size": self.image_size,
+            "has_text": self.has_text,
+            "n_params": self.n_params,
+            "pretraining": self.pretraining,
+            "fingerprint": self.fingerprint,
+            "preprocess": self.preprocess_id,
+            "is_test_model": self.is_test_model,
+        }
+
+    # -- images -------------------------------------------------------------------------
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Geometry only: an ``image_size`` square uint8 RGB array (aligned face crop if an aligner is set)."""
+        if self.aligner is not None:
+            return self.aligner.crop(image, self.image_size)
+        return resize_center_crop(image.convert("RGB"), self.image_size)
+
+    @abstractmethod
+    def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Embed a ``(N, S, S, 3)`` uint8 batch from :meth:`prepare` into ``(N, dim)`` unit vectors."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Prepare and embed PIL images (convenience; pipelines use :func:`clipface.embed.embed_images`)."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_prepared(np.stack([self.prepare(im) for im in images]))
+
+    # -- text ---------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts into ``(N, dim)`` unit vectors in the image space (models with a text tower)."""
+        raise NotImplementedError(f"{self.name} has no text tower")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, image_size={self.image_size})"
+
+
+def hash_state_dict(state: dict[str, "torch.Tensor"]) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of a state dict, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class TorchEncoder(Encoder):
+    """An encoder backed by a PyTorch module, differentiable from input pixels to embedding."""
+
+    module: "torch.nn.Module"
+    #: Per-channel mean and std applied to pixels in [0, 1] (``None``: subclass normalises).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    #: Images per forward pass in :meth:`encode_prepared`.
+    batch_size: int = 32
+    _fingerprint: str | None = None
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(p.numel() for p in self.module.parameters()))
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = hash_state_dict(self.module.state_dict())
+        return self._fingerprint
+
+    @property
+    def normalization_id(self) -> str:
+        if self.mean is None or self.std is None:
+            return "custom"
+        return "meanstd" + ",".join(f"{v:.5g}" for v in (*self.mean, *self.std))
+
+    def normalize_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Map ``(N, 3, S, S)`` pixels in [0, 1] to the model's input scale."""
+        import torch
+
+        assert self.mean is not None and self.std is not None
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @abstractmethod
+    def forward_features(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Raw (unnormalised) features of model-scaled inputs ``(N, 3, S, S)``."""
+
+    def embed_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Differentiable: ``(N, 3, S, S)`` RGB pixels in [0, 1] to L2-normalised embeddings."""
+        import torch.nn.functional as F
+
+        return F.normalize(self.forward_features(self.normalize_pixels(x)), dim=-1)
+
+    def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"expected a (N, S, S, 3) uint8 batch, got shape {batch.shape}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(batch), self.batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(batch[i : i + self.batch_size]))
+                x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
+                out.append(self.embed_pixels(x).float().numpy())
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(np.concatenate(out))

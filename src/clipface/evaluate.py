@@ -1,0 +1,147 @@
+"""Runs tasks over one or more models: dataset -> encoder -> cached embeddings -> task -> report.
+
+Each model is loaded, evaluated and released in turn; a model that cannot be loaded is recorded
+with its one-line reason and the others still run, so nothing already computed is lost.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .cache import EmbeddingCache, NullCache
+from .dataset import FaceDataset, display_name
+from .embed import EmbeddingResult, embed_images, embed_texts
+from .encoders.base import Encoder
+from .errors import ClipfaceError
+from .names import distractor_names
+from .prompts import get_prompts
+from .registry import create_encoder
+from .report import versions
+from .tasks.zeroshot import IdiaSettings, zeroshot_metrics
+
+log = logging.getLogger("clipface")
+
+
+@dataclass
+class RunOptions:
+    """How embeddings are computed: shared by every task."""
+
+    cache: EmbeddingCache | NullCache = field(default_factory=NullCache)
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "cpu"
+    progress: bool = True
+    weights: dict[str, str] = field(default_factory=dict)  # model name -> local weights
+    aligner: str | None = None  # face front end for every encoder (None: each model's default)
+    on_no_face: str = "skip"
+
+
+def load_encoder(name: str, opts: RunOptions) -> Encoder:
+    """Create ``name`` with the weights and front end chosen in ``opts``."""
+    encoder = create_encoder(name, weights=opts.weights.get(name), device=opts.device)
+    if opts.aligner is not None:
+        from .align import get_aligner
+
+        encoder.aligner = get_aligner(opts.aligner, on_no_face=opts.on_no_face)
+    return encoder
+
+
+def embed_dataset(encoder: Encoder, dataset: FaceDataset, opts: RunOptions) -> tuple[EmbeddingResult, FaceDataset]:
+    """Embed every image of ``dataset``; return the result and the dataset less unusable files."""
+    result = embed_images(
+        encoder, dataset.images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
+    )
+    return result, dataset.without(result.skipped)
+
+
+def model_header(encoder: Encoder, result: EmbeddingResult, dataset: FaceDataset, seconds: float) -> dict[str, Any]:
+    """Fields common to every task's per-model result."""
+    return {
+        "model": encoder.name,
+        "is_test_model": encoder.is_test_model,
+        "encoder": encoder.info(),
+        "dataset": dataset.name or str(dataset.root),
+        "embeddings": result.counts(),
+        "skipped": [s.to_dict() for s in dataset.skipped],
+        "seconds": round(seconds, 2),
+    }
+
+
+def zeroshot(
+    encoder: Encoder,
+    dataset: FaceDataset,
+    opts: RunOptions,
+    prompts: str | Sequence[str] = "paper",
+    distractors: int = 0,
+    seed: int = 0,
+    idia: IdiaSettings = IdiaSettings(),
+) -> dict[str, Any]:
+    """Zero-shot name identification of ``dataset``'s people with ``encoder`` (needs a text tower)."""
+    if not encoder.has_text:
+        raise ClipfaceError(f"model {encoder.name} has no text tower: zero-shot name identification needs a CLIP model")
+    start = time.perf_counter()
+    templates = get_prompts(prompts)
+    result, ds = embed_dataset(encoder, dataset, opts)
+    people = sorted({im.identity for im in result.images})
+    names = [display_name(p) for p in people]
+    candidates = names + distractor_names(distractors, seed=seed, exclude=names)
+    index = {p: i for i, p in enumerate(people)}
+    labels = np.array([index[im.identity] for im in result.images], dtype=np.int64)
+    texts = [t.format(n) for t in templates for n in candidates]
+    text_emb, n_text = embed_texts(encoder, texts, opts.cache)
+    text_emb = text_emb.reshape(len(templates), len(candidates), -1)
+    metrics = zeroshot_metrics(result.embeddings, labels, text_emb, candidates, len(people), templates, idia)
+    out = {"task": "zeroshot", **model_header(encoder, result, ds, time.perf_counter() - start)}
+    out.update(metrics)
+    out["prompts"] = list(templates)
+    out["distractors"] = distractors
+    out["seed"] = seed
+    out["text_embeddings"] = {"computed": n_text, "cached": len(texts) - n_text}
+    return out
+
+
+TaskFn = Callable[[Encoder, FaceDataset, RunOptions], dict[str, Any]]
+
+
+def run_models(
+    task: str,
+    models: Sequence[str],
+    dataset: FaceDataset,
+    opts: RunOptions,
+    fn: TaskFn,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``fn`` for each model; failures are recorded per model and the others go on."""
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for name in models:
+        try:
+            encoder = load_encoder(name, opts)
+            results.append(fn(encoder, dataset, opts))
+        except ClipfaceError as exc:
+            log.error("%s", exc)
+            errors.append({"model": name, "error": str(exc)})
+        finally:
+            encoder = None  # release the model before the next one is loaded
+            gc.collect()
+        if on_result is not None:
+            on_result(payload(task, dataset, results, errors))
+    return payload(task, dataset, results, errors)
+
+
+def payload(task: str, dataset: FaceDataset, results: list[dict[str, Any]], errors: list[dict[str, str]]) -> dict[str, Any]:
+    """The ``results.json`` document: one entry per model in ``results``; with one model its fields also at top level."""
+    doc: dict[str, Any] = {"task": task, "dataset": dataset.name or str(dataset.root)}
+    if len(results) == 1 and not errors:
+        doc.update(results[0])
+    doc["results"] = results
+    doc["errors"] = errors
+    doc["versions"] = versions()
+    return doc
+
