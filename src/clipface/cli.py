@@ -64,9 +64,17 @@ def _weights(models: List[str], weights: Optional[List[str]]) -> dict[str, str]:
     return out
 
 
+def _error_line(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
 def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet):  # type: ignore[no-untyped-def]
     from .cache import EmbeddingCache, NullCache
     from .evaluate import RunOptions
+    from .registry import get_spec
+
+    for name in models:
+        get_spec(name)  # unknown names fail before any work
 
     if on_no_face not in ("skip", "center"):
         _fail(f"--on-no-face {on_no_face}: choose skip or center")
@@ -157,7 +165,7 @@ def eval_zeroshot(
         ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
         idia = IdiaSettings(tau=tau, k=idia_k)
         fn = lambda enc, d, o: zeroshot(enc, d, o, prompts=prompts, distractors=distractors, seed=seed, idia=idia)  # noqa: E731
-        doc = run_models("zeroshot", model, ds, opts, fn)
+        doc = run_models("zeroshot", model, ds, opts, fn, on_error=_error_line)
         _summary(doc, ("top1", "top5"))
         _finish(doc, out, to_markdown(doc))
 

@@ -116,8 +116,9 @@ def run_models(
     opts: RunOptions,
     fn: TaskFn,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``fn`` for each model; failures are recorded per model and the others go on."""
+    """Run ``fn`` for each model; failures are recorded per model (and passed to ``on_error``) and the others go on."""
     results: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     for name in models:
@@ -125,7 +126,7 @@ def run_models(
             encoder = load_encoder(name, opts)
             results.append(fn(encoder, dataset, opts))
         except ClipfaceError as exc:
-            log.error("%s", exc)
+            (on_error or log.error)(str(exc))
             errors.append({"model": name, "error": str(exc)})
         finally:
             encoder = None  # release the model before the next one is loaded

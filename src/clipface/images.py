@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def _open(path: Path, max_pixels: int, max_bytes: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"image too large ({exc})") from None
+    except Image.DecompressionBombError as exc:  # PIL refuses before we can read the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        mpx = f"{int(found.group(1)) / 1e6:.0f} Mpx" if found else "decompression bomb"
+        raise ImageError(path, f"image too large ({mpx} > {max_pixels / 1e6:.0f} Mpx)") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unrecognised file format)") from None
     except OSError as exc:

@@ -1,0 +1,91 @@
+"""The command line, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clipface.cli import app
+
+from .conftest import LFW_MINI, need
+
+runner = CliRunner()
+
+
+def clipface_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clipface", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300
+    )
+
+
+def test_eval_zeroshot_writes_results_and_second_run_is_cached(tmp_path: Path) -> None:
+    out = tmp_path / "zs"
+    args = ["eval", "zeroshot", "--model", "test-tiny-random", "--dataset", str(need(LFW_MINI)), "--out", str(out), "-q", "--distractors", "10"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    doc = json.loads((out / "results.json").read_text())
+    for key in ("task", "model", "dataset", "n_images", "n_identities", "n_candidates", "top1", "top5", "per_identity", "embeddings", "skipped", "versions"):
+        assert key in doc, key
+    assert (doc["task"], doc["n_images"], doc["n_identities"], doc["n_candidates"]) == ("zeroshot", 100, 10, 20)
+    assert doc["embeddings"] == {"computed": 100, "cached": 0}
+    assert doc["is_test_model"] and "clipface" in doc["versions"] and "torch" in doc["versions"]
+    assert "TEST MODEL" in (out / "results.md").read_text()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0
+    assert json.loads((out / "results.json").read_text())["embeddings"] == {"computed": 0, "cached": 100}
+
+
+def test_offline_model_exits_nonzero_with_one_line(tmp_path: Path) -> None:
+    proc = clipface_cli("eval", "zeroshot", "--model", "ViT-B-32:openai", "--dataset", "bundled:lfw-mini", "--out", str(tmp_path), "-q",
+                        env={"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
+    assert len(errors) == 1 and "ViT-B-32:openai" in errors[0] and "--weights DIR" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_files_listed_under_skipped(bad_folder: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "zeroshot", "-m", "test-tiny-random", "-d", str(bad_folder), "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "results.json").read_text())
+    skipped = {Path(s["file"]).name: s["reason"] for s in doc["skipped"]}
+    assert set(skipped) == {"truncated.jpg", "notes.jpg", "huge.png"}
+    assert doc["n_images"] == 6 and doc["n_identities"] == 2
+
+
+def test_several_models_one_table_and_errors_do_not_lose_results(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "zeroshot", "-m", "test-tiny-random", "-m", "ViT-B-32:openai", "-d", "bundled:lfw-mini", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 1
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [r["model"] for r in doc["results"]] == ["test-tiny-random"]
+    assert doc["errors"][0]["model"] == "ViT-B-32:openai"
+    assert "ViT-B-32:openai" in (tmp_path / "results.md").read_text()
+
+
+def test_unknown_model_and_missing_dataset(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "zeroshot", "-m", "ViT-Q-99", "-d", "bundled:lfw-mini", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 1 and "unknown model 'ViT-Q-99'" in res.output
+    res = runner.invoke(app, ["eval", "zeroshot", "-m", "test-tiny-random", "-d", str(tmp_path / "nope"), "-o", str(tmp_path)])
+    assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_models_lists_availability() -> None:
+    res = runner.invoke(app, ["models", "--json"])
+    rows = {r["name"]: r for r in json.loads(res.output)}
+    assert rows["test-tiny-random"]["is_test"] and rows["test-tiny-random"]["available"]
+    assert rows["ViT-B-32:openai"]["available"] is False
+
+
+def test_main_job_report(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["run", "--out", str(tmp_path), "--include-test-models", "-q"])
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "report.md").read_text()
+    assert "test-tiny-random" in report and "ViT-B-32:openai" in report and "weights not cached" in report
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["dataset"]["n_images"] == 100
