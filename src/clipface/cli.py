@@ -172,6 +172,77 @@ def eval_zeroshot(
     _guard(go)
 
 
+@eval_app.command("verify")
+def eval_verify(
+    model: List[str] = ModelOpt,
+    dataset: str = DatasetOpt,
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="pairs.txt (default: DATASET/pairs.txt)."),
+    out: Path = OutOpt,
+    batch_size: int = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    cache_dir: Optional[Path] = CacheOpt,
+    no_cache: bool = NoCacheOpt,
+    device: str = DeviceOpt,
+    weights: Optional[List[str]] = WeightsOpt,
+    align: Optional[str] = AlignOpt,
+    on_no_face: str = NoFaceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """LFW verification: 10-fold accuracy, AUC, EER, TAR@FAR and a ROC plot."""
+    from .dataset import FaceDataset
+    from .evaluate import run_models, verification
+    from .report import verification_markdown
+    from .tasks.verification import plot_roc
+
+    def go() -> None:
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet)
+        ds = FaceDataset.from_folder(dataset, validate=False)  # only the pairs' images are read
+        kept: list = []
+        doc = run_models("verify", model, ds, opts, lambda e, d, o: verification(e, d, o, pairs, keep=kept), on_error=_error_line)
+        if kept:
+            plot_roc(dict(kept), out / "roc.png")
+        _summary(doc, ("accuracy", "auc", "eer"))
+        _finish(doc, out, verification_markdown(doc))
+
+    _guard(go)
+
+
+@eval_app.command("search")
+def eval_search(
+    model: List[str] = ModelOpt,
+    dataset: str = DatasetOpt,
+    out: Path = OutOpt,
+    gallery: int = typer.Option(5, "--gallery", help="Photos enrolled per person; the rest are probes."),
+    unknown: float = typer.Option(0.1, "--unknown", help="Share of people left out of the gallery (open-set probes)."),
+    min_images: int = MinImagesOpt,
+    max_identities: Optional[int] = MaxIdOpt,
+    max_per_identity: Optional[int] = MaxPerOpt,
+    seed: int = SeedOpt,
+    batch_size: int = BatchOpt,
+    workers: Optional[int] = WorkersOpt,
+    cache_dir: Optional[Path] = CacheOpt,
+    no_cache: bool = NoCacheOpt,
+    device: str = DeviceOpt,
+    weights: Optional[List[str]] = WeightsOpt,
+    align: Optional[str] = AlignOpt,
+    on_no_face: str = NoFaceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Gallery identification, the search-engine setting: rank-1/5, mAP and open-set DIR@FAR."""
+    from .evaluate import run_models, search
+    from .report import search_markdown
+
+    def go() -> None:
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet)
+        ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
+        fn = lambda e, d, o: search(e, d, o, n_gallery=gallery, unknown=unknown, seed=seed)  # noqa: E731
+        doc = run_models("search", model, ds, opts, fn, on_error=_error_line)
+        _summary(doc, ("rank1", "rank5", "map"))
+        _finish(doc, out, search_markdown(doc))
+
+    _guard(go)
+
+
 def _summary(doc: dict[str, Any], keys: tuple[str, ...]) -> None:
     for r in doc["results"]:
         vals = ", ".join(f"{k} {r[k]:.3f}" for k in keys if isinstance(r.get(k), (int, float)))

@@ -10,6 +10,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -146,3 +147,77 @@ def payload(task: str, dataset: FaceDataset, results: list[dict[str, Any]], erro
     doc["versions"] = versions()
     return doc
 
+
+
+def verification(
+    encoder: Encoder,
+    dataset: FaceDataset,
+    opts: RunOptions,
+    pairs_file: Path | None = None,
+    keep: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The LFW verification protocol on ``dataset.root`` with its ``pairs.txt`` (or ``pairs_file``).
+
+    Only the images named in the pairs are embedded. ``keep`` receives the full
+    :class:`~clipface.tasks.verification.VerificationResult` (for ROC plots).
+    """
+    from .dataset import FaceImage
+    from .tasks.verification import pair_similarities, parse_pairs, resolve_pairs, verify
+
+    start = time.perf_counter()
+    root = dataset.root
+    pairs_path = Path(pairs_file) if pairs_file else root / "pairs.txt"
+    if not pairs_path.is_file():
+        raise ClipfaceError(f"{pairs_path}: pairs file not found (pass --pairs FILE)")
+    pairs = parse_pairs(pairs_path)
+    resolved = resolve_pairs(root, pairs)
+    rels = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b) if (root / p).is_file()})
+    images = [FaceImage(path=root / rel, identity=Path(rel).parent.name) for rel in rels]
+    sub = FaceDataset(root=root, images=images, name=dataset.name)
+    result, used = embed_dataset(encoder, sub, opts)
+    by_rel = {str(im.path.relative_to(root)): e for im, e in zip(result.images, result.embeddings)}
+    sims = pair_similarities(pairs, by_rel)
+    vr = verify(sims, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
+    if keep is not None:
+        keep.append((encoder.name, vr))
+    out = {"task": "verify", **model_header(encoder, result, used, time.perf_counter() - start)}
+    out.update(vr.to_dict())
+    out["pairs_file"] = str(pairs_path)
+    out["n_pairs_missing_files"] = len(resolved.missing)
+    return out
+
+
+def search(
+    encoder: Encoder,
+    dataset: FaceDataset,
+    opts: RunOptions,
+    n_gallery: int = 5,
+    unknown: float = 0.1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Gallery identification (the search-engine setting): ``n_gallery`` photos per person enrolled.
+
+    A share ``unknown`` of the people is held out of the gallery entirely, as open-set probes.
+    """
+    from .tasks.search import identify, split_gallery
+
+    start = time.perf_counter()
+    result, used = embed_dataset(encoder, dataset, opts)
+    labels = [im.identity for im in result.images]
+    split = split_gallery(labels, n_gallery=n_gallery, seed=seed, n_unknown_identities=unknown)
+    emb = result.embeddings
+    if len(split.probe_idx) == 0:
+        raise ClipfaceError(f"{dataset.root}: no probes: every person has at most {n_gallery} usable images (try --min-images {n_gallery + 1})")
+    sr = identify(
+        emb[split.gallery_idx],
+        split.gallery_labels,
+        emb[split.probe_idx],
+        split.probe_labels,
+        unknown_probe_emb=emb[split.unknown_idx] if len(split.unknown_idx) else None,
+    )
+    out = {"task": "search", **model_header(encoder, result, used, time.perf_counter() - start)}
+    out.update(sr.to_dict())
+    out["n_gallery_per_identity"] = n_gallery
+    out["unknown_share"] = unknown
+    out["seed"] = seed
+    return out

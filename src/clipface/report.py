@@ -88,3 +88,46 @@ def skipped_section(skipped: Sequence[dict[str, str]], limit: int = 50) -> str:
     if len(skipped) > limit:
         lines.append(f"- ... and {len(skipped) - limit} more (see results.json)")
     return "\n".join(lines)
+
+
+def _model_cell(r: dict[str, Any]) -> str:
+    return r["model"] + (" (TEST MODEL, random weights)" if r.get("is_test_model") else "")
+
+
+def _errors(doc: dict[str, Any]) -> list[str]:
+    return [f"- **{e['model']}** not evaluated: {e['error']}" for e in doc.get("errors", [])]
+
+
+def verification_markdown(doc: dict[str, Any]) -> str:
+    """``results.md`` of ``eval verify``: one row per model."""
+    rows = [
+        [
+            _model_cell(r), params_m(r["encoder"]["n_params"]), r["encoder"]["pretraining"], r["n_pairs"], r["n_missing"],
+            f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", r["auc"], r["eer"],
+            r["tar_at_far"].get("0.001"), r["tar_at_far"].get("0.01"),
+        ]
+        for r in doc["results"]
+    ]
+    headers = ["model", "params", "pretraining", "pairs", "pairs without embedding", "accuracy (mean ± std over folds)", "AUC", "EER", "TAR@FAR=1e-3", "TAR@FAR=1e-2"]
+    skipped = doc["results"][0]["skipped"] if doc["results"] else []
+    lines = [f"# LFW verification on {doc['dataset']}", "", md_table(headers, rows), "", *_errors(doc)]
+    lines += ["", "ROC curves: `roc.png`.", "", "## Skipped files", "", skipped_section(skipped), ""]
+    return "\n".join(lines)
+
+
+def search_markdown(doc: dict[str, Any]) -> str:
+    """``results.md`` of ``eval search``: one row per model."""
+    rows = []
+    for r in doc["results"]:
+        dirs = r.get("dir_at_far") or {}
+        rows.append(
+            [
+                _model_cell(r), params_m(r["encoder"]["n_params"]), r["n_identities"], r["n_gallery"], r["n_probes"],
+                r["n_unknown_probes"], r.get("rank1"), r.get("rank5"), r.get("map"), dirs.get("0.01"), dirs.get("0.1"),
+            ]
+        )
+    headers = ["model", "params", "people", "gallery", "probes", "unknown probes", "rank-1", "rank-5", "mAP", "DIR@FAR=0.01", "DIR@FAR=0.1"]
+    skipped = doc["results"][0]["skipped"] if doc["results"] else []
+    lines = [f"# Gallery identification (search engine) on {doc['dataset']}", "", md_table(headers, rows), "", *_errors(doc)]
+    lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
+    return "\n".join(lines)
