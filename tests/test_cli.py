@@ -89,3 +89,36 @@ def test_main_job_report(tmp_path: Path) -> None:
     assert "test-tiny-random" in report and "ViT-B-32:openai" in report and "weights not cached" in report
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["dataset"]["n_images"] == 100
+
+
+def write_pairs(root: Path, path: Path) -> None:
+    """A 2-fold pairs file over lfw-mini: per fold 3 same-person and 3 different-person pairs."""
+    people = sorted(p.name for p in root.iterdir() if p.is_dir())
+    number = lambda person, i: int(sorted((root / person).glob("*.jpg"))[i].stem[-4:])  # noqa: E731
+    lines = ["2 3"]
+    for fold in range(2):
+        lines += [f"{people[fold * 3 + k]}\t{number(people[fold * 3 + k], 0)}\t{number(people[fold * 3 + k], 1)}" for k in range(3)]
+        lines += [f"{people[k]}\t{number(people[k], 2)}\t{people[k + 1]}\t{number(people[k + 1], 2)}" for k in range(3)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_eval_verify_and_search(tmp_path: Path) -> None:
+    root = need(LFW_MINI)
+    write_pairs(root, tmp_path / "pairs.txt")
+    res = runner.invoke(app, ["eval", "verify", "-m", "test-tiny-random", "-d", str(root), "--pairs", str(tmp_path / "pairs.txt"), "-o", str(tmp_path / "v"), "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "v" / "results.json").read_text())
+    assert doc["n_pairs"] == 12 and len(doc["fold_accuracies"]) == 2
+    for key in ("accuracy", "accuracy_std", "auc", "eer", "tar_at_far"):
+        assert key in doc
+    assert (tmp_path / "v" / "roc.png").stat().st_size > 1000
+    res = runner.invoke(app, ["eval", "search", "-m", "test-tiny-random", "-d", str(root), "--gallery", "3", "--min-images", "10", "-o", str(tmp_path / "s"), "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert doc["n_identities"] == 9 and doc["n_gallery"] == 27 and doc["n_probes"] == 63 and doc["n_unknown_probes"] == 10
+    assert 0 <= doc["rank1"] <= doc["rank5"] <= 1 and "dir_at_far" in doc and "map" in doc
+
+
+def test_verify_without_pairs_file(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["eval", "verify", "-m", "test-tiny-random", "-d", "bundled:lfw-mini", "-o", str(tmp_path), "-q"])
+    assert res.exit_code == 1 and "pairs file not found" in res.output

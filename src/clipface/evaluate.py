@@ -45,7 +45,7 @@ class RunOptions:
 
 def load_encoder(name: str, opts: RunOptions) -> Encoder:
     """Create ``name`` with the weights and front end chosen in ``opts``."""
-    encoder = create_encoder(name, weights=opts.weights.get(name), device=opts.device)
+    encoder = create_encoder(name, weights=opts.weights.get(name), device=opts.device, on_no_face=opts.on_no_face)
     if opts.aligner is not None:
         from .align import get_aligner
 

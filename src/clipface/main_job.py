@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from .cache import EmbeddingCache
 from .dataset import FaceDataset
-from .evaluate import RunOptions, run_models, zeroshot
+from .evaluate import RunOptions, run_models, search, zeroshot
 from .registry import ModelSpec, list_models
-from .report import md_table, versions, write_json, write_text
+from .report import md_table, params_m, search_markdown, versions, write_json, write_text
 
 
 def runnable_models(include_test_models: bool = False) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
@@ -52,7 +52,7 @@ def run_main_job(
     if clip:
         echo(f"zero-shot name identification: {', '.join(clip)}")
         sections["zeroshot"] = run_models(
-            "zeroshot", clip, ds, opts, lambda e, d, o: zeroshot(e, d, o, prompts="paper", distractors=distractors)
+            "zeroshot", clip, ds, opts, lambda e, d, o: zeroshot(e, d, o, prompts="paper", distractors=distractors), on_error=echo
         )
     sections.update(_extra_tasks([s.name for s in specs], ds, opts, echo))
     doc = {
@@ -63,13 +63,19 @@ def run_main_job(
         "sections": sections,
         "versions": versions(),
     }
+    markdown = _markdown(doc)  # takes each section's rendered table out of the JSON document
     write_json(out / "results.json", doc)
-    return write_text(out / "report.md", _markdown(doc))
+    return write_text(out / "report.md", markdown)
 
 
 def _extra_tasks(models: list[str], ds: FaceDataset, opts: RunOptions, echo: Callable[[str], None]) -> dict[str, Any]:
-    """Tasks that every encoder supports (added by later modules)."""
-    return {}
+    """Gallery identification (the search-engine setting) for every encoder, CLIP or face recogniser."""
+    if not models:
+        return {}
+    echo(f"gallery identification: {', '.join(models)}")
+    doc = run_models("search", models, ds, opts, lambda e, d, o: search(e, d, o, n_gallery=5, unknown=0.1), on_error=echo)
+    doc["markdown"] = search_markdown(doc).replace("# Gallery", "## Gallery", 1)
+    return {"search": doc}
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -88,13 +94,16 @@ def _markdown(doc: dict[str, Any]) -> str:
         lines.append(
             md_table(
                 ["model", "params", "people", "candidates", "top-1", "top-5"],
-                [[r["model"], r["encoder"]["n_params"], r["n_identities"], r["n_candidates"], r["top1"], r["top5"]] for r in zs["results"]],
+                [
+                    [r["model"] + (" (TEST MODEL)" if r["is_test_model"] else ""), params_m(r["encoder"]["n_params"]), r["n_identities"], r["n_candidates"], r["top1"], r["top5"]]
+                    for r in zs["results"]
+                ],
             )
         )
         lines += [f"- {e['model']}: {e['error']}" for e in zs["errors"]] + [""]
     for key, section in doc["sections"].items():
         if key != "zeroshot" and "markdown" in section:
-            lines += [section["markdown"], ""]
+            lines += [section.pop("markdown"), ""]
     lines += ["## Models not run", ""]
     lines += [f"- **{m['model']}**: {m['reason']}" for m in doc["models_skipped"]] or ["None."]
     return "\n".join(lines) + "\n"
