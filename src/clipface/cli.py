@@ -268,6 +268,10 @@ def run_cmd(
     _guard(go)
 
 
+from .cli_search import register as _register_search  # noqa: E402
+_register_search(app)
+
+
 def main() -> None:
     """Entry point of the ``clipface`` script."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
