@@ -33,6 +33,8 @@ DeviceOpt = typer.Option("cpu", "--device", help="torch device (cpu, cuda).")
 WeightsOpt = typer.Option(None, "--weights", help="Local weights: DIR (one model) or MODEL=DIR (repeatable).")
 AlignOpt = typer.Option(None, "--align", help="Face front end for every model: none, dlib or mtcnn (default: each model's own).")
 NoFaceOpt = typer.Option("skip", "--on-no-face", help="Images with no face: skip (listed) or center (centre crop).")
+BackendOpt = typer.Option("torch", "--backend", help="Inference backend: torch or onnx (ONNX Runtime, exported once and cached).")
+PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, or int8 (dynamic quantisation; needs --backend onnx).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
@@ -68,7 +70,7 @@ def _error_line(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet):  # type: ignore[no-untyped-def]
+def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend="torch", precision="fp32"):  # type: ignore[no-untyped-def]
     from .cache import EmbeddingCache, NullCache
     from .evaluate import RunOptions
     from .registry import get_spec
@@ -78,6 +80,8 @@ def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, 
 
     if on_no_face not in ("skip", "center"):
         _fail(f"--on-no-face {on_no_face}: choose skip or center")
+    if backend not in ("torch", "onnx") or precision not in ("fp32", "int8"):
+        _fail(f"--backend {backend} --precision {precision}: choose torch|onnx and fp32|int8")
     return RunOptions(
         cache=NullCache() if no_cache else EmbeddingCache(cache_dir),
         batch_size=batch_size,
@@ -87,6 +91,8 @@ def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, 
         weights=_weights(models, weights),
         aligner=align,
         on_no_face=on_no_face,
+        backend=backend,
+        precision=precision,
     )
 
 
@@ -154,6 +160,8 @@ def eval_zeroshot(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    backend: str = BackendOpt,
+    precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Zero-shot name identification: does the model pick the right name for each face?"""
@@ -161,7 +169,7 @@ def eval_zeroshot(
     from .tasks.zeroshot import IdiaSettings, to_markdown
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
         ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
         idia = IdiaSettings(tau=tau, k=idia_k)
         fn = lambda enc, d, o: zeroshot(enc, d, o, prompts=prompts, distractors=distractors, seed=seed, idia=idia)  # noqa: E731
@@ -186,6 +194,8 @@ def eval_verify(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    backend: str = BackendOpt,
+    precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """LFW verification: 10-fold accuracy, AUC, EER, TAR@FAR and a ROC plot."""
@@ -195,7 +205,7 @@ def eval_verify(
     from .tasks.verification import plot_roc
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
         ds = FaceDataset.from_folder(dataset, validate=False)  # only the pairs' images are read
         kept: list = []
         doc = run_models("verify", model, ds, opts, lambda e, d, o: verification(e, d, o, pairs, keep=kept), on_error=_error_line)
@@ -226,6 +236,8 @@ def eval_search(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    backend: str = BackendOpt,
+    precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Gallery identification, the search-engine setting: rank-1/5, mAP and open-set DIR@FAR."""
@@ -233,7 +245,7 @@ def eval_search(
     from .report import search_markdown
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
         ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
         fn = lambda e, d, o: search(e, d, o, n_gallery=gallery, unknown=unknown, seed=seed)  # noqa: E731
         doc = run_models("search", model, ds, opts, fn, on_error=_error_line)
@@ -274,6 +286,9 @@ _register_search(app)
 
 def main() -> None:
     """Entry point of the ``clipface`` script."""
+    from .threads import prefer_passive_waits
+
+    prefer_passive_waits()  # before torch is imported: idle inference threads sleep instead of spinning
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         app()

@@ -95,13 +95,14 @@ def embed_images(
                 todo.append(i)
         n_cached = len(vectors)
         bar = tqdm(total=len(todo), desc=f"embed {encoder.name}", unit="img", disable=not progress or not todo)
-        # Prepare batch b+1 in the pool while the model encodes batch b.
+        # Prepare the next batches image by image in the pool while the model encodes this one.
         batches = list(_batches(todo, batch_size))
-        pending = [pool.submit(lambda b=b: [_prepare(encoder, images[i]) for i in b]) for b in batches[:2]]
+        submit = lambda b: [pool.submit(_prepare, encoder, images[i]) for i in b]  # noqa: E731
+        pending = [submit(b) for b in batches[:2]]
         for n, batch in enumerate(batches):
-            prepared = pending[n].result()
+            prepared = [f.result() for f in pending[n]]
             if n + 2 < len(batches):
-                pending.append(pool.submit(lambda b=batches[n + 2]: [_prepare(encoder, images[i]) for i in b]))
+                pending.append(submit(batches[n + 2]))
             ok = [(i, p) for i, p in zip(batch, prepared) if isinstance(p, np.ndarray)]
             skipped.extend(p for p in prepared if isinstance(p, SkippedFile))
             if ok:

@@ -41,6 +41,9 @@ class RunOptions:
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local weights
     aligner: str | None = None  # face front end for every encoder (None: each model's default)
     on_no_face: str = "skip"
+    backend: str = "torch"  # or "onnx" (ONNX Runtime)
+    precision: str = "fp32"  # or "int8" (ONNX only)
+    threads: int | None = None  # inference threads (default: physical cores)
 
 
 def load_encoder(name: str, opts: RunOptions) -> Encoder:
@@ -50,7 +53,9 @@ def load_encoder(name: str, opts: RunOptions) -> Encoder:
         from .align import get_aligner
 
         encoder.aligner = get_aligner(opts.aligner, on_no_face=opts.on_no_face)
-    return encoder
+    from .encoders.onnx_backend import with_backend
+
+    return with_backend(encoder, opts.backend, opts.precision, opts.threads)
 
 
 def embed_dataset(encoder: Encoder, dataset: FaceDataset, opts: RunOptions) -> tuple[EmbeddingResult, FaceDataset]:
