@@ -283,6 +283,9 @@ def run_cmd(
 from .cli_search import register as _register_search  # noqa: E402
 _register_search(app)
 
+from .cli_cloak import register as _register_cloak  # noqa: E402
+_register_cloak(app, eval_app)
+
 
 def main() -> None:
     """Entry point of the ``clipface`` script."""
