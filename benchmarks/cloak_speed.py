@@ -1,7 +1,7 @@
 """Cloaking speed: images per second of each method and mode on this machine.
 
 Cloaks the same few LFW photos (two people, so that Fawkes has a target) from scratch with each
-method and mode, and writes ``benchmarks/results/cloak_speed.json`` and ``cloak_speed.md``. The
+method and mode, and writes ``benchmarks/results/cloak_speed-<N>threads.json`` and ``.md``. The
 time counted is that of :func:`clipface.cloak.cloak_images` after the target selection: the
 optimisation, the budget fit, the PNG and JSON writing and the feature statistics. The load
 average is recorded before and after, since a shared machine slows every figure down.
@@ -46,16 +46,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4, help="Photos cloaked per method and mode (half from each of two people).")
     ap.add_argument("--methods", nargs="+", default=["fawkes", "lowkey"])
     ap.add_argument("--modes", nargs="+", default=list(MODES))
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the physical cores).")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     ds = FaceDataset.from_folder(args.dataset, min_images=args.images, max_identities=2, max_per_identity=args.images, seed=0)
     per_person = max(1, args.images // 2)
     images = [im for ims in ds.by_identity().values() for im in ims[:per_person]]
-    opts = RunOptions(cache=NullCache(), progress=False)
+    opts = RunOptions(cache=NullCache(), progress=False, threads=args.threads)
     surrogates = load_surrogates([args.surrogate], opts)
     rows = []
     load_before = os.getloadavg()
@@ -95,14 +93,15 @@ def main() -> None:
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    write_json(args.out / "cloak_speed.json", doc)
+    name = f"cloak_speed-{torch.get_num_threads()}threads"
+    write_json(args.out / f"{name}.json", doc)
     m = doc["machine"]
     table = md_table(
         ["method", "mode", "steps", "images", "seconds per image", "images per second", "DSSIM budget", "DSSIM max"],
         [[r["method"], r["mode"], r["steps"], r["images"], r["seconds_per_image"], r["images_per_second"], r["budget"], r["dssim_max"]] for r in rows],
     )
     write_text(
-        args.out / "cloak_speed.md",
+        args.out / f"{name}.md",
         "\n".join(
             [
                 f"# Cloaking speed ({args.surrogate} surrogate)",

@@ -7,6 +7,7 @@ definitions and helpers it reuses).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,13 +15,6 @@ import typer
 
 METHOD_HELP = "fawkes (targeted, Shan et al. 2020) or lowkey (untargeted, Cherepanova et al. 2021)."
 MODE_HELP = "DSSIM budget: low 0.004, mid 0.012, high 0.017 (Fawkes v1.0); also Fawkes' steps and learning rate."
-
-
-def _threads(n: Optional[int]) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def _settings(method: str, mode: str, no_budget: bool, region: str, seed: int, steps: Optional[int], jitter: int):  # type: ignore[no-untyped-def]
@@ -58,7 +52,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     region_opt = typer.Option("image", "--region", help="Where DSSIM is budgeted: image (whole picture) or face (the surrogates' crops).")
     no_budget_opt = typer.Option(False, "--no-budget", help="Keep the optimised cloak as it is, without scaling it into the budget.")
     batch_opt = typer.Option(4, "--batch-size", help="Images cloaked together.")
-    threads_opt = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest on a busy machine).")
+    threads_opt = typer.Option(None, "--threads", help="torch CPU threads (default: the physical cores; 1 avoids spinning threads on a busy machine).")
     steps_opt = typer.Option(None, "--steps", help="Optimisation steps instead of the method's (Fawkes max_step of the mode, LowKey 50).")
     jitter_opt = typer.Option(0, "--jitter", help="Move each edge of the face box by up to this many pixels at every step, so the cloak survives the face being detected again (0: as published).")
     cloak_dir_opt = typer.Option(None, "--cloak-dir", help="Folder of cloaks, reused across runs (default OUT/cloaks).")
@@ -91,8 +85,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from .cloak import cloak_folder
 
         def go() -> None:
-            _threads(threads)
-            opts = c._options(surrogate, cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet)
+            opts = replace(c._options(surrogate, cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet), threads=threads)
             run = cloak_folder(src, out, _settings(method, mode, no_budget, region, seed, steps, jitter), surrogate, opts, target_dir, batch_size)
             s = run.summary()
             for skip in run.skipped[:20]:
@@ -142,10 +135,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from .protection import evaluate_protection, protection_markdown
 
         def go() -> None:
-            _threads(threads)
             if cloaked is None and not surrogate:
                 c._fail("give --surrogate (cloaks made here) or --cloaked DIR (cloaks made elsewhere)")
-            opts = c._options([*model, *surrogate], cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet)
+            opts = replace(c._options([*model, *surrogate], cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet), threads=threads)
             ds = originals_only(c._dataset(dataset, min_images, max_identities, max_per_identity, seed))
             external = read_cloaked(cloaked, ds.root, method) if cloaked is not None else None
             sets = [[s] for s in surrogate] if each_surrogate else [list(surrogate)]
@@ -198,12 +190,11 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from .protection import evaluate_poisoning, poisoning_markdown
 
         def go() -> None:
-            _threads(threads)
             ks = _ks(poison_k)
             bad = [k for k in kind if k not in ("mislabel", "cloak")]
             if bad:
                 c._fail(f"--kind {bad[0]}: choose mislabel or cloak")
-            opts = c._options([*model, *surrogate], cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet)
+            opts = replace(c._options([*model, *surrogate], cache_dir, no_cache, 32, workers, device, weights, align, on_no_face, quiet), threads=threads)
             ds = c._dataset(dataset, min_images, max_identities, max_per_identity, seed)
             doc = evaluate_poisoning(
                 model, ds, opts, ks, kind, gallery, _settings(method, mode, no_budget, region, seed, steps, jitter), surrogate,
