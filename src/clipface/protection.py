@@ -472,8 +472,9 @@ def protection_markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Cloaking protection on {doc['dataset']}",
         "",
-        f"Cloaks: **{c['method']}**, mode `{c['mode']}` ({c['source']}), DSSIM budget {fmt(budget, 4)} "
-        f"measured on the {c['region']} region. Protocol: FaceCure, {int(doc['protocol']['test_frac'] * 100)} % of each "
+        f"Cloaks: **{c['method']}**, mode `{c['mode']}` ({c['source']}"
+        + (f", face-box jitter {c['jitter']} px" if c.get("jitter") else "")
+        + f"), DSSIM budget {fmt(budget, 4)} measured on the {c['region']} region. Protocol: FaceCure, {int(doc['protocol']['test_frac'] * 100)} % of each "
         "person's photos are probes, the rest the gallery; each protected user's gallery photos are cloaked in turn; "
         "1-nearest-neighbour search. Protection rate = share of the user's clean probes whose nearest gallery photo "
         "is someone else's (clean baseline: the same with no cloaks).",
