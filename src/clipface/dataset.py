@@ -144,10 +144,11 @@ class FaceDataset:
         """The dataset less files found unusable later (e.g. truncated at decode), listed as skipped."""
         new = list(skipped)
         bad = {s.path for s in new}
+        known = {s.path for s in self.skipped}
         return replace(
             self,
             images=[im for im in self.images if str(im.path) not in bad],
-            skipped=self.skipped + [s for s in new if s.path not in {x.path for x in self.skipped}],
+            skipped=self.skipped + [s for s in new if s.path not in known],
         )
 
     def summary(self) -> dict[str, object]:

@@ -176,7 +176,8 @@ def verification(
         raise ClipfaceError(f"{pairs_path}: pairs file not found (pass --pairs FILE)")
     pairs = parse_pairs(pairs_path)
     resolved = resolve_pairs(root, pairs)
-    rels = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b) if (root / p).is_file()})
+    missing = set(resolved.missing)
+    rels = sorted({p for pair in pairs if pair not in missing for p in (pair.path_a, pair.path_b)})
     images = [FaceImage(path=root / rel, identity=Path(rel).parent.name) for rel in rels]
     sub = FaceDataset(root=root, images=images, name=dataset.name)
     result, used = embed_dataset(encoder, sub, opts)

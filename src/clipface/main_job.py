@@ -63,9 +63,8 @@ def run_main_job(
         "sections": sections,
         "versions": versions(),
     }
-    markdown = _markdown(doc)  # takes each section's rendered table out of the JSON document
     write_json(out / "results.json", doc)
-    return write_text(out / "report.md", markdown)
+    return write_text(out / "report.md", _markdown(doc))
 
 
 def _extra_tasks(models: list[str], ds: FaceDataset, opts: RunOptions, echo: Callable[[str], None]) -> dict[str, Any]:
@@ -73,9 +72,7 @@ def _extra_tasks(models: list[str], ds: FaceDataset, opts: RunOptions, echo: Cal
     if not models:
         return {}
     echo(f"gallery identification: {', '.join(models)}")
-    doc = run_models("search", models, ds, opts, lambda e, d, o: search(e, d, o, n_gallery=5, unknown=0.1), on_error=echo)
-    doc["markdown"] = search_markdown(doc).replace("# Gallery", "## Gallery", 1)
-    return {"search": doc}
+    return {"search": run_models("search", models, ds, opts, lambda e, d, o: search(e, d, o, n_gallery=5, unknown=0.1), on_error=echo)}
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -101,9 +98,8 @@ def _markdown(doc: dict[str, Any]) -> str:
             )
         )
         lines += [f"- {e['model']}: {e['error']}" for e in zs["errors"]] + [""]
-    for key, section in doc["sections"].items():
-        if key != "zeroshot" and "markdown" in section:
-            lines += [section.pop("markdown"), ""]
+    if "search" in doc["sections"]:
+        lines += [search_markdown(doc["sections"]["search"]).replace("# Gallery", "## Gallery", 1), ""]
     lines += ["## Models not run", ""]
     lines += [f"- **{m['model']}**: {m['reason']}" for m in doc["models_skipped"]] or ["None."]
     return "\n".join(lines) + "\n"

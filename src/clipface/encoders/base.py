@@ -41,7 +41,6 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def resize_center_crop(image: Image.Image, size: int, resample: int = Image.BICUBIC) -> np.ndarray:
     """CLIP's geometry: shortest side resized to ``size`` (bicubic), then a central ``size`` square."""
     w, h = image.size
-    short = min(w, h)
     if (w, h) != (size, size):
         # Same output size rule as transformers' CLIPImageProcessor (shortest_edge).
         if w <= h:
@@ -51,7 +50,6 @@ def resize_center_crop(image: Image.Image, size: int, resample: int = Image.BICU
         if (nw, nh) != (w, h):
             image = image.resize((nw, nh), resample=resample)
         w, h = image.size
-    del short
     left = int(round((w - size) / 2.0))
     top = int(round((h - size) / 2.0))
     crop = image.crop((left, top, left + size, top + size))
@@ -145,13 +143,15 @@ class Encoder(ABC):
 
 def hash_state_dict(state: dict[str, "torch.Tensor"]) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of a state dict, in name order."""
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
         h.update(key.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
-        h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+        h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -48,18 +48,27 @@ def majority(preds: np.ndarray, n_classes: int) -> int:
     return int(np.bincount(preds, minlength=n_classes).argmax())
 
 
+def prompt_predictions(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+    """``(T, M)``: each prompt template's own top-1 candidate for each image."""
+    return np.stack([np.argmax(image_emb @ l2_normalize(text_emb[t]).T, axis=1) for t in range(text_emb.shape[0])])
+
+
 def identity_inference(
     image_emb: np.ndarray,
     labels: np.ndarray,
     text_emb: np.ndarray,
     n_identities: int,
     settings: IdiaSettings,
+    predictions: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The identity-inference decision for every person (labels ``0..n_identities-1``)."""
+    """The identity-inference decision for every person (labels ``0..n_identities-1``).
+
+    ``predictions`` is :func:`prompt_predictions` of the same inputs, when already computed.
+    """
     n_prompts, n_cand = text_emb.shape[:2]
     if not 1 <= settings.tau <= n_prompts:
         raise ValueError(f"tau must be between 1 and the number of prompts ({n_prompts}), got {settings.tau}")
-    per_prompt_pred = np.stack([np.argmax(image_emb @ text_emb[t].T, axis=1) for t in range(n_prompts)])
+    per_prompt_pred = predictions if predictions is not None else prompt_predictions(image_emb, text_emb)
     accepted_true, accepted_wrong, people = 0, 0, []
     for person in range(n_identities):
         idx = np.flatnonzero(labels == person)
@@ -130,11 +139,9 @@ def zeroshot_metrics(
             }
         )
     confusions = Counter((int(t), int(p)) for t, p in zip(labels, pred) if t != p)
-    per_prompt = {
-        tpl: float((np.argmax(image_emb @ l2_normalize(text_emb[t]).T, axis=1) == labels).mean())
-        for t, tpl in enumerate(prompts)
-    }
-    inference = identity_inference(image_emb, labels, text_emb, n_identities, idia)
+    predictions = prompt_predictions(image_emb, text_emb)
+    per_prompt = {tpl: float((predictions[t] == labels).mean()) for t, tpl in enumerate(prompts)}
+    inference = identity_inference(image_emb, labels, text_emb, n_identities, idia, predictions)
     for row in inference["people"]:
         row["name"] = candidates[row.pop("label")]
     return {
