@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipface.align import CenterFallback, DlibAligner, get_aligner, import_dlib
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clipface.align import CenterFallback, DlibAligner, MtcnnAligner, get_aligner, import_dlib, pick_face
 from clipface.encoders.dlib_resnet import N_PARAMS, availability, load
 from clipface.errors import BackendUnavailableError, NoFaceError, WeightsUnavailableError
 from clipface.images import file_sha256
@@ -116,6 +119,81 @@ def test_large_image_is_downscaled_for_detection_only() -> None:
     small_view = DlibAligner(upsample=0, max_side=500).crop(big, 150)
     full_view = DlibAligner(upsample=0, max_side=1000).crop(big, 150)
     assert np.abs(small_view.astype(int) - full_view.astype(int)).mean() < 12
+
+
+# -- which face, and the second detection pass -----------------------------------------
+FIXTURES = Path(__file__).parent / "fixtures" / "faces"
+
+
+def test_pick_face_central_prefers_a_smaller_face_at_the_centre() -> None:
+    big_side = (0, 0, 120, 120)  # 14400 px, centre 60 px from the middle of 250 x 250 on each axis
+    small_mid = (85, 85, 165, 165)  # 6400 px, at the centre
+    assert pick_face([big_side, small_mid], 250, 250, "largest") == 0
+    assert pick_face([big_side, small_mid], 250, 250, "central") == 1
+    # a face much larger than the central one still wins under FaceNet's rule
+    huge_side = (0, 0, 200, 200)
+    assert pick_face([huge_side, small_mid], 400, 250, "central") == 0
+    with pytest.raises(ValueError, match="select"):
+        pick_face([big_side], 250, 250, "first")
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(1, 200), st.integers(1, 200)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_pick_face_largest_is_the_largest_area_and_central_never_loses_on_both(raw) -> None:
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in raw]
+    area = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    assert area[pick_face(boxes, 500, 500, "largest")] == max(area)
+    c = pick_face(boxes, 500, 500, "central")
+    dist = [((b[0] + b[2]) / 2 - 250) ** 2 + ((b[1] + b[3]) / 2 - 250) ** 2 for b in boxes]
+    # no other box is both at least as large and strictly nearer the centre (or larger and as near)
+    assert not any(
+        (area[i] >= area[c] and dist[i] < dist[c]) or (area[i] > area[c] and dist[i] <= dist[c]) for i in range(len(boxes))
+    )
+
+
+def two_faces() -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
+    """A 600 x 400 canvas: a large face at the left edge, a smaller one at the centre (their centres)."""
+    canvas = Image.new("RGB", (600, 400), (90, 90, 90))
+    big = face("Tony_Blair").resize((300, 300), Image.BICUBIC)
+    small = face("Colin_Powell").resize((200, 200), Image.BICUBIC)
+    canvas.paste(big, (0, 50))
+    canvas.paste(small, (300, 100))
+    return canvas, (150, 200), (400, 200)
+
+
+@needs_lfw
+@pytest.mark.parametrize("cls", [pytest.param(DlibAligner, marks=needs_dlib), pytest.param(MtcnnAligner, marks=needs_mtcnn)])
+def test_aligner_select_central_takes_the_face_nearer_the_centre(cls) -> None:
+    image, big_centre, small_centre = two_faces()
+    for select, expected in (("largest", big_centre), ("central", small_centre)):
+        left, top, right, bottom = cls(select=select).box(image)
+        centre = ((left + right) / 2, (top + bottom) / 2)
+        assert abs(centre[0] - expected[0]) < 40 and abs(centre[1] - expected[1]) < 60, (select, centre)
+    assert cls(select="largest").id != cls().id
+    with pytest.raises(ValueError, match="face selection"):
+        cls(select="biggest")
+
+
+@pytest.mark.parametrize(
+    "cls, file",
+    [
+        pytest.param(DlibAligner, "Abdoulaye_Wade_0003.jpg", marks=needs_dlib),
+        pytest.param(MtcnnAligner, "Marilyn_Monroe_0001.jpg", marks=needs_mtcnn),
+    ],
+)
+def test_second_pass_at_a_lower_threshold_finds_weak_faces(cls, file: str) -> None:
+    image = Image.open(FIXTURES / file)
+    off = cls(retry_threshold=None) if cls is DlibAligner else cls(retry_thresholds=None)
+    with pytest.raises(NoFaceError, match=file):
+        off.crop(image, 150)
+    left, top, right, bottom = cls().box(image)
+    assert 60 < (left + right) / 2 < 190 and 60 < (top + bottom) / 2 < 190  # the subject, in the middle
+    assert cls().id != off.id
 
 
 # -- dlib encoder -----------------------------------------------------------------------

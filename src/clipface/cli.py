@@ -33,6 +33,11 @@ DeviceOpt = typer.Option("cpu", "--device", help="torch device (cpu, cuda).")
 WeightsOpt = typer.Option(None, "--weights", help="Local weights: DIR (one model) or MODEL=DIR (repeatable).")
 AlignOpt = typer.Option(None, "--align", help="Face front end for every model: none, dlib or mtcnn (default: each model's own).")
 NoFaceOpt = typer.Option("skip", "--on-no-face", help="Images with no face: skip (listed) or center (centre crop).")
+SelectOpt = typer.Option(
+    "central", "--face-select", help="Photos with several faces: central (FaceNet's rule: large and near the centre) or largest."
+)
+FlipOpt = typer.Option(False, "--flip/--no-flip", help="Also embed each mirrored face crop and add the two (test-time augmentation).")
+FlipVerifyOpt = typer.Option(True, "--flip/--no-flip", help="Also embed each mirrored face crop and add the two (on by default, as in LFW evaluations).")
 BackendOpt = typer.Option("torch", "--backend", help="Inference backend: torch or onnx (ONNX Runtime, exported once and cached).")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, or int8 (dynamic quantisation; needs --backend onnx).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
@@ -70,7 +75,7 @@ def _error_line(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend="torch", precision="fp32"):  # type: ignore[no-untyped-def]
+def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend="torch", precision="fp32", face_select="central", flip=False):  # type: ignore[no-untyped-def]
     from .cache import EmbeddingCache, NullCache
     from .evaluate import RunOptions
     from .registry import get_spec
@@ -80,6 +85,8 @@ def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, 
 
     if on_no_face not in ("skip", "center"):
         _fail(f"--on-no-face {on_no_face}: choose skip or center")
+    if face_select not in ("central", "largest"):
+        _fail(f"--face-select {face_select}: choose central or largest")
     if backend not in ("torch", "onnx") or precision not in ("fp32", "int8"):
         _fail(f"--backend {backend} --precision {precision}: choose torch|onnx and fp32|int8")
     return RunOptions(
@@ -91,6 +98,8 @@ def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, 
         weights=_weights(models, weights),
         aligner=align,
         on_no_face=on_no_face,
+        face_select=face_select,
+        flip=flip,
         backend=backend,
         precision=precision,
     )
@@ -160,6 +169,8 @@ def eval_zeroshot(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    face_select: str = SelectOpt,
+    flip: bool = FlipOpt,
     backend: str = BackendOpt,
     precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
@@ -169,7 +180,7 @@ def eval_zeroshot(
     from .tasks.zeroshot import IdiaSettings, to_markdown
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision, face_select, flip)
         ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
         idia = IdiaSettings(tau=tau, k=idia_k)
         fn = lambda enc, d, o: zeroshot(enc, d, o, prompts=prompts, distractors=distractors, seed=seed, idia=idia)  # noqa: E731
@@ -194,6 +205,8 @@ def eval_verify(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    face_select: str = SelectOpt,
+    flip: bool = FlipVerifyOpt,
     backend: str = BackendOpt,
     precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
@@ -205,7 +218,7 @@ def eval_verify(
     from .tasks.verification import plot_roc
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision, face_select, flip)
         ds = FaceDataset.from_folder(dataset, validate=False)  # only the pairs' images are read
         kept: list = []
         doc = run_models("verify", model, ds, opts, lambda e, d, o: verification(e, d, o, pairs, keep=kept), on_error=_error_line)
@@ -236,6 +249,8 @@ def eval_search(
     weights: Optional[List[str]] = WeightsOpt,
     align: Optional[str] = AlignOpt,
     on_no_face: str = NoFaceOpt,
+    face_select: str = SelectOpt,
+    flip: bool = FlipOpt,
     backend: str = BackendOpt,
     precision: str = PrecisionOpt,
     quiet: bool = QuietOpt,
@@ -245,7 +260,7 @@ def eval_search(
     from .report import search_markdown
 
     def go() -> None:
-        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision)
+        opts = _options(model, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend, precision, face_select, flip)
         ds = _dataset(dataset, min_images, max_identities, max_per_identity, seed)
         fn = lambda e, d, o: search(e, d, o, n_gallery=gallery, unknown=unknown, seed=seed)  # noqa: E731
         doc = run_models("search", model, ds, opts, fn, on_error=_error_line)

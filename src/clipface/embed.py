@@ -106,7 +106,7 @@ def embed_images(
             ok = [(i, p) for i, p in zip(batch, prepared) if isinstance(p, np.ndarray)]
             skipped.extend(p for p in prepared if isinstance(p, SkippedFile))
             if ok:
-                emb = encoder.encode_prepared(np.stack([p for _, p in ok]))
+                emb = encoder.embed_prepared(np.stack([p for _, p in ok]))
                 cache.put_many({keys[i]: e for (i, _), e in zip(ok, emb)})
                 vectors.update({i: e for (i, _), e in zip(ok, emb)})
             bar.update(len(batch))

@@ -41,6 +41,8 @@ class RunOptions:
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local weights
     aligner: str | None = None  # face front end for every encoder (None: each model's default)
     on_no_face: str = "skip"
+    face_select: str = "central"  # which face where a photo has several: central or largest
+    flip: bool = False  # test-time augmentation: add the mirrored crop's embedding (Encoder.flip)
     backend: str = "torch"  # or "onnx" (ONNX Runtime)
     precision: str = "fp32"  # or "int8" (ONNX only)
     threads: int | None = None  # inference threads (default: physical cores)
@@ -48,14 +50,18 @@ class RunOptions:
 
 def load_encoder(name: str, opts: RunOptions) -> Encoder:
     """Create ``name`` with the weights and front end chosen in ``opts``."""
-    encoder = create_encoder(name, weights=opts.weights.get(name), device=opts.device, on_no_face=opts.on_no_face)
+    encoder = create_encoder(
+        name, weights=opts.weights.get(name), device=opts.device, on_no_face=opts.on_no_face, select=opts.face_select
+    )
     if opts.aligner is not None:
         from .align import get_aligner
 
-        encoder.aligner = get_aligner(opts.aligner, on_no_face=opts.on_no_face)
+        encoder.aligner = get_aligner(opts.aligner, on_no_face=opts.on_no_face, select=opts.face_select)
     from .encoders.onnx_backend import with_backend
 
-    return with_backend(encoder, opts.backend, opts.precision, opts.threads)
+    encoder = with_backend(encoder, opts.backend, opts.precision, opts.threads)
+    encoder.flip = opts.flip
+    return encoder
 
 
 def embed_dataset(encoder: Encoder, dataset: FaceDataset, opts: RunOptions) -> tuple[EmbeddingResult, FaceDataset]:

@@ -610,7 +610,7 @@ class FaceIndex:
             raise QueryError(f"no face found in the query image ({encoder.name} needs a photo with a visible face)") from None
         except ImageError as exc:
             raise QueryError(f"unusable query image: {exc.reason}") from None
-        return encoder.encode_prepared(np.stack([prepared]))
+        return encoder.embed_prepared(np.stack([prepared]))
 
     # -- metadata ----------------------------------------------------------------------
     def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:

@@ -131,25 +131,8 @@ def _center_view(width: int, height: int, size: int) -> View:
 
 
 def _mtcnn_view(aligner: MtcnnAligner, image: Image.Image, size: int) -> View:
-    """The box of :meth:`MtcnnAligner.crop` (largest face, ``margin / 2`` source pixels each side)."""
-    from ..align import _detection_view
-
-    rgb = np.asarray(image.convert("RGB"))
-    view, scale = _detection_view(rgb, aligner.max_side)
-    try:
-        faces = aligner._mtcnn.get().detect_faces(view)
-    except ValueError as exc:
-        raise NoFaceError(image_label(image), f"MTCNN failed ({exc})") from None
-    if not faces:
-        raise NoFaceError(image_label(image), "no face found by MTCNN")
-    x, y, w, h = max((f["box"] for f in faces), key=lambda b: b[2] * b[3])
-    left, top, right, bottom = (v / scale for v in (x, y, x + w, y + h))
-    half = aligner.margin / 2
-    ih, iw = rgb.shape[:2]
-    box = (max(int(left - half), 0), max(int(top - half), 0), min(int(right + half), iw), min(int(bottom + half), ih))
-    if box[2] <= box[0] or box[3] <= box[1]:
-        raise NoFaceError(image_label(image), "MTCNN box lies outside the image")
-    return View(box=box, size=size)
+    """The box of :meth:`MtcnnAligner.crop`."""
+    return View(box=aligner.box(image), size=size)
 
 
 def _aligned_view(aligner: Any, image: Image.Image, size: int) -> View:

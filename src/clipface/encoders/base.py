@@ -73,6 +73,9 @@ class Encoder(ABC):
     is_test_model: bool = False
     #: Optional face front end used by :meth:`prepare`.
     aligner: Aligner | None = None
+    #: Test-time augmentation: :meth:`embed_prepared` also embeds the mirrored crop and
+    #: returns the normalised sum of the two unit vectors (the usual LFW evaluation practice).
+    flip: bool = False
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -94,7 +97,7 @@ class Encoder(ABC):
     def preprocess_id(self) -> str:
         """Exact name of the preparation: part of every cache key."""
         front = self.aligner.id if self.aligner is not None else self.geometry_id
-        return f"{front}|{self.normalization_id}"
+        return f"{front}|{self.normalization_id}" + ("|flipsum" if self.flip else "")
 
     @property
     def normalization_id(self) -> str:
@@ -112,6 +115,7 @@ class Encoder(ABC):
             "pretraining": self.pretraining,
             "fingerprint": self.fingerprint,
             "preprocess": self.preprocess_id,
+            "flip": self.flip,
             "is_test_model": self.is_test_model,
         }
 
@@ -126,11 +130,18 @@ class Encoder(ABC):
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
         """Embed a ``(N, S, S, 3)`` uint8 batch from :meth:`prepare` into ``(N, dim)`` unit vectors."""
 
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`encode_prepared`, with the mirrored crops added where :attr:`flip` is set."""
+        emb = self.encode_prepared(batch)
+        if not self.flip or len(emb) == 0:
+            return emb
+        return l2_normalize(emb + self.encode_prepared(np.ascontiguousarray(np.asarray(batch)[:, :, ::-1])))
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Prepare and embed PIL images (convenience; pipelines use :func:`clipface.embed.embed_images`)."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_prepared(np.stack([self.prepare(im) for im in images]))
+        return self.embed_prepared(np.stack([self.prepare(im) for im in images]))
 
     # -- text ---------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:

@@ -117,10 +117,14 @@ def load(
     aligner: str | Aligner | None = "dlib",
     on_no_face: str = "skip",
     num_jitters: int = 0,
+    select: str = "central",
 ) -> DlibEncoder:
-    """Registry loader: ``aligner`` is a name for :func:`~clipface.align.get_aligner`, an aligner or ``None``."""
+    """Registry loader: ``aligner`` is a name for :func:`~clipface.align.get_aligner`, an aligner or ``None``.
+
+    ``select`` picks the face where a photo has several (:func:`~clipface.align.pick_face`).
+    """
     del device  # dlib chooses its device when it is built
     if isinstance(aligner, str):
-        aligner = get_aligner(aligner, on_no_face=on_no_face)
+        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
     pretraining = getattr(spec, "pretraining", "unknown")
     return DlibEncoder(resolve_weights(weights), aligner, num_jitters=num_jitters, pretraining=pretraining)

@@ -278,6 +278,7 @@ def load(
     device: str = "cpu",
     aligner: str | Aligner | None = "mtcnn",
     on_no_face: str = "skip",
+    select: str = "central",
     **_: Any,
 ) -> FacenetEncoder:
     """Load FaceNet; ``weights`` is a frozen TensorFlow ``.pb`` or a converted ``.safetensors``/``.pt``.
@@ -304,6 +305,6 @@ def load(
     if isinstance(aligner, str):
         from ..align import get_aligner
 
-        aligner = get_aligner(aligner, on_no_face=on_no_face)
+        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
     encoder.aligner = aligner
     return encoder
