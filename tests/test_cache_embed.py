@@ -68,3 +68,27 @@ def test_text_embeddings_are_cached(tiny, tmp_path: Path) -> None:
     e2, n2 = embed_texts(tiny, ["a photo of Ada Lovelace.", "a photo of Alan Turing."], cache)
     assert (n1, n2) == (2, 0) and e1.shape == (2, tiny.dim)
     np.testing.assert_array_equal(e1, e2)
+
+
+def test_flip_adds_the_mirrored_crop_and_is_cached_apart(tmp_path: Path) -> None:
+    ds = FaceDataset.from_folder("bundled:lfw-mini", max_identities=2, max_per_identity=2)
+    cache = EmbeddingCache(tmp_path)
+    enc = clipface.create_encoder("test-tiny-random")
+    plain = embed_images(enc, ds.images, cache, progress=False)
+    from PIL import Image
+
+    crops = np.stack([enc.prepare(Image.open(im.path)) for im in plain.images])
+    mirrored = enc.encode_prepared(crops[:, :, ::-1].copy())
+    enc.flip = True
+    assert enc.preprocess_id.endswith("|flipsum") and enc.info()["flip"] is True
+    flipped = embed_images(enc, ds.images, cache, progress=False)
+    assert flipped.computed == 4  # not served from the unflipped entries
+    expected = plain.embeddings + mirrored
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(flipped.embeddings, expected, atol=1e-5)
+    assert not np.allclose(flipped.embeddings, plain.embeddings, atol=1e-3)
+    # a mirror-symmetric crop embeds the same with and without the flip
+    half = crops[:1, :, : enc.image_size // 2]
+    sym = np.ascontiguousarray(np.concatenate([half, half[:, :, ::-1]], axis=2))
+    assert sym.shape == crops[:1].shape and np.array_equal(sym, sym[:, :, ::-1])
+    np.testing.assert_allclose(enc.embed_prepared(sym), enc.encode_prepared(sym), atol=1e-5)

@@ -111,11 +111,19 @@ def test_eval_verify_and_search(tmp_path: Path) -> None:
     for key in ("accuracy", "accuracy_std", "auc", "eer", "tar_at_far"):
         assert key in doc
     assert (tmp_path / "v" / "roc.png").stat().st_size > 1000
+    assert doc["encoder"]["flip"] is True  # verification adds the mirrored crops by default
+    res = runner.invoke(app, ["eval", "verify", "-m", "test-tiny-random", "-d", str(root), "--pairs", str(tmp_path / "pairs.txt"), "--no-flip", "--face-select", "largest", "-o", str(tmp_path / "v2"), "-q"])
+    assert res.exit_code == 0, res.output
+    doc2 = json.loads((tmp_path / "v2" / "results.json").read_text())
+    assert doc2["encoder"]["flip"] is False and doc2["embeddings"]["computed"] == doc["embeddings"]["computed"]
     res = runner.invoke(app, ["eval", "search", "-m", "test-tiny-random", "-d", str(root), "--gallery", "3", "--min-images", "10", "-o", str(tmp_path / "s"), "-q"])
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "s" / "results.json").read_text())
     assert doc["n_identities"] == 9 and doc["n_gallery"] == 27 and doc["n_probes"] == 63 and doc["n_unknown_probes"] == 10
     assert 0 <= doc["rank1"] <= doc["rank5"] <= 1 and "dir_at_far" in doc and "map" in doc
+    assert doc["encoder"]["flip"] is False
+    res = runner.invoke(app, ["eval", "search", "-m", "test-tiny-random", "-d", str(root), "--face-select", "middle", "-o", str(tmp_path / "s2"), "-q"])
+    assert res.exit_code == 1 and "--face-select middle" in res.output
 
 
 def test_verify_without_pairs_file(tmp_path: Path) -> None:
