@@ -6,6 +6,8 @@ One command times, on this machine and in one run:
   with PIL and preprocessed by the model's own ``CLIPImageProcessor``;
 * ``torch``: :func:`clipface.embed.embed_images` (decoding threads overlap the model) with the torch
   encoder, torch threads set by :mod:`clipface.threads`;
+* ``compile``: the same pipeline with the torch encoder run through ``torch.compile`` (inductor,
+  frozen weights; the one-off compilation happens in the warm-up and is reported as ``warmup_s``);
 * ``onnx_fp32`` / ``onnx_int8``: the same pipeline with :class:`clipface.encoders.onnx_backend.OnnxEncoder`;
 
 for a CLIP of ViT-B/32's exact sizes with random weights (speed does not depend on the values),
@@ -45,8 +47,8 @@ BATCH = 32
 CLIP_NAME = "bench:ViT-B-32-random"
 #: Models and the paths timed for each; the first path is the one ratios are taken to.
 PATHS = {
-    CLIP_NAME: ("baseline", "torch", "onnx_fp32", "onnx_int8"),
-    "facenet-casia": ("torch", "onnx_fp32", "onnx_int8"),
+    CLIP_NAME: ("baseline", "torch", "compile", "onnx_fp32", "onnx_int8"),
+    "facenet-casia": ("torch", "compile", "onnx_fp32", "onnx_int8"),
     "dlib": ("loop", "pipeline"),
 }
 #: The path whose embeddings the others are compared with.
@@ -138,15 +140,15 @@ def per_image_ms(fn: Callable[[], Any], n: int) -> float:
 
 
 def load_clipface(model: str, path: str) -> Any:
-    """The encoder of ``model`` for a clipface ``path`` (``torch``, ``onnx_fp32``, ``onnx_int8``, ``pipeline``)."""
-    from clipface.encoders.onnx_backend import with_backend
+    """The encoder of ``model`` for a clipface ``path`` (``torch``, ``compile``, ``onnx_fp32``, ``onnx_int8``, ``pipeline``)."""
+    from clipface.encoders.backends import with_backend
     from clipface.registry import create_encoder
 
     weights = str(clip_dir()) if model == CLIP_NAME else None
     encoder = create_encoder(model, weights=weights)
     if path.startswith("onnx_"):
         return with_backend(encoder, "onnx", path.split("_")[1])
-    return with_backend(encoder, "torch") if path == "torch" else encoder
+    return with_backend(encoder, path) if path in ("torch", "compile") else encoder
 
 
 def worker(model: str, path: str, paths: list[Path], repeats: int) -> dict[str, Any]:
@@ -161,7 +163,9 @@ def worker(model: str, path: str, paths: list[Path], repeats: int) -> dict[str, 
     run, stages, info = (_baseline if path == "baseline" else _dlib_loop if path == "loop" else _clipface)(model, path)
     load_s = time.perf_counter() - start
     first = paths[:BATCH]
-    run(paths[:8])  # warm-up: first-call allocations, thread pools, lazy imports
+    start = time.perf_counter()
+    run(paths[:8])  # warm-up: first-call allocations, thread pools, lazy imports, compilation
+    warmup_s = time.perf_counter() - start
     seconds, result = [], None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -175,6 +179,7 @@ def worker(model: str, path: str, paths: list[Path], repeats: int) -> dict[str, 
         "n_images": len(paths),
         "n_embedded": len(result[0]),
         "load_s": round(load_s, 2),
+        "warmup_s": round(warmup_s, 2),
         "stages_ms_per_image": {k: round(v, 2) for k, v in stages(first).items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),

@@ -16,7 +16,8 @@ from clipface.cache import embedding_key  # noqa: E402
 from clipface.dataset import FaceDataset, bundled_path  # noqa: E402
 from clipface.encoders import facenet  # noqa: E402
 from clipface.encoders.base import Encoder, TorchEncoder  # noqa: E402
-from clipface.encoders.onnx_backend import OnnxEncoder, _finalise, quantize_int8, with_backend  # noqa: E402
+from clipface.encoders.backends import with_backend  # noqa: E402
+from clipface.encoders.onnx_backend import OnnxEncoder, _finalise, quantize_int8  # noqa: E402
 from clipface.errors import BackendUnavailableError  # noqa: E402
 from clipface.evaluate import RunOptions, zeroshot  # noqa: E402
 from clipface.images import load_image  # noqa: E402
@@ -217,3 +218,39 @@ def test_facenet_parity(facenet_encoder: facenet.FacenetEncoder, onnx_dir: Path)
     int8 = cosines(OnnxEncoder(facenet_encoder, "int8", cache_dir=onnx_dir).encode_prepared(faces), ref)
     print(f"facenet cosine to torch: fp32 min {fp32.min():.6f}, int8 mean {int8.mean():.5f}")
     assert fp32.min() >= 0.9999 and int8.mean() >= 0.99
+
+
+# -- the compile backend (torch.compile) -----------------------------------------------------------
+def test_compile_backend_matches_eager_and_keeps_gradients() -> None:
+    import clipface
+
+    eager = clipface.create_encoder("test-tiny-random")
+    compiled = with_backend(clipface.create_encoder("test-tiny-random"), "compile")
+    assert compiled.info()["backend"] == "compile" and eager.info()["backend"] == "torch"
+    assert compiled.fingerprint == eager.fingerprint and compiled.preprocess_id == eager.preprocess_id
+    batch = np.random.default_rng(0).integers(0, 256, (6, eager.image_size, eager.image_size, 3), dtype=np.uint8)
+    a, b = eager.encode_prepared(batch), compiled.encode_prepared(batch)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    assert np.array_equal(compiled.encode_prepared(batch[:1]), eager.encode_prepared(batch[:1]))  # small batches stay eager
+    x = torch.rand(2, 3, eager.image_size, eager.image_size, requires_grad=True)
+    compiled.embed_pixels(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(BackendUnavailableError, match="needs a PyTorch encoder"):
+        with_backend(FakeDlib(), "compile")
+
+
+def test_compile_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clipface
+
+    def broken(*args, **kwargs):
+        def run(x):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nlong traceback")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    enc = with_backend(clipface.create_encoder("test-tiny-random"), "compile")
+    batch = np.zeros((4, enc.image_size, enc.image_size, 3), dtype=np.uint8)
+    with pytest.raises(BackendUnavailableError) as exc:
+        enc.encode_prepared(batch)
+    assert "C++ compiler" in str(exc.value) and "--backend torch" in str(exc.value) and "\n" not in str(exc.value)

@@ -38,7 +38,9 @@ SelectOpt = typer.Option(
 )
 FlipOpt = typer.Option(False, "--flip/--no-flip", help="Also embed each mirrored face crop and add the two (test-time augmentation).")
 FlipVerifyOpt = typer.Option(True, "--flip/--no-flip", help="Also embed each mirrored face crop and add the two (on by default, as in LFW evaluations).")
-BackendOpt = typer.Option("torch", "--backend", help="Inference backend: torch or onnx (ONNX Runtime, exported once and cached).")
+BackendOpt = typer.Option(
+    "torch", "--backend", help="Inference backend: torch (eager), compile (torch.compile; one-off compilation) or onnx (ONNX Runtime, exported once and cached)."
+)
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, or int8 (dynamic quantisation; needs --backend onnx).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
@@ -87,8 +89,8 @@ def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, 
         _fail(f"--on-no-face {on_no_face}: choose skip or center")
     if face_select not in ("central", "largest"):
         _fail(f"--face-select {face_select}: choose central or largest")
-    if backend not in ("torch", "onnx") or precision not in ("fp32", "int8"):
-        _fail(f"--backend {backend} --precision {precision}: choose torch|onnx and fp32|int8")
+    if backend not in ("torch", "compile", "onnx") or precision not in ("fp32", "int8"):
+        _fail(f"--backend {backend} --precision {precision}: choose torch|compile|onnx and fp32|int8")
     return RunOptions(
         cache=NullCache() if no_cache else EmbeddingCache(cache_dir),
         batch_size=batch_size,

@@ -57,7 +57,7 @@ def load_encoder(name: str, opts: RunOptions) -> Encoder:
         from .align import get_aligner
 
         encoder.aligner = get_aligner(opts.aligner, on_no_face=opts.on_no_face, select=opts.face_select)
-    from .encoders.onnx_backend import with_backend
+    from .encoders.backends import with_backend
 
     encoder = with_backend(encoder, opts.backend, opts.precision, opts.threads)
     encoder.flip = opts.flip

@@ -176,6 +176,11 @@ class TorchEncoder(Encoder):
     #: Images per forward pass in :meth:`encode_prepared`.
     batch_size: int = 32
     _fingerprint: str | None = None
+    #: The ``torch.compile``d inference forward once :meth:`compile` ran (``None``: eager).
+    _compiled: Any = None
+    #: Batches smaller than this stay eager under :meth:`compile` (a dynamic-shape kernel is
+    #: slower than eager for a single image, e.g. a search query).
+    compile_min_batch: int = 4
 
     @property
     def n_params(self) -> int:
@@ -212,6 +217,34 @@ class TorchEncoder(Encoder):
 
         return F.normalize(self.forward_features(self.normalize_pixels(x)), dim=-1)
 
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "backend": "compile" if self._compiled is not None else "torch"}
+
+    def compile(self) -> None:
+        """Run :meth:`encode_prepared` through ``torch.compile`` (inductor, frozen weights, dynamic batch).
+
+        The first batch compiles (tens of seconds; inductor caches the result on disk);
+        :meth:`embed_pixels` stays eager and differentiable. Embeddings match eager up to float
+        rounding, so the cache is shared with the eager path. A failure to compile (no C++
+        compiler, unsupported operator) is a :class:`~clipface.errors.BackendUnavailableError`.
+        """
+        import torch
+
+        self._compiled = torch.compile(self.embed_pixels, dynamic=True, options={"freezing": True})
+
+    def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        if self._compiled is None or len(x) < self.compile_min_batch:
+            return self.embed_pixels(x)
+        try:
+            return self._compiled(x)
+        except Exception as exc:  # inductor raises many types (compiler missing, lowering errors)
+            from ..errors import BackendUnavailableError
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise BackendUnavailableError(
+                f"model {self.name}: torch.compile failed ({first}); use --backend torch or onnx"
+            ) from None
+
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
@@ -223,7 +256,7 @@ class TorchEncoder(Encoder):
             for i in range(0, len(batch), self.batch_size):
                 chunk = torch.from_numpy(np.ascontiguousarray(batch[i : i + self.batch_size]))
                 x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
-                out.append(self.embed_pixels(x).float().numpy())
+                out.append(self._forward(x).float().numpy())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(np.concatenate(out))

@@ -40,15 +40,14 @@ from PIL import Image
 from torch import nn
 
 from ..errors import BackendUnavailableError
-from ..threads import configure_torch_threads, inference_threads
+from ..threads import inference_threads
+from .backends import PRECISIONS
 from .base import Aligner, Encoder, TorchEncoder, l2_normalize
 from .fingerprint import cache_root
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
 
-BACKENDS = ("torch", "onnx")
-PRECISIONS = ("fp32", "int8")
 OPSET = 17
 #: Texts of different lengths, so that the traced graph sees real padding.
 _TRACE_TEXTS = ("a photo of a face.", "a photo of Firstname Middlename Lastname, a person with a long name.")
@@ -382,22 +381,3 @@ class OnnxEncoder(Encoder):
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({self.torch_encoder!r}, precision={self.precision!r}, threads={self.threads})"
-
-
-def with_backend(
-    encoder: Encoder, backend: str = "torch", precision: str = "fp32", threads: int | None = None
-) -> Encoder:
-    """``encoder`` run by ``backend`` (``"torch"`` or ``"onnx"``) at ``precision`` (``"fp32"`` or ``"int8"``).
-
-    ``torch`` returns ``encoder`` itself, with torch's threads set to the physical cores (or
-    ``threads``); ``onnx`` wraps it in an :class:`OnnxEncoder`.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if backend == "onnx":
-        return OnnxEncoder(encoder, precision=precision, threads=threads)
-    if precision != "fp32":
-        raise BackendUnavailableError(f"model {encoder.name}: precision {precision} needs the onnx backend")
-    if isinstance(encoder, TorchEncoder):
-        configure_torch_threads(threads)
-    return encoder
