@@ -180,7 +180,8 @@ class DlibAligner:
         if not boxes and self.retry_threshold is not None:
             boxes = list(detector.run(view, self.upsample, self.retry_threshold)[0])
         if not boxes:
-            raise NoFaceError(image_label(image), f"no face found by the dlib HOG detector (upsample {self.upsample})")
+            again = "" if self.retry_threshold is None else f", nor at threshold {self.retry_threshold:g}"
+            raise NoFaceError(image_label(image), f"no face found by the dlib HOG detector (upsample {self.upsample}{again})")
         h, w = view.shape[:2]
         ltrb = [(r.left(), r.top(), r.right(), r.bottom()) for r in boxes]
         chosen = ltrb[pick_face(ltrb, w, h, self.select)]
@@ -237,7 +238,8 @@ class MtcnnAligner:
         if not boxes and self.retry_thresholds is not None:
             boxes = self._detect(self._mtcnn_low.get(), view, image)
         if not boxes:
-            raise NoFaceError(image_label(image), "no face found by MTCNN")
+            again = "" if self.retry_thresholds is None else " (nor at the lower stage thresholds)"
+            raise NoFaceError(image_label(image), f"no face found by MTCNN{again}")
         vh, vw = view.shape[:2]
         left, top, right, bottom = (v / scale for v in boxes[pick_face(boxes, vw, vh, self.select)])
         half = self.margin / 2
