@@ -355,6 +355,36 @@ def spawn(args: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def vit_gflops_per_image(config: Any) -> float:
+    """Forward cost of a CLIP vision tower in GFLOP (2 per multiply-add): patches, 12 blocks, projection."""
+    v = config.vision_config
+    d, mlp, layers, patch, size = v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.patch_size, v.image_size
+    n = (size // patch) ** 2 + 1
+    macs = (n - 1) * 3 * patch * patch * d  # patch embedding
+    macs += layers * n * (4 * d * d + 2 * d * mlp)  # q, k, v, out projections and the MLP
+    macs += layers * 2 * n * n * d  # attention scores and weighted sum
+    macs += d * config.projection_dim
+    return 2 * macs / 1e9
+
+
+def gemm_peak_gflops() -> dict[str, Any]:
+    """Best fp32 throughput of torch matrix products of ViT-B/32's shapes (batch 32) on the inference threads."""
+    import torch
+
+    from clipface.threads import configure_torch_threads
+
+    threads = configure_torch_threads(None)
+    best = 0.0
+    for n, k, m in ((1600, 768, 3072), (1600, 3072, 768), (1600, 768, 768)):
+        a, b = torch.rand(n, k), torch.rand(k, m)
+        a @ b
+        start, reps = time.perf_counter(), 10
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n * k * m * reps / (time.perf_counter() - start) / 1e9)
+    return {"gflops": round(best, 1), "threads": threads}
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, instruction sets that matter to GEMMs, load and library versions."""
     import importlib.metadata as md
@@ -431,6 +461,16 @@ def markdown(doc: dict[str, Any]) -> str:
             )
     if doc.get("skipped"):
         lines += ["", "Not timed: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items()) + "."]
+    roof = doc.get("fp32_ceiling")
+    if roof:
+        lines += [
+            "",
+            f"fp32 ceiling: ViT-B/32 costs {roof['gflop_per_image']:.2f} GFLOP per image; the baseline's model stage "
+            f"runs at {roof['baseline_gflops']:.0f} GFLOP/s, {100 / roof['max_fp32_ratio']:.0f}% of torch's best fp32 "
+            f"matrix product of the same shapes on {roof['threads']} threads ({roof['gemm_peak_gflops']:.0f} GFLOP/s), so "
+            f"an fp32 path computing the same embeddings can gain at most about {max(1.0, roof['max_fp32_ratio']):.2f}x "
+            f"over the baseline here (timings on this shared machine vary by about 20% from run to run).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -497,6 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["ratio_to_baseline"] = round(r["images_per_s"] / base, 2) if base else None
                 r["cosine_to_reference"] = cosine(embeddings[path], ref) if ref is not None else None
             doc["models"][model] = {"reference": PATHS[model][0], "paths": results}
+    model_ms = doc["models"].get(CLIP_NAME, {}).get("paths", {}).get("baseline", {}).get("stages_ms_per_image", {}).get("model")
+    if model_ms:
+        peak, gflop = gemm_peak_gflops(), vit_gflops_per_image(vit_b32_config())
+        achieved = gflop / (model_ms / 1000)
+        doc["fp32_ceiling"] = {
+            "gflop_per_image": round(gflop, 2),
+            "baseline_model_ms_per_image": model_ms,
+            "baseline_gflops": round(achieved, 1),
+            "gemm_peak_gflops": peak["gflops"],
+            "threads": peak["threads"],
+            "max_fp32_ratio": round(peak["gflops"] / achieved, 2),
+        }
     machine["load_average_1m_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     doc["paths"] = doc["models"][CLIP_NAME]["paths"]  # the ViT-B/32-sized CLIP, at top level
     out.parent.mkdir(parents=True, exist_ok=True)
