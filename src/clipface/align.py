@@ -108,8 +108,7 @@ def pick_face(boxes: Sequence[Box], width: int, height: int, select: str = "cent
     """Index of the face to use among ``boxes`` in a ``width x height`` image (see ``select`` above)."""
     if not boxes:
         raise ValueError("no boxes to choose from")
-    if select not in SELECT:
-        raise ValueError(f"select must be one of {', '.join(SELECT)}, not {select!r}")
+    _check_select(select)
 
     def score(box: Box) -> float:
         left, top, right, bottom = box
@@ -173,7 +172,9 @@ class DlibAligner:
 
     def box(self, image: Image.Image) -> Box:
         """The chosen face's detector box in source pixels, or :class:`NoFaceError`."""
-        rgb = np.asarray(image.convert("RGB"))
+        return self._box(np.asarray(image.convert("RGB")), image)
+
+    def _box(self, rgb: np.ndarray, image: Image.Image) -> Box:
         view, scale = _detection_view(rgb, self.max_side)
         detector = self._detector.get()
         boxes = list(detector(view, self.upsample))
@@ -189,7 +190,7 @@ class DlibAligner:
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
         rgb = np.asarray(image.convert("RGB"))
-        rect = self._dlib.rectangle(*(round(v) for v in self.box(image)))
+        rect = self._dlib.rectangle(*(round(v) for v in self._box(rgb, image)))
         shape = _shape_predictor(self._predictor_path)(rgb, rect)
         return self._dlib.get_face_chip(rgb, shape, size=size, padding=self.padding)
 
@@ -232,7 +233,9 @@ class MtcnnAligner:
 
     def box(self, image: Image.Image) -> tuple[int, int, int, int]:
         """The crop box (face box widened by ``margin / 2`` each side, clipped) in source pixels."""
-        rgb = np.asarray(image.convert("RGB"))
+        return self._box(np.asarray(image.convert("RGB")), image)
+
+    def _box(self, rgb: np.ndarray, image: Image.Image) -> tuple[int, int, int, int]:
         view, scale = _detection_view(rgb, self.max_side)
         boxes = self._detect(self._mtcnn.get(), view, image)
         if not boxes and self.retry_thresholds is not None:
@@ -255,8 +258,9 @@ class MtcnnAligner:
         return box
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
-        left, top, right, bottom = self.box(image)
-        face = Image.fromarray(np.asarray(image.convert("RGB"))[top:bottom, left:right])
+        rgb = np.asarray(image.convert("RGB"))
+        left, top, right, bottom = self._box(rgb, image)
+        face = Image.fromarray(rgb[top:bottom, left:right])
         return np.asarray(face.resize((size, size), Image.BILINEAR))
 
 

@@ -78,19 +78,21 @@ def _error_line(message: str) -> None:
 
 
 def _options(models, cache_dir, no_cache, batch_size, workers, device, weights, align, on_no_face, quiet, backend="torch", precision="fp32", face_select="central", flip=False):  # type: ignore[no-untyped-def]
+    from .align import ON_NO_FACE, SELECT
     from .cache import EmbeddingCache, NullCache
+    from .encoders.backends import BACKENDS, PRECISIONS
     from .evaluate import RunOptions
     from .registry import get_spec
 
     for name in models:
         get_spec(name)  # unknown names fail before any work
 
-    if on_no_face not in ("skip", "center"):
-        _fail(f"--on-no-face {on_no_face}: choose skip or center")
-    if face_select not in ("central", "largest"):
-        _fail(f"--face-select {face_select}: choose central or largest")
-    if backend not in ("torch", "compile", "onnx") or precision not in ("fp32", "int8"):
-        _fail(f"--backend {backend} --precision {precision}: choose torch|compile|onnx and fp32|int8")
+    if on_no_face not in ON_NO_FACE:
+        _fail(f"--on-no-face {on_no_face}: choose {' or '.join(ON_NO_FACE)}")
+    if face_select not in SELECT:
+        _fail(f"--face-select {face_select}: choose {' or '.join(SELECT)}")
+    if backend not in BACKENDS or precision not in PRECISIONS:
+        _fail(f"--backend {backend} --precision {precision}: choose {'|'.join(BACKENDS)} and {'|'.join(PRECISIONS)}")
     return RunOptions(
         cache=NullCache() if no_cache else EmbeddingCache(cache_dir),
         batch_size=batch_size,

@@ -121,6 +121,35 @@ def zeroshot(
 TaskFn = Callable[[Encoder, FaceDataset, RunOptions], dict[str, Any]]
 
 
+def each_model(
+    models: Sequence[str],
+    opts: RunOptions,
+    fn: Callable[[Encoder], dict[str, Any] | list[dict[str, Any]]],
+    on_error: Callable[[str], None] | None = None,
+    after: Callable[[list[dict[str, Any]], list[dict[str, str]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Load each of ``models`` in turn and collect ``fn(encoder)``'s result (one dict or a list).
+
+    A model that fails (loading or in ``fn``) is recorded in the errors, with its one-line reason
+    passed to ``on_error``, and the others still run. Each model is released before the next is
+    loaded; ``after(results, errors)`` runs after every model (e.g. to save partial results).
+    """
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for name in models:
+        try:
+            out = fn(load_encoder(name, opts))  # the encoder lives only as long as this call
+            results.extend(out if isinstance(out, list) else [out])
+        except ClipfaceError as exc:
+            (on_error or log.error)(str(exc))
+            errors.append({"model": name, "error": str(exc)})
+        finally:
+            gc.collect()
+        if after is not None:
+            after(results, errors)
+    return results, errors
+
+
 def run_models(
     task: str,
     models: Sequence[str],
@@ -130,21 +159,9 @@ def run_models(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     on_error: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``fn`` for each model; failures are recorded per model (and passed to ``on_error``) and the others go on."""
-    results: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    for name in models:
-        try:
-            encoder = load_encoder(name, opts)
-            results.append(fn(encoder, dataset, opts))
-        except ClipfaceError as exc:
-            (on_error or log.error)(str(exc))
-            errors.append({"model": name, "error": str(exc)})
-        finally:
-            encoder = None  # release the model before the next one is loaded
-            gc.collect()
-        if on_result is not None:
-            on_result(payload(task, dataset, results, errors))
+    """Run ``fn`` for each model (see :func:`each_model`) and return the ``results.json`` document."""
+    after = (lambda r, e: on_result(payload(task, dataset, r, e))) if on_result is not None else None
+    results, errors = each_model(models, opts, lambda enc: fn(enc, dataset, opts), on_error, after)
     return payload(task, dataset, results, errors)
 
 

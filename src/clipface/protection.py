@@ -22,8 +22,6 @@ surrogate set and reused from their folder on later runs.
 
 from __future__ import annotations
 
-import gc
-import logging
 import re
 import time
 import zlib
@@ -40,10 +38,9 @@ from .dataset import FaceDataset, FaceImage
 from .embed import embed_images
 from .encoders.base import Encoder
 from .errors import ClipfaceError
-from .evaluate import RunOptions, load_encoder, zeroshot
+from .evaluate import RunOptions, each_model, zeroshot
 from .report import fmt, md_table, params_m, skipped_section, versions, write_json
 
-log = logging.getLogger("clipface")
 
 #: Share of each person's photos used as probes (FaceCure ``test_frac``).
 TEST_FRAC = 0.3
@@ -243,43 +240,37 @@ def evaluate_protection(
                 }
             )
 
-    results: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    for name in models:
-        try:
-            encoder = load_encoder(name, opts)
-            start = time.perf_counter()
-            original, res = _embed_map(encoder, images, opts)
-            all_paths = [im.path for im in images if im.path in original]
-            orig_matrix = np.stack([original[p] for p in all_paths])
-            row_of = {p: i for i, p in enumerate(all_paths)}
-            for row in rows:
-                pairs = [(im, row["cloaks"][im.path]) for im in to_cloak if im.path in row["cloaks"]]
-                emb, cres = _embed_map(encoder, [FaceImage(c, im.identity) for im, c in pairs], opts)
-                cloaked = {im.path: emb[c] for im, c in pairs if c in emb}
-                linked = [(row_of[src], v) for src, v in cloaked.items() if src in row_of]
-                entry = {
-                    "model": encoder.name,
-                    "is_test_model": encoder.is_test_model,
-                    "encoder": encoder.info(),
-                    "surrogates": row["surrogates"],
-                    "white_box": encoder.name in row["surrogates"],
-                    **protection_metrics(images, is_probe, users, original, cloaked),
-                    "link": link_stats(orig_matrix, np.stack([v for _, v in linked]), [i for i, _ in linked]) if linked else None,
-                    "zeroshot": _zeroshot_pair(encoder, dataset, pairs, opts) if encoder.has_text and pairs else None,
-                    "n_cloaks": len(pairs),
-                    "cloaks_unusable": [str(c) for _, c in pairs if c not in emb],
-                    "embeddings": {"computed": res.computed + cres.computed, "cached": res.cached + cres.cached},
-                    "skipped": [s.to_dict() for s in [*dataset.skipped, *res.skipped]],
-                    "seconds": round(time.perf_counter() - start, 2),
-                }
-                results.append(entry)
-        except ClipfaceError as exc:
-            (on_error or log.error)(str(exc))
-            errors.append({"model": name, "error": str(exc)})
-        finally:
-            encoder = None
-            gc.collect()
+    def per_model(encoder: Encoder) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        original, res = _embed_map(encoder, images, opts)
+        all_paths = [im.path for im in images if im.path in original]
+        orig_matrix = np.stack([original[p] for p in all_paths])
+        row_of = {p: i for i, p in enumerate(all_paths)}
+        for row in rows:
+            pairs = [(im, row["cloaks"][im.path]) for im in to_cloak if im.path in row["cloaks"]]
+            emb, cres = _embed_map(encoder, [FaceImage(c, im.identity) for im, c in pairs], opts)
+            cloaked = {im.path: emb[c] for im, c in pairs if c in emb}
+            linked = [(row_of[src], v) for src, v in cloaked.items() if src in row_of]
+            entry = {
+                "model": encoder.name,
+                "is_test_model": encoder.is_test_model,
+                "encoder": encoder.info(),
+                "surrogates": row["surrogates"],
+                "white_box": encoder.name in row["surrogates"],
+                **protection_metrics(images, is_probe, users, original, cloaked),
+                "link": link_stats(orig_matrix, np.stack([v for _, v in linked]), [i for i, _ in linked]) if linked else None,
+                "zeroshot": _zeroshot_pair(encoder, dataset, pairs, opts) if encoder.has_text and pairs else None,
+                "n_cloaks": len(pairs),
+                "cloaks_unusable": [str(c) for _, c in pairs if c not in emb],
+                "embeddings": {"computed": res.computed + cres.computed, "cached": res.cached + cres.cached},
+                "skipped": [s.to_dict() for s in [*dataset.skipped, *res.skipped]],
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            entries.append(entry)
+        return entries
+
+    results, errors = each_model(models, opts, per_model, on_error)
 
     records = [r for row in rows for r in row["records"]]
     dssims = [r["dssim"] for r in records]
@@ -391,46 +382,37 @@ def evaluate_poisoning(
         cloak_info = {"folder": str(folder), **{k: v for k, v in run.summary().items() if k != "settings"}}
     everything = images + [c for _, c in cloaks]
     all_labels = labels + [c.identity for _, c in cloaks]
-    results, errors = [], []
-    for name in models:
-        try:
-            encoder = load_encoder(name, opts)
-            emb_map, res = _embed_map(encoder, everything, opts)
-            usable = [i for i, im in enumerate(everything) if im.path in emb_map]
-            emb = np.zeros((len(everything), encoder.dim), np.float32)
-            emb[usable] = np.stack([emb_map[everything[i].path] for i in usable])
-            ok = set(usable)
-            cloak_of = {src: len(images) + j for j, (src, _) in enumerate(cloaks) if len(images) + j in ok}
-            g = [i for i in gallery if i in ok]
-            p = [i for i in probes if i in ok]
-            usable_pool = {lab: [i for i in idx if i in ok] for lab, idx in pool.items()}
-            rows = []
-            for kind in kinds:
-                for k in ks:
-                    poisons = [(i, lab) for i, lab in poison_gallery(kind, k, usable_pool, seed, cloak_of) if i in ok]
-                    rows.append({"kind": kind, "k": k, "n_poisons": len(poisons), **poisoning_metrics(emb, all_labels, g, p, poisons)})
-            base = {r["kind"]: r["rank1"] for r in rows if r["k"] == 0}
-            for r in rows:
-                r["drop"] = base[r["kind"]] - r["rank1"]
-            results.append(
-                {
-                    "model": encoder.name,
-                    "is_test_model": encoder.is_test_model,
-                    "encoder": encoder.info(),
-                    "n_identities": len(pool),
-                    "n_gallery": len(g),
-                    "n_probes": len(p),
-                    "curve": rows,
-                    "embeddings": res.counts(),
-                    "skipped": [s.to_dict() for s in [*dataset.skipped, *res.skipped]],
-                }
-            )
-        except ClipfaceError as exc:
-            (on_error or log.error)(str(exc))
-            errors.append({"model": name, "error": str(exc)})
-        finally:
-            encoder = None
-            gc.collect()
+    def per_model(encoder: Encoder) -> dict[str, Any]:
+        emb_map, res = _embed_map(encoder, everything, opts)
+        usable = [i for i, im in enumerate(everything) if im.path in emb_map]
+        emb = np.zeros((len(everything), encoder.dim), np.float32)
+        emb[usable] = np.stack([emb_map[everything[i].path] for i in usable])
+        ok = set(usable)
+        cloak_of = {src: len(images) + j for j, (src, _) in enumerate(cloaks) if len(images) + j in ok}
+        g = [i for i in gallery if i in ok]
+        p = [i for i in probes if i in ok]
+        usable_pool = {lab: [i for i in idx if i in ok] for lab, idx in pool.items()}
+        rows = []
+        for kind in kinds:
+            for k in ks:
+                poisons = [(i, lab) for i, lab in poison_gallery(kind, k, usable_pool, seed, cloak_of) if i in ok]
+                rows.append({"kind": kind, "k": k, "n_poisons": len(poisons), **poisoning_metrics(emb, all_labels, g, p, poisons)})
+        base = {r["kind"]: r["rank1"] for r in rows if r["k"] == 0}
+        for r in rows:
+            r["drop"] = base[r["kind"]] - r["rank1"]
+        return {
+            "model": encoder.name,
+            "is_test_model": encoder.is_test_model,
+            "encoder": encoder.info(),
+            "n_identities": len(pool),
+            "n_gallery": len(g),
+            "n_probes": len(p),
+            "curve": rows,
+            "embeddings": res.counts(),
+            "skipped": [s.to_dict() for s in [*dataset.skipped, *res.skipped]],
+        }
+
+    results, errors = each_model(models, opts, per_model, on_error)
     return {
         "task": "poisoning",
         "dataset": dataset.name or str(dataset.root),

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from ..errors import BackendUnavailableError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -238,8 +240,6 @@ class TorchEncoder(Encoder):
         try:
             return self._compiled(x)
         except Exception as exc:  # inductor raises many types (compiler missing, lowering errors)
-            from ..errors import BackendUnavailableError
-
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise BackendUnavailableError(
                 f"model {self.name}: torch.compile failed ({first}); use --backend torch or onnx"
