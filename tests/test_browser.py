@@ -17,9 +17,9 @@ pytest.importorskip("faiss")
 uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
 
-from clipface.cache import EmbeddingCache  # noqa: E402
-from clipface.index import FaceIndex  # noqa: E402
-from clipface.server import create_app  # noqa: E402
+from clipface.embed.cache import EmbeddingCache  # noqa: E402
+from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.server.app import create_app  # noqa: E402
 
 from .conftest import LFW_MINI, REPO, need  # noqa: E402
 

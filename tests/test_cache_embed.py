@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import clipface
-from clipface.cache import EmbeddingCache
-from clipface.dataset import FaceDataset
-from clipface.embed import embed_images, embed_texts
+from clipface.embed.cache import EmbeddingCache
+from clipface.data.dataset import FaceDataset
+from clipface.embed.pipeline import embed_images, embed_texts
 
 from .conftest import LFW_MINI, need
 

@@ -69,9 +69,9 @@ def test_several_models_one_table_and_errors_do_not_lose_results(tmp_path: Path)
 
 def test_unknown_model_and_missing_dataset(tmp_path: Path) -> None:
     res = runner.invoke(app, ["eval", "zeroshot", "-m", "ViT-Q-99", "-d", "bundled:lfw-mini", "-o", str(tmp_path), "-q"])
-    assert res.exit_code == 1 and "unknown model 'ViT-Q-99'" in res.output
+    assert res.exit_code == 2 and "unknown model 'ViT-Q-99'" in res.output
     res = runner.invoke(app, ["eval", "zeroshot", "-m", "test-tiny-random", "-d", str(tmp_path / "nope"), "-o", str(tmp_path)])
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def test_models_lists_availability() -> None:
@@ -123,9 +123,9 @@ def test_eval_verify_and_search(tmp_path: Path) -> None:
     assert 0 <= doc["rank1"] <= doc["rank5"] <= 1 and "dir_at_far" in doc and "map" in doc
     assert doc["encoder"]["flip"] is False
     res = runner.invoke(app, ["eval", "search", "-m", "test-tiny-random", "-d", str(root), "--face-select", "middle", "-o", str(tmp_path / "s2"), "-q"])
-    assert res.exit_code == 1 and "--face-select middle" in res.output
+    assert res.exit_code == 2 and "--face-select 'middle'" in res.output
 
 
 def test_verify_without_pairs_file(tmp_path: Path) -> None:
     res = runner.invoke(app, ["eval", "verify", "-m", "test-tiny-random", "-d", "bundled:lfw-mini", "-o", str(tmp_path), "-q"])
-    assert res.exit_code == 1 and "pairs file not found" in res.output
+    assert res.exit_code == 2 and "pairs file not found" in res.output

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import clipface
-from clipface.encoders.base import resize_center_crop
+from clipface.models.base import resize_center_crop
 from clipface.errors import ModelNotFoundError, WeightsUnavailableError
 
 from .conftest import LFW_MINI, need
@@ -66,7 +66,7 @@ def test_registry_names_and_aliases() -> None:
 def test_preprocessing_matches_transformers_processor() -> None:
     from transformers import CLIPImageProcessor
 
-    from clipface.encoders.clip_hf import CLIP_MEAN, CLIP_STD
+    from clipface.models.clip_hf import CLIP_MEAN, CLIP_STD
 
     proc = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, image_mean=CLIP_MEAN, image_std=CLIP_STD)
     for path in sorted(need(LFW_MINI).glob("*/*.jpg"))[:3]:

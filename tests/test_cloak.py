@@ -14,10 +14,10 @@ from PIL import Image
 from clipface.cloak import CloakSettings, View, cloak_folder, fit_budget, fawkes, image_stats, lowkey, to_tensor, view_for
 from clipface.cloak.io import CloakedTriple, originals_only, read_cloaked, read_paired_roots, read_suffix_layout, scan_input
 from clipface.cloak.ssim import dssim, dssim_uint8, ssim
-from clipface.dataset import FaceDataset
-from clipface.encoders.base import resize_center_crop
+from clipface.data.dataset import FaceDataset
+from clipface.models.base import resize_center_crop
 from clipface.errors import ClipfaceError
-from clipface.evaluate import RunOptions
+from clipface.embed.options import RunOptions
 
 
 @pytest.fixture(autouse=True)

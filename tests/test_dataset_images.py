@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipface.dataset import FaceDataset, display_name
+from clipface.data.dataset import FaceDataset, display_name
 from clipface.errors import DatasetError, ImageError
-from clipface.images import load_image, probe_image
+from clipface.data.images import load_image, probe_image
 
 from .conftest import LFW_MINI, need
 

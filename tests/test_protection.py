@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from clipface.cli import app
 from clipface.cloak.ssim import dssim_uint8
-from clipface.dataset import FaceImage
-from clipface.protection import (
+from clipface.data.dataset import FaceImage
+from clipface._util import nearest
+from clipface.eval.metrics.protection import (
     facecure_split,
     link_stats,
-    nearest,
     poison_gallery,
     poisoning_metrics,
     poisoning_split,
@@ -158,10 +158,10 @@ def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
 
 def test_eval_protection_one_line_errors(people, tmp_path):
     res = runner.invoke(app, ["eval", "protection", "--model", "test-tiny-random", "--dataset", str(people), "--out", str(tmp_path)])
-    assert res.exit_code == 1 and "give --surrogate" in res.output
+    assert res.exit_code == 2 and "give --surrogate" in res.output
     res = runner.invoke(app, ["eval", "protection", "--model", "test-tiny-random", "--surrogate", "dlib", "--dataset", str(people),
                               "--out", str(tmp_path), "--user", "Nobody"])
-    assert res.exit_code == 1 and "'Nobody' is not in the dataset" in res.output
+    assert res.exit_code == 2 and "'Nobody' is not in the dataset" in res.output
 
 
 def test_eval_poisoning_end_to_end(people, tmp_path):

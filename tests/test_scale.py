@@ -13,11 +13,13 @@ pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'clipface[ray]')")
 
 import clipface  # noqa: E402
-from clipface.cache import NullCache  # noqa: E402
-from clipface.dataset import FaceDataset  # noqa: E402
-from clipface.embed import embed_images  # noqa: E402
-from clipface.index import EncoderMismatchError, FaceIndex  # noqa: E402
-from clipface.scale import embed_with_ray, read_shards  # noqa: E402
+from clipface.embed.cache import NullCache  # noqa: E402
+from clipface.data.dataset import FaceDataset  # noqa: E402
+from clipface.embed.pipeline import embed_images  # noqa: E402
+from clipface.search.ray import embed_with_ray  # noqa: E402
+from clipface.search.records import EncoderMismatchError  # noqa: E402
+from clipface.search.shards import read_shards  # noqa: E402
+from clipface.search.store import FaceIndex  # noqa: E402
 
 from .conftest import LFW_MINI, need  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Tests of clipface.tasks.search: gallery split, rank-k, mAP, open-set DIR@FAR."""
+"""Tests of clipface.eval.metrics.gallery: gallery split, rank-k, mAP, open-set DIR@FAR."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipface.tasks import search
-from clipface.tasks.search import SearchResult, identify, split_gallery
+from clipface.eval.metrics import gallery as search
+from clipface.eval.metrics.gallery import SearchResult, identify, split_gallery
 
 # --------------------------------------------------------------------------------------
 # helpers

@@ -14,11 +14,12 @@ pytest.importorskip("faiss")
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from clipface.cache import EmbeddingCache  # noqa: E402
+from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import ClipfaceError  # noqa: E402
-from clipface.images import file_sha256  # noqa: E402
-from clipface.index import FaceIndex  # noqa: E402
-from clipface.server import OptOutList, RateLimiter, create_app  # noqa: E402
+from clipface.data.images import file_sha256  # noqa: E402
+from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.server.app import create_app  # noqa: E402
+from clipface.server.policies import OptOutList, RateLimiter  # noqa: E402
 
 from .conftest import LFW_MINI, need, write_huge_png  # noqa: E402
 

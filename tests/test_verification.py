@@ -1,4 +1,4 @@
-"""Tests of clipface.tasks.verification: pairs parsing, fold thresholds, ROC metrics, plot."""
+"""Tests of clipface.data.lfw_pairs and clipface.eval.metrics.verification: pairs parsing, fold thresholds, ROC metrics, plot."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipface.errors import DatasetError
-from clipface.tasks.verification import (
-    Pair,
-    VerificationResult,
-    best_threshold,
-    pair_similarities,
-    parse_pairs,
-    plot_roc,
-    resolve_pairs,
-    verify,
-)
+from clipface.data.lfw_pairs import Pair, parse_pairs, resolve_pairs
+from clipface.eval.metrics.verification import VerificationResult, best_threshold, pair_similarities, verify
+from clipface.report.plots import plot_roc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LFW_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "lfw-deepfunneled"
@@ -342,9 +335,10 @@ def test_to_dict_keys_and_json() -> None:
     d = verify(sim, same, folds).to_dict()
     assert set(d) == {
         "accuracy", "accuracy_std", "fold_accuracies", "thresholds", "auc", "eer",
-        "tar_at_far", "n_pairs", "n_missing",
+        "tar_at_far", "tar_thresholds", "n_pairs", "n_missing", "n_same", "n_different", "roc",
     }
-    assert set(d["tar_at_far"]) == {"0.001", "0.01"}
+    assert set(d["tar_at_far"]) == set(d["tar_thresholds"]) == {"0.001", "0.01"}
+    assert d["roc"]["far"][0] == 0.0 and d["roc"]["far"][-1] == 1.0 and d["roc"]["tar"][-1] == 1.0
     assert len(d["fold_accuracies"]) == len(d["thresholds"]) == 10
     assert json.loads(json.dumps(d)) == d
 
@@ -352,14 +346,14 @@ def test_to_dict_keys_and_json() -> None:
 def test_plot_roc(tmp_path: Path) -> None:
     sim, same, folds = separable()
     rng = np.random.default_rng(0)
-    results = {
-        "perfect": verify(sim, same, folds),
-        "noisy": verify(sim + rng.normal(0, 0.3, sim.size), same, folds),
-    }
+    results = [
+        {"model": "perfect", **verify(sim, same, folds).to_dict()},
+        {"model": "noisy", **verify(sim + rng.normal(0, 0.3, sim.size), same, folds).to_dict()},
+    ]
     out = plot_roc(results, tmp_path / "plots" / "roc.png")
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
-        plot_roc({}, tmp_path / "x.png")
+        plot_roc([], tmp_path / "x.png")
 
 
 # --------------------------------------------------------------------------------------

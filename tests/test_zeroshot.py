@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipface.dataset import FaceDataset, display_name
-from clipface.encoders.base import Encoder, l2_normalize
-from clipface.evaluate import RunOptions, zeroshot
-from clipface.names import distractor_names
-from clipface.prompts import IDIA, get_prompts
-from clipface.tasks.zeroshot import IdiaSettings, identity_inference
+from clipface.data.dataset import FaceDataset, display_name
+from clipface.models.base import Encoder, l2_normalize
+from clipface.embed.options import RunOptions
+from clipface.eval.zeroshot import zeroshot
+from clipface.data.names import distractor_names
+from clipface.data.prompts import IDIA, get_prompts
+from clipface.eval.metrics.zeroshot import IdiaSettings, identity_inference
 
 D = 16
 PEOPLE = ["Anna_Berg", "Ben_Cole", "Cara_Dunn", "Dan_Eve"]

@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from ..dataset import FaceDataset, FaceImage, SkippedFile
+from .._util import write_json
+from ..data.dataset import FaceDataset, FaceImage, SkippedFile
+from ..data.images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 from ..errors import DatasetError, ImageError
-from ..images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
-from ..report import write_json
 
 #: Stem suffixes of cloaks made by other tools, by method.
 SUFFIXES = {"fawkes": re.compile(r"_(?:(?:min|low|mid|high|ultra)_)?cloaked$"), "lowkey": re.compile(r"_attacked$")}

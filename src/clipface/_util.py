@@ -1,0 +1,140 @@
+"""Small helpers shared by every stage: atomic writes, JSON cleaning, chunked SQL ``IN``, hashes, 1-NN.
+
+Nothing here imports another clipface module except :mod:`clipface.errors`, so any stage may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+#: Distributions whose versions every ``results.json`` records.
+MAIN_DEPENDENCIES = ("torch", "transformers", "numpy", "Pillow", "dlib-bin", "onnxruntime", "faiss-cpu", "protobuf")
+#: Rows per ``IN (...)`` clause: well under SQLite's limit on bound parameters.
+SQL_CHUNK = 500
+
+
+# -- files --------------------------------------------------------------------------------------
+def cache_root() -> Path:
+    """clipface's cache folder: ``$CLIPFACE_CACHE_DIR`` or ``~/.cache/clipface``."""
+    return Path(os.environ.get("CLIPFACE_CACHE_DIR") or Path.home() / ".cache" / "clipface")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a unique temporary file beside it, then a rename.
+
+    The temporary name is unique per call (not only per process), so concurrent writers never
+    share one, and a failed write leaves no temporary file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8; unencodable characters, such as undecodable file-name bytes, escaped) atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with NaN/inf as ``None``, paths and numpy scalars as plain values, keys as strings."""
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return jsonable(obj.item())
+    return obj
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON atomically (NaN becomes null)."""
+    return write_text(path, json.dumps(jsonable(payload), indent=2, ensure_ascii=False) + "\n")
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """``path`` as a folder that exists or can be made, and can be written; else :class:`OSError`-style reason.
+
+    Used before a run starts, so that results are never computed only to be lost at the end.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise NotADirectoryError(f"{probe} is a file, not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=path)
+    os.close(fd)
+    os.unlink(tmp)
+    return path
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+def chunks(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``sql`` (which holds one ``{}`` where the ``IN`` list goes) for every value, in chunks."""
+    values = list(values)
+    for part in chunks(values):
+        yield from conn.execute(sql.format(",".join("?" * len(part))), list(part))
+
+
+# -- provenance ---------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    """Versions of Python, clipface and its main dependencies (installed ones only)."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for dist in ("clipface", *MAIN_DEPENDENCIES):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# -- nearest neighbours -------------------------------------------------------------------------
+def nearest(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of each query's nearest gallery row by inner product (cosine for unit rows; first on ties)."""
+    return np.argmax(np.asarray(queries, np.float64) @ np.asarray(gallery, np.float64).T, axis=1)

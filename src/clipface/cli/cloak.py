@@ -1,0 +1,75 @@
+"""``clipface cloak``: cloak a folder of photos against face recognition (options in, one API call)."""
+
+from __future__ import annotations
+
+from .. import api
+from .app import app, echo, guard
+from .options import (
+    Align,
+    BatchSize,
+    CacheDir,
+    CloakBatch,
+    CloakIn,
+    CloakOut,
+    CliOptions,
+    Device,
+    Jitter,
+    Method,
+    Mode,
+    NoBudget,
+    NoCache,
+    OnNoFace,
+    Quiet,
+    Region,
+    Seed,
+    Steps,
+    Surrogates,
+    TargetDir,
+    Threads,
+    Weights,
+    Workers,
+)
+
+
+@app.command("cloak")
+def cloak_cmd(
+    src: CloakIn,
+    out: CloakOut,
+    surrogate: Surrogates,
+    method: Method = "fawkes",
+    mode: Mode = "low",
+    target_dir: TargetDir = None,
+    region: Region = "image",
+    no_budget: NoBudget = False,
+    steps: Steps = None,
+    jitter: Jitter = 0,
+    seed: Seed = 0,
+    cloak_batch: CloakBatch = 4,
+    batch_size: BatchSize = 32,
+    threads: Threads = None,
+    workers: Workers = None,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    device: Device = "cpu",
+    weights: Weights = None,
+    align: Align = None,
+    on_no_face: OnNoFace = "skip",
+    quiet: Quiet = False,
+) -> None:
+    """Cloak images against face recognition (resumable: finished cloaks with the same settings are kept)."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        opts = o.check().run_options()
+        settings = api.cloak_settings(o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter)
+        assert o.src is not None and o.out is not None
+        run = api.cloak(o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch)
+        s = run.summary()
+        for skip in run.skipped[:20]:
+            echo(f"  skipped {skip.path}: {skip.reason}")
+        echo(
+            f"{s['n_cloaks']} cloaks ({s['computed']} made, {s['reused']} reused, {len(run.skipped)} skipped); "
+            f"DSSIM max {s['dssim_max'] or 0:.4f} (budget {s['budget']}); wrote {o.out / 'cloak_summary.json'}"
+        )
+
+    guard(go)

@@ -1,0 +1,168 @@
+"""``clipface index build|add|query`` and ``clipface serve``: the face search engine's commands (options in, API calls)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from .. import api
+from .app import app, echo, guard
+from .options import (
+    Align,
+    AsJson,
+    BatchSize,
+    CacheDir,
+    CliOptions,
+    Device,
+    ForwardedAllowIps,
+    Host,
+    Images,
+    IndexDir,
+    IndexKind,
+    MaxUploadMb,
+    Model,
+    NoAuth,
+    NoCache,
+    OnNoFace,
+    OptOut,
+    Overwrite,
+    Port,
+    QueryImage,
+    QueryText,
+    Quiet,
+    RateLimit,
+    TopK,
+    Weights,
+    Workers,
+)
+
+index_app = typer.Typer(no_args_is_help=True, help="Build, extend and query a face search index.")
+app.add_typer(index_app, name="index")
+
+
+def _report(update: Any, index: Any) -> None:
+    echo(
+        f"added {update.added} images ({update.computed} embeddings computed, {update.cached} cached), "
+        f"{update.duplicates} already indexed, {len(update.skipped)} skipped -> {index.dir} "
+        f"({index.count} images, {index.kind} index)"
+    )
+    for s in update.skipped[:20]:
+        echo(f"  skipped {s.path}: {s.reason}")
+
+
+@index_app.command("build")
+def build_cmd(
+    model: Model,
+    images: Images,
+    index: IndexDir,
+    index_kind: IndexKind = "auto",
+    align: Align = None,
+    on_no_face: OnNoFace = "skip",
+    overwrite: Overwrite = False,
+    weights: Weights = None,
+    device: Device = "cpu",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Embed a folder of images and write a new search index."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        opts = o.check().run_options()
+        assert o.index is not None
+        idx, update = api.build_index(o.model[0], o.images, o.index, opts, kind=o.index_kind, overwrite=o.overwrite)
+        _report(update, idx)
+
+    guard(go)
+
+
+@index_app.command("add")
+def add_cmd(
+    index: IndexDir,
+    images: Images,
+    weights: Weights = None,
+    device: Device = "cpu",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Append new images to an index (files already indexed are skipped)."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        opts = o.check().run_options()
+        assert o.index is not None
+        idx, update = api.add_images(o.index, o.images, opts)
+        _report(update, idx)
+
+    guard(go)
+
+
+@index_app.command("query")
+def query_cmd(
+    index: IndexDir,
+    text: QueryText = None,
+    image: QueryImage = None,
+    k: TopK = 10,
+    as_json: AsJson = False,
+    weights: Weights = None,
+    device: Device = "cpu",
+) -> None:
+    """Search an index with a text or a photo."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        assert o.index is not None
+        weights = o.weights[0] if o.weights else None
+        hits = api.query_index(o.index, text=o.text, image=o.image, k=o.k, weights=weights, device=o.device)
+        if o.as_json:
+            typer.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+            return
+        for h in hits:
+            typer.echo(f"{h.rank:>3}  {h.score:.4f}  {h.name or '(unknown)':<28}  {h.path}")
+
+    guard(go)
+
+
+@app.command("serve")
+def serve_cmd(
+    index: IndexDir,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    no_auth: NoAuth = False,
+    opt_out: OptOut = None,
+    rate_limit: RateLimit = 60.0,
+    max_upload_mb: MaxUploadMb = 10.0,
+    forwarded_allow_ips: ForwardedAllowIps = None,
+    weights: Weights = None,
+    device: Device = "cpu",
+) -> None:
+    """Serve the search engine: JSON API and web page. The token comes from $CLIPFACE_API_TOKEN."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        import uvicorn
+
+        from ..server.app import create_app
+
+        assert o.index is not None
+        app_ = create_app(
+            o.index, token=None, require_token=not o.no_auth, opt_out=o.opt_out, rate_limit=o.rate_limit,
+            max_upload_bytes=int(o.max_upload_mb * 2**20), weights=o.weights[0] if o.weights else None, device=o.device,
+        )
+        if o.no_auth:
+            echo(f"warning: no API token: anyone who can reach {o.host}:{o.port} can search this index")
+        echo(f"serving {o.index} on http://{o.host}:{o.port}/ (API schema at /openapi.json)")
+        uvicorn.run(
+            app_, host=o.host, port=o.port, log_level="warning",
+            proxy_headers=o.forwarded_allow_ips is not None, forwarded_allow_ips=o.forwarded_allow_ips or "",
+        )
+
+    guard(go)

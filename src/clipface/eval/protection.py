@@ -1,0 +1,172 @@
+"""How well cloaks protect people against face recognisers and CLIP models: the protection task.
+
+Each user's gallery photos are cloaked by :mod:`clipface.cloak` once per surrogate set (or read
+from a folder made elsewhere) and reused from their folder on later runs; every target model is
+then scored by FaceCure's protocol (:mod:`.metrics.protection`), linkability, and zero-shot names
+on originals versus cloaks (:func:`clipface.eval.zeroshot.zeroshot`) for CLIP targets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .._util import versions, write_json
+from ..cloak.io import CloakedTriple
+from ..cloak.run import CloakRun, cloak_images, load_surrogates
+from ..cloak.settings import CloakSettings
+from ..cloak.budget import budget_measure, within_budget
+from ..data.dataset import FaceDataset, FaceImage
+from ..embed.options import RunOptions
+from ..embed.pipeline import embed_images
+from ..errors import UsageError
+from ..models.base import Encoder
+from .metrics.protection import TEST_FRAC, facecure_split, link_stats, protection_metrics
+from .runner import each_model
+from .zeroshot import zeroshot
+
+__all__ = ["evaluate_protection", "make_cloaks", "embed_map"]
+
+
+def _slug(names: Sequence[str]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", "+".join(names))
+
+
+def make_cloaks(
+    images: Sequence[FaceImage],
+    dataset: FaceDataset,
+    surrogates: Sequence[str],
+    settings: CloakSettings,
+    opts: RunOptions,
+    cloak_root: Path,
+    batch_size: int,
+) -> tuple[Path, CloakRun]:
+    """Cloak ``images`` with one surrogate set into ``cloak_root/METHOD-MODE-SURROGATES-HASH``; Fawkes targets other dataset identities.
+
+    ``HASH`` starts the settings' digest, so each setting has its own folder and is reused by any later run.
+    """
+    encoders = load_surrogates(surrogates, opts)
+    folder = cloak_root / f"{settings.method}-{settings.mode}-{_slug(surrogates)}-{settings.digest(encoders)[:8]}"
+    run = cloak_images(images, dataset.root, folder, settings, encoders, opts, dataset.by_identity(), batch_size)
+    write_json(folder / "cloak_summary.json", run.summary())
+    return folder, run
+
+
+def embed_map(encoder: Encoder, images: Sequence[FaceImage], opts: RunOptions) -> tuple[dict[Path, np.ndarray], Any]:
+    res = embed_images(encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
+    return {im.path: e for im, e in zip(res.images, res.embeddings)}, res
+
+
+def _zeroshot_pair(encoder: Encoder, dataset: FaceDataset, pairs: list[tuple[FaceImage, Path]], opts: RunOptions) -> dict[str, Any]:
+    quiet = replace(opts, progress=False)
+    orig = FaceDataset(root=dataset.root, images=[im for im, _ in pairs], name="originals of the cloaks")
+    clk = FaceDataset(root=dataset.root, images=[FaceImage(c, im.identity) for im, c in pairs], name="cloaks")
+    a, b = zeroshot(encoder, orig, quiet), zeroshot(encoder, clk, quiet)
+    return {"top1_original": a["top1"], "top1_cloaked": b["top1"], "n_original": a["n_images"], "n_cloaked": b["n_images"]}
+
+
+def evaluate_protection(
+    models: Sequence[str],
+    dataset: FaceDataset,
+    opts: RunOptions,
+    settings: CloakSettings,
+    surrogate_sets: Sequence[Sequence[str]],
+    cloak_root: Path,
+    users: Sequence[str] | None = None,
+    test_frac: float = TEST_FRAC,
+    batch_size: int = 4,
+    external: Sequence[CloakedTriple] | None = None,
+    on_error: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Cloak each user's gallery photos with each surrogate set (or take ``external`` cloaks), then measure every target model.
+
+    Returns the ``results.json`` document: one entry per (surrogate set, target model) in
+    ``results``, the cloak settings and the achieved budget with per-image statistics.
+    """
+    images = list(dataset.images)
+    known = set(dataset.identities)
+    users = list(users) if users else sorted(known)
+    missing = [u for u in users if u not in known]
+    if missing:
+        raise UsageError("user", missing[0], f"the protected user {missing[0]!r} is not in the dataset {dataset.root} (after filtering)")
+    is_probe = facecure_split([im.identity for im in images], test_frac, settings.seed)
+    to_cloak = [im for im, p in zip(images, is_probe) if not p and im.identity in users]
+
+    rows: list[dict[str, Any]] = []
+    if external is not None:
+        by_source = {t.original.resolve(): t.cloaked for t in external}
+        found = {im.path: by_source[im.path.resolve()] for im in to_cloak if im.path.resolve() in by_source}
+        rows.append({"surrogates": ["external"], "cloaks": found, "records": []})
+    else:
+        for names in surrogate_sets:
+            folder, run = make_cloaks(to_cloak, dataset, names, settings, opts, cloak_root, batch_size)
+            records = sorted(run.records, key=lambda r: r["source"])
+            rows.append(
+                {
+                    "surrogates": list(names),
+                    "folder": str(folder),
+                    "cloaks": {Path(r["source"]): Path(r["cloak"]) for r in records},
+                    "records": records,
+                    "summary": {k: v for k, v in run.summary().items() if k != "settings"},
+                }
+            )
+
+    def per_model(encoder: Encoder) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        original, res = embed_map(encoder, images, opts)
+        all_paths = [im.path for im in images if im.path in original]
+        orig_matrix = np.stack([original[p] for p in all_paths])
+        row_of = {p: i for i, p in enumerate(all_paths)}
+        for row in rows:
+            pairs = [(im, row["cloaks"][im.path]) for im in to_cloak if im.path in row["cloaks"]]
+            emb, cres = embed_map(encoder, [FaceImage(c, im.identity) for im, c in pairs], opts)
+            cloaked = {im.path: emb[c] for im, c in pairs if c in emb}
+            linked = [(row_of[src], v) for src, v in cloaked.items() if src in row_of]
+            entry = {
+                "model": encoder.name,
+                "is_test_model": encoder.is_test_model,
+                "encoder": encoder.info(),
+                "surrogates": row["surrogates"],
+                "white_box": encoder.name in row["surrogates"],
+                **protection_metrics(images, is_probe, users, original, cloaked),
+                "link": link_stats(orig_matrix, np.stack([v for _, v in linked]), [i for i, _ in linked]) if linked else None,
+                "zeroshot": _zeroshot_pair(encoder, dataset, pairs, opts) if encoder.has_text and pairs else None,
+                "n_cloaks": len(pairs),
+                "cloaks_unusable": [str(c) for _, c in pairs if c not in emb],
+                "embeddings": {"computed": res.computed + cres.computed, "cached": res.cached + cres.cached},
+                "skipped": [s.to_dict() for s in [*dataset.skipped, *res.skipped]],
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            entries.append(entry)
+        return entries
+
+    results, errors = each_model(models, opts, per_model, on_error)
+
+    records = [r for row in rows for r in row["records"]]
+    dssims = [r["dssim"] for r in records]
+    crops = [r["dssim_crop"] for r in records]
+    doc: dict[str, Any] = {
+        "task": "protection",
+        "dataset": dataset.name or str(dataset.root),
+        "protocol": {"test_frac": test_frac, "seed": settings.seed, "users": users, "classifier": "1-NN, cosine"},
+        "cloak": {**settings.to_dict(), "source": "external" if external is not None else "clipface"},
+        "budget": settings.budget if external is None else None,
+        "budget_measure": budget_measure(settings.region),
+        "dssim_max": max(dssims) if dssims else None,
+        "dssim_mean": float(np.mean(dssims)) if dssims else None,
+        "dssim_crop_max": max(crops) if crops else None,
+        "dssim_crop_mean": float(np.mean(crops)) if crops else None,
+        "within_budget": within_budget(records, settings.budget),
+        "surrogate_sets": [{k: v for k, v in row.items() if k not in ("cloaks", "records")} for row in rows],
+        "results": results,
+        "errors": errors,
+        "per_image": records,
+        "versions": versions(),
+    }
+    return doc

@@ -1,0 +1,61 @@
+"""Zero-shot name identification task: a CLIP model names each face among the people and distractor names."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.dataset import FaceDataset, display_name
+from ..data.names import distractor_names, max_distractors
+from ..data.prompts import get_prompts
+from ..embed.options import RunOptions
+from ..embed.pipeline import embed_texts
+from ..errors import ClipfaceError, check_int
+from ..models.base import Encoder
+from .metrics.zeroshot import IdiaSettings, zeroshot_metrics
+from .runner import embed_dataset, model_header
+
+__all__ = ["check_zeroshot_args", "zeroshot"]
+
+
+def check_zeroshot_args(prompts: str | Sequence[str], distractors: int, idia: IdiaSettings) -> tuple[str, ...]:
+    """The prompt templates, after checking every argument (:class:`~clipface.errors.UsageError` otherwise)."""
+    templates = get_prompts(prompts)
+    check_int("distractors", distractors, 0, max_distractors(), allow_none=False)
+    idia.check(len(templates))
+    return templates
+
+
+def zeroshot(
+    encoder: Encoder,
+    dataset: FaceDataset,
+    opts: RunOptions,
+    prompts: str | Sequence[str] = "paper",
+    distractors: int = 0,
+    seed: int = 0,
+    idia: IdiaSettings = IdiaSettings(),
+) -> dict[str, Any]:
+    """Zero-shot name identification of ``dataset``'s people with ``encoder`` (needs a text tower)."""
+    templates = check_zeroshot_args(prompts, distractors, idia)
+    if not encoder.has_text:
+        raise ClipfaceError(f"model {encoder.name} has no text tower: zero-shot name identification needs a CLIP model")
+    start = time.perf_counter()
+    result, ds = embed_dataset(encoder, dataset, opts)
+    people = sorted({im.identity for im in result.images})
+    names = [display_name(p) for p in people]
+    candidates = names + distractor_names(distractors, seed=seed, exclude=names)
+    index = {p: i for i, p in enumerate(people)}
+    labels = np.array([index[im.identity] for im in result.images], dtype=np.int64)
+    texts = [t.format(n) for t in templates for n in candidates]
+    text_emb, n_text = embed_texts(encoder, texts, opts.cache)
+    text_emb = text_emb.reshape(len(templates), len(candidates), -1)
+    metrics = zeroshot_metrics(result.embeddings, labels, text_emb, candidates, len(people), templates, idia)
+    out = {"task": "zeroshot", **model_header(encoder, result, ds, time.perf_counter() - start)}
+    out.update(metrics)
+    out["prompts"] = list(templates)
+    out["distractors"] = distractors
+    out["seed"] = seed
+    out["text_embeddings"] = {"computed": n_text, "cached": len(texts) - n_text}
+    return out

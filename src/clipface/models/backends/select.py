@@ -1,0 +1,48 @@
+"""Inference backends: how an encoder's forward pass is run.
+
+* ``torch``: PyTorch eager, threads set to the physical cores.
+* ``compile``: the same modules through ``torch.compile`` (inductor, weights frozen and
+  pre-packed for oneDNN, dynamic batch size). Same arithmetic up to float rounding (cosine to
+  eager >= 0.9999); costs a one-off compilation (tens of seconds, then reused from inductor's
+  on-disk cache) and needs a C++ compiler. Only for :class:`~clipface.models.base.TorchEncoder`.
+* ``onnx``: ONNX Runtime, fp32 or dynamic int8 (:class:`~clipface.models.backends.onnx.OnnxEncoder`).
+"""
+
+from __future__ import annotations
+
+from ...errors import BackendUnavailableError
+from ..base import Encoder, TorchEncoder
+from .threads import configure_torch_threads
+
+BACKENDS = ("torch", "compile", "onnx")
+PRECISIONS = ("fp32", "int8")
+
+
+def with_backend(
+    encoder: Encoder, backend: str = "torch", precision: str = "fp32", threads: int | None = None
+) -> Encoder:
+    """``encoder`` run by ``backend`` (see the module docstring) at ``precision`` (``"fp32"`` or ``"int8"``).
+
+    ``torch`` returns ``encoder`` itself, with torch's threads set to the physical cores (or
+    ``threads``); ``compile`` also switches its inference to ``torch.compile``; ``onnx`` wraps
+    it in an :class:`~clipface.models.backends.onnx.OnnxEncoder`. int8 needs ``onnx``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if backend == "onnx":
+        from .onnx import OnnxEncoder
+
+        return OnnxEncoder(encoder, precision=precision, threads=threads)
+    if precision != "fp32":
+        raise BackendUnavailableError(f"model {encoder.name}: precision {precision} needs the onnx backend")
+    if isinstance(encoder, TorchEncoder):
+        configure_torch_threads(threads)
+        if backend == "compile":
+            encoder.compile()
+    elif backend == "compile":
+        raise BackendUnavailableError(
+            f"model {encoder.name}: the compile backend needs a PyTorch encoder, not {type(encoder).__name__}; use the torch backend"
+        )
+    return encoder

@@ -1,0 +1,222 @@
+"""CLIP through Hugging Face ``transformers`` (``CLIPModel``; no torchvision needed).
+
+Weights come from a local directory (``weights=DIR``, a saved ``transformers`` model), else from
+the Hugging Face cache, else from a download when the hub can be reached. Offline and not cached,
+loading fails with one :class:`~clipface.errors.WeightsUnavailableError` line naming both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..errors import WeightsUnavailableError
+from .base import TorchEncoder, l2_normalize
+from .fingerprint import files_fingerprint
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .registry import ModelSpec
+
+#: OpenAI's CLIP pixel statistics, also used by the LAION checkpoints.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
+
+
+class HFCLIPEncoder(TorchEncoder):
+    """A ``transformers`` CLIPModel behind the :class:`~clipface.models.base.Encoder` interface."""
+
+    has_text = True
+    text_batch_size = 256
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        pretraining: str = "unknown",
+        fingerprint: str | None = None,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        is_test_model: bool = False,
+        device: str = "cpu",
+    ) -> None:
+        self.module = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretraining = pretraining
+        self.dim = int(model.config.projection_dim)
+        self.image_size = int(model.config.vision_config.image_size)
+        self.mean = tuple(float(v) for v in mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in std)  # type: ignore[assignment]
+        self.is_test_model = is_test_model
+        self.device = device
+        self._fingerprint = fingerprint
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def forward_features(self, x: "torch.Tensor") -> "torch.Tensor":
+        out = self.module.get_image_features(pixel_values=x.to(self.device))
+        return out if _is_tensor(out) else out.pooler_output
+
+    def embed_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+        return super().embed_pixels(x.to(self.device)).cpu()
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.text_batch_size):
+                tok = self.tokenizer(
+                    list(texts[i : i + self.text_batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=77,
+                    return_tensors="pt",
+                ).to(self.device)
+                feats = self.module.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+                feats = feats if _is_tensor(feats) else feats.pooler_output
+                out.append(feats.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(np.concatenate(out))
+
+
+def _is_tensor(x: Any) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    for pattern in WEIGHT_PATTERNS[:2], WEIGHT_PATTERNS[2:]:
+        files = sorted(f for p in pattern for f in directory.glob(p))
+        if files:
+            return files
+    return []
+
+
+def _pixel_stats(directory: Path) -> tuple[Sequence[float], Sequence[float]]:
+    cfg = directory / "preprocessor_config.json"
+    if cfg.is_file():
+        data = json.loads(cfg.read_text())
+        return data.get("image_mean", CLIP_MEAN), data.get("image_std", CLIP_STD)
+    return CLIP_MEAN, CLIP_STD
+
+
+def _tokenizer(directory: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from .tokenizer import clip_tokenizer
+
+    if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
+        return AutoTokenizer.from_pretrained(str(directory))
+    return clip_tokenizer()  # the same BPE that every CLIP checkpoint uses
+
+
+def offline_message(spec: "ModelSpec", detail: str = "") -> str:
+    """The one line shown when a CLIP model's weights cannot be had."""
+    from huggingface_hub import constants
+
+    extra = f" ({detail})" if detail else ""
+    return (
+        f"model {spec.name}: weights for {spec.hf_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and cannot be downloaded{extra}; provide them by running once with network access (fills the cache) "
+        f"or with --weights DIR (a directory saved by transformers' CLIPModel.save_pretrained)"
+    )
+
+
+def cached_snapshot(hf_id: str) -> Path | None:
+    """The local snapshot directory of ``hf_id`` in the Hugging Face cache, if its weights are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(hf_id, "config.json")
+    if not isinstance(config, str):
+        return None
+    snapshot = Path(config).parent
+    return snapshot if _weight_files(snapshot) else None
+
+
+def _download(spec: "ModelSpec") -> Path:
+    from huggingface_hub import snapshot_download
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        raise WeightsUnavailableError(offline_message(spec, "HF_HUB_OFFLINE is set"))
+    try:
+        path = snapshot_download(
+            spec.hf_id,
+            allow_patterns=["*.json", "*.txt", "model.safetensors", "model-*.safetensors"],
+        )
+    except Exception as exc:  # network errors come in many types (requests, httpx, OSError)
+        raise WeightsUnavailableError(offline_message(spec, f"hub unreachable: {type(exc).__name__}")) from None
+    snapshot = Path(path)
+    if not _weight_files(snapshot):  # checkpoint published only as pytorch_model.bin
+        try:
+            snapshot = Path(snapshot_download(spec.hf_id, allow_patterns=["*.json", "*.txt", "pytorch_model*.bin"]))
+        except Exception as exc:
+            raise WeightsUnavailableError(offline_message(spec, f"hub unreachable: {type(exc).__name__}")) from None
+    return snapshot
+
+
+def resolve_weights(spec: "ModelSpec", weights: str | Path | None) -> Path:
+    """The local directory holding ``spec``'s weights (given, cached or downloaded)."""
+    if weights is not None:
+        directory = Path(weights).expanduser()
+        if not directory.is_dir():
+            raise WeightsUnavailableError(f"model {spec.name}: weights directory {directory} does not exist")
+        if not (directory / "config.json").is_file() or not _weight_files(directory):
+            raise WeightsUnavailableError(
+                f"model {spec.name}: {directory} is not a saved transformers model (needs config.json and "
+                f"model.safetensors or pytorch_model.bin)"
+            )
+        return directory
+    if spec.hf_id is None:
+        raise WeightsUnavailableError(f"model {spec.name}: no Hugging Face id registered; pass --weights DIR")
+    return cached_snapshot(spec.hf_id) or _download(spec)
+
+
+def availability(spec: "ModelSpec") -> tuple[bool, str]:
+    """Whether ``spec``'s weights are in the local cache (no network is touched)."""
+    if spec.hf_id and cached_snapshot(spec.hf_id):
+        return True, "in Hugging Face cache"
+    local = os.environ.get("CLIPFACE_WEIGHTS_DIR")
+    if local and (Path(local) / weights_dirname(spec.name) / "config.json").is_file():
+        return True, f"in {local}"
+    return False, "weights not cached (download once online, or --weights DIR)"
+
+
+def weights_dirname(name: str) -> str:
+    """Folder name of a model under ``$CLIPFACE_WEIGHTS_DIR`` (``ViT-B-32:openai`` -> ``ViT-B-32_openai``)."""
+    return name.replace(":", "_").replace("/", "_")
+
+
+def load(spec: "ModelSpec", weights: str | Path | None = None, device: str = "cpu", **_: Any) -> HFCLIPEncoder:
+    """Load a registered CLIP checkpoint (see module docstring for where weights come from)."""
+    from transformers import CLIPModel
+
+    if weights is None and os.environ.get("CLIPFACE_WEIGHTS_DIR"):
+        candidate = Path(os.environ["CLIPFACE_WEIGHTS_DIR"]) / weights_dirname(spec.name)
+        weights = candidate if candidate.is_dir() else None
+    directory = resolve_weights(spec, weights)
+    try:
+        model = CLIPModel.from_pretrained(str(directory), local_files_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"model {spec.name}: cannot load weights from {directory}: {exc}") from None
+    mean, std = _pixel_stats(directory)
+    return HFCLIPEncoder(
+        model,
+        _tokenizer(directory),
+        name=spec.name,
+        pretraining=spec.pretraining,
+        fingerprint=files_fingerprint(_weight_files(directory)),
+        mean=mean,
+        std=std,
+        device=device,
+    )

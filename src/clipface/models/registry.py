@@ -1,0 +1,183 @@
+"""Model registry: open_clip-style names (``ARCH:PRETRAINED``) mapped to published checkpoints.
+
+Each entry names a loader (``module:function``) imported only when the model is created, so
+listing models never imports torch, dlib or TensorFlow-free converters.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ModelNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import Encoder
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: where its weights come from and what it is."""
+
+    name: str
+    family: str  # "clip" or "face"
+    loader: str  # "module:function" taking (spec, weights, device, **kw) -> Encoder
+    description: str
+    pretraining: str = "unknown"
+    hf_id: str | None = None
+    arch: str | None = None
+    pretrained: str | None = None
+    image_size: int | None = None
+    embed_dim: int | None = None
+    approx_params_m: float | None = None
+    is_test: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load_fn(self) -> Callable[..., "Encoder"]:
+        module, fn = self.loader.split(":")
+        return getattr(importlib.import_module(module), fn)
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether the model can be created on this machine now, and why not."""
+        module, fn = self.loader.split(":")
+        mod = importlib.import_module(module)
+        check = getattr(mod, "availability", None)
+        if check is None:
+            return True, "ok"
+        return check(self)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(spec: ModelSpec, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """Add ``spec`` to the registry (later registrations of the same name replace earlier ones)."""
+    _REGISTRY[spec.name] = spec
+    for alias in aliases:
+        _ALIASES[alias.lower()] = spec.name
+    return spec
+
+
+def list_models(include_test: bool = True) -> list[ModelSpec]:
+    """All registered models, real ones first."""
+    specs = [s for s in _REGISTRY.values() if include_test or not s.is_test]
+    return sorted(specs, key=lambda s: (s.is_test, s.family != "clip", s.name))
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of ``name`` (case-insensitive; aliases and ``hf:ORG/NAME`` accepted)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    key = name.lower()
+    for n in _REGISTRY:
+        if n.lower() == key:
+            return _REGISTRY[n]
+    if key in _ALIASES:
+        return _REGISTRY[_ALIASES[key]]
+    if name.startswith("hf:") and "/" in name:
+        hf_id = name[3:]
+        return ModelSpec(
+            name=name,
+            family="clip",
+            loader="clipface.models.clip_hf:load",
+            description=f"CLIP checkpoint {hf_id} from the Hugging Face hub",
+            hf_id=hf_id,
+        )
+    close = difflib.get_close_matches(name, list(_REGISTRY) + list(_ALIASES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ModelNotFoundError(
+        f"unknown model {name!r}{hint} (see `clipface models`; any Hugging Face CLIP can be named hf:ORG/NAME)"
+    )
+
+
+def create_encoder(
+    name: str,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> "Encoder":
+    """Create the encoder registered as ``name``.
+
+    ``weights`` is a local directory (for CLIP: a saved ``transformers`` model) that replaces
+    the default source (the Hugging Face cache, or a download when online).
+    """
+    spec = get_spec(name)
+    return spec.load_fn()(spec, weights=weights, device=device, **kwargs)
+
+
+def _clip(arch: str, pretrained: str, hf_id: str, data: str, size: int, dim: int, params: float) -> None:
+    register(
+        ModelSpec(
+            name=f"{arch}:{pretrained}",
+            family="clip",
+            loader="clipface.models.clip_hf:load",
+            description=f"CLIP {arch} trained on {data}",
+            pretraining=data,
+            hf_id=hf_id,
+            arch=arch,
+            pretrained=pretrained,
+            image_size=size,
+            embed_dim=dim,
+            approx_params_m=params,
+        ),
+        aliases=(hf_id,),
+    )
+
+
+_clip("ViT-B-32", "openai", "openai/clip-vit-base-patch32", "OpenAI WIT-400M", 224, 512, 151)
+_clip("ViT-B-16", "openai", "openai/clip-vit-base-patch16", "OpenAI WIT-400M", 224, 512, 150)
+_clip("ViT-L-14", "openai", "openai/clip-vit-large-patch14", "OpenAI WIT-400M", 224, 768, 428)
+_clip("ViT-L-14-336", "openai", "openai/clip-vit-large-patch14-336", "OpenAI WIT-400M", 336, 768, 428)
+_clip("ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "LAION-2B (en)", 224, 512, 151)
+_clip("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "LAION-2B (en)", 224, 512, 150)
+_clip("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "LAION-2B (en)", 224, 768, 428)
+_clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "LAION-2B (en)", 224, 1024, 986)
+_clip("ViT-g-14", "laion2b_s12b_b42k", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K", "LAION-2B (en)", 224, 1024, 1367)
+_clip(
+    "ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "LAION-2B (en)", 224, 1280, 2540
+)
+
+register(
+    ModelSpec(
+        name="test-tiny-random",
+        family="clip",
+        loader="clipface.models.tiny:load",
+        description="TEST MODEL: tiny CLIP from a config with seeded random weights (plumbing only, never accuracy)",
+        pretraining="none (random weights)",
+        image_size=224,
+        embed_dim=64,
+        approx_params_m=3.4,
+        is_test=True,
+    )
+)
+
+register(
+    ModelSpec(
+        name="dlib",
+        family="face",
+        loader="clipface.models.dlib_resnet:load",
+        description="dlib ResNet-34 face recogniser (dlib_face_recognition_resnet_model_v1), 5-point alignment",
+        pretraining="about 3M faces (FaceScrub, VGG-Face and web images), by Davis King",
+        image_size=150,
+        embed_dim=128,
+        approx_params_m=5.6,
+    ),
+    aliases=("dlib-resnet",),
+)
+register(
+    ModelSpec(
+        name="facenet-casia",
+        family="face",
+        loader="clipface.models.facenet.encoder:load",
+        description="FaceNet Inception-ResNet-v1 (release 20180408-102900), ported to PyTorch",
+        pretraining="CASIA-WebFace",
+        image_size=160,
+        embed_dim=512,
+        approx_params_m=23.5,
+    ),
+    aliases=("facenet",),
+)

@@ -1,0 +1,142 @@
+"""What a face index stores and answers: image records, hits, the encoder identity, the manifest, errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..data.dataset import SkippedFile, display_name
+from ..errors import ClipfaceError
+from ..models.base import Encoder
+
+__all__ = [
+    "EncoderId",
+    "EncoderMismatchError",
+    "Exclude",
+    "FORMAT",
+    "FaceIndexError",
+    "ImageRecord",
+    "IndexUpdate",
+    "IndexedImage",
+    "Manifest",
+    "QueryError",
+    "SearchHit",
+    "identity_key",
+]
+
+#: Version of the index folder layout.
+FORMAT = 1
+
+
+class FaceIndexError(ClipfaceError):
+    """An index folder that cannot be built, read or used as asked."""
+
+
+class EncoderMismatchError(FaceIndexError):
+    """An encoder whose weights or preparation differ from those the index was built with."""
+
+
+class QueryError(FaceIndexError):
+    """A query the index cannot answer: text for a model without a text tower, a photo without a face."""
+
+
+def identity_key(name: str) -> str:
+    """Case- and separator-insensitive form of a person's name: ``George_W_Bush`` -> ``george w bush``."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Metadata of one image to index."""
+
+    path: str
+    relpath: str
+    identity: str | None
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class IndexedImage(ImageRecord):
+    """An image in the index; ``id`` is its FAISS row."""
+
+    id: int
+
+    @property
+    def name(self) -> str | None:
+        """The person's display name (``George W Bush``), or ``None`` when unknown."""
+        return display_name(self.identity) if self.identity else None
+
+
+@dataclass(frozen=True)
+class SearchHit(IndexedImage):
+    """One search result: an indexed image, its 1-based rank and its score (cosine similarity)."""
+
+    rank: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
+
+
+@dataclass(frozen=True)
+class EncoderId:
+    """What fixes the vectors of an image: weights and exact preparation."""
+
+    model: str
+    fingerprint: str
+    preprocess_id: str
+    dim: int
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> "EncoderId":
+        return cls(encoder.name, encoder.fingerprint, encoder.preprocess_id, int(encoder.dim))
+
+    def describe(self) -> str:
+        return f"{self.model} (fingerprint {self.fingerprint[:12]}, preprocess {self.preprocess_id})"
+
+
+@dataclass
+class Manifest:
+    """The ``manifest.json`` of an index folder."""
+
+    model: str
+    fingerprint: str
+    preprocess_id: str
+    dim: int
+    kind: str
+    count: int
+    params: dict[str, int] = field(default_factory=dict)
+    align: str | None = None
+    on_no_face: str = "skip"
+    is_test_model: bool = False
+    format: int = FORMAT
+
+    @property
+    def encoder_id(self) -> EncoderId:
+        return EncoderId(self.model, self.fingerprint, self.preprocess_id, self.dim)
+
+
+@dataclass
+class IndexUpdate:
+    """What a build or an add did."""
+
+    added: int
+    duplicates: int
+    skipped: list[SkippedFile]
+    computed: int = 0
+    cached: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "computed": self.computed,
+            "cached": self.cached,
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+
+#: A predicate removing images from search answers (e.g. an opt-out list).
+Exclude = Callable[[IndexedImage], bool]

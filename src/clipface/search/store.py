@@ -1,0 +1,422 @@
+"""A face search index: image embeddings in FAISS, metadata in SQLite, a manifest naming the encoder.
+
+An index folder holds:
+
+* ``manifest.json``: model name, encoder fingerprint, ``preprocess_id``, dimension, FAISS kind
+  and parameters, image count. An encoder whose fingerprint or preparation differs is refused.
+* ``vectors.faiss``: the vectors; row ``i`` is image id ``i``. Exact inner product
+  (``IndexFlatIP``) up to :data:`FLAT_MAX` vectors, IVF-PQ with exact re-ranking above (or
+  HNSW on request). :meth:`FaceIndex.load` memory-maps it.
+* ``meta.sqlite``: one row per image: id, path, path relative to the indexed folder,
+  identity (the parent folder's name in an identity-folder layout, ``None`` for images lying
+  directly in the indexed folder), width, height and SHA-256 of the file.
+* ``skipped.json``: files left out (unreadable, truncated, not an image, no face) and why.
+
+Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
+build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
+is already indexed. Vectors are unit-norm, so scores are cosine similarities (IVF-PQ and HNSW
+may miss some of the true nearest images, never misstate a score).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image
+
+from .._util import select_in, write_json
+from ..data.dataset import SkippedFile
+from ..embed.cache import EmbeddingCache, NullCache
+from ..errors import ImageError, NoFaceError
+from ..models.base import Encoder, l2_normalize
+from ..models.runtime import LoadOptions, load_encoder
+from .faiss_backend import FLAT_MAX, Kind, choose_kind, faiss_module, new_faiss_index, read_faiss, set_search_params
+from .ingest import ImageSource, embed_source
+from .records import (
+    FORMAT,
+    EncoderId,
+    EncoderMismatchError,
+    Exclude,
+    FaceIndexError,
+    ImageRecord,
+    IndexedImage,
+    IndexUpdate,
+    Manifest,
+    QueryError,
+    SearchHit,
+    identity_key,
+)
+from .shards import read_shards
+
+__all__ = ["FaceIndex"]
+
+MANIFEST, VECTORS, META, SKIPPED, LOCK = "manifest.json", "vectors.faiss", "meta.sqlite", "skipped.json", ".write.lock"
+#: Longest wait for another process writing to the same index.
+WRITE_TIMEOUT = 600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, relpath TEXT NOT NULL, identity TEXT,
+    identity_key TEXT, width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS images_identity ON images(identity_key);
+"""
+_COLUMNS = "id, path, relpath, identity, width, height, sha256"
+
+
+class FaceIndex:
+    """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`."""
+
+    def __init__(self, index_dir: Path, manifest: Manifest, faiss_index: Any, mmap: bool = False) -> None:
+        self.dir = Path(index_dir)
+        self.manifest = manifest
+        self._faiss_index = faiss_index
+        self._mmap = mmap
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+        set_search_params(self._faiss_index, manifest.params)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        encoder: Encoder,
+        images: ImageSource,
+        index_dir: str | Path,
+        kind: Kind = "auto",
+        cache: EmbeddingCache | NullCache | None = None,
+        *,
+        flat_max: int = FLAT_MAX,
+        align: str | None = None,
+        on_no_face: str = "skip",
+        overwrite: bool = False,
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> tuple["FaceIndex", IndexUpdate]:
+        """Embed every image of ``images`` with ``encoder`` and write a new index to ``index_dir``.
+
+        ``cache`` defaults to the on-disk embedding cache (an interrupted build resumes).
+        ``align``/``on_no_face``: the ``--align`` choice the encoder was created with, recorded so
+        :meth:`load_encoder` recreates it (``None``: the model's own front end).
+        """
+        index_dir = _fresh_dir(index_dir, overwrite)
+        cache = EmbeddingCache() if cache is None else cache
+        emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
+        index = cls._create(index_dir, EncoderId.of(encoder), emb.vectors, kind, flat_max, encoder.is_test_model, align, on_no_face)
+        return index, index._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+
+    @classmethod
+    def build_from_shards(
+        cls, shard_dir: str | Path, index_dir: str | Path, kind: Kind = "auto", *, flat_max: int = FLAT_MAX, overwrite: bool = False
+    ) -> tuple["FaceIndex", IndexUpdate]:
+        """A new index from the embedding shards written by :func:`clipface.search.ray.embed_with_ray`."""
+        shards = read_shards(shard_dir)
+        index_dir = _fresh_dir(index_dir, overwrite)
+        records, vectors, dups = _unique(shards.records, shards.vectors, set())
+        index = cls._create(index_dir, shards.encoder_id, vectors, kind, flat_max, shards.is_test_model, shards.align, shards.on_no_face)
+        return index, index._commit(records, vectors, shards.skipped, dups)
+
+    @classmethod
+    def _create(
+        cls, index_dir: Path, eid: EncoderId, vectors: np.ndarray, kind: str, flat_max: int,
+        is_test_model: bool, align: str | None, on_no_face: str,
+    ) -> "FaceIndex":
+        chosen = choose_kind(len(vectors), kind, flat_max)
+        faiss_index, params = new_faiss_index(chosen, eid.dim, vectors)
+        manifest = Manifest(
+            model=eid.model, fingerprint=eid.fingerprint, preprocess_id=eid.preprocess_id, dim=eid.dim, kind=chosen,
+            count=0, params=params, align=align, on_no_face=on_no_face, is_test_model=is_test_model,
+        )
+        for name in (META, SKIPPED):
+            (index_dir / name).unlink(missing_ok=True)
+        return cls(index_dir, manifest, faiss_index)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, mmap: bool = True) -> "FaceIndex":
+        """Open an index folder; ``mmap`` memory-maps the vectors so a large index starts fast."""
+        index_dir = Path(index_dir)
+        path = index_dir / MANIFEST
+        if not path.is_file():
+            raise FaceIndexError(f"{index_dir}: not an index folder (no {MANIFEST}); build one with `clipface index build`")
+        try:
+            manifest = Manifest(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
+        if manifest.format != FORMAT:
+            raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
+        index = cls(index_dir, manifest, read_faiss(index_dir / VECTORS, mmap=mmap), mmap=mmap)
+        n_rows = index._db().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        if not index._faiss_index.ntotal == n_rows == manifest.count:
+            raise FaceIndexError(
+                f"{index_dir}: inconsistent index ({index._faiss_index.ntotal} vectors, {n_rows} metadata rows, "
+                f"manifest says {manifest.count}): rebuild it"
+            )
+        return index
+
+    # -- adding ------------------------------------------------------------------------
+    def add(
+        self,
+        encoder: Encoder,
+        images: ImageSource,
+        cache: EmbeddingCache | NullCache | None = None,
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: bool = False,
+    ) -> IndexUpdate:
+        """Embed and append new images (files whose SHA-256 is already indexed are skipped)."""
+        self.check_encoder(encoder)
+        cache = EmbeddingCache() if cache is None else cache
+        emb = embed_source(encoder, images, self._known, cache, batch_size, workers, progress)
+        return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+
+    def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
+        """Append the embedding shards of :func:`clipface.search.ray.embed_with_ray` (same encoder required)."""
+        shards = read_shards(shard_dir)
+        return self.add_vectors(shards.records, shards.vectors, shards.encoder_id, shards.skipped, f"shards in {shard_dir}")
+
+    def add_vectors(
+        self,
+        records: list[ImageRecord],
+        vectors: np.ndarray,
+        encoder_id: EncoderId,
+        skipped: list[Any] | None = None,
+        what: str = "the vectors",
+    ) -> IndexUpdate:
+        """Append precomputed vectors of ``records`` (made by ``encoder_id``, checked); known SHA-256s are skipped."""
+        self._check_id(encoder_id, what)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(records), -1) if len(records) else np.zeros((0, self.manifest.dim), np.float32)
+        records, vectors, dups = _unique(list(records), vectors, self._known([r.sha256 for r in records]))
+        return self._commit(records, vectors, list(skipped or []), dups)
+
+    def _commit(
+        self, records: list[ImageRecord], vectors: np.ndarray, skipped: list[SkippedFile], duplicates: int,
+        computed: int = 0, cached: int = 0,
+    ) -> IndexUpdate:
+        """Append vectors and metadata, then write the FAISS file, metadata and manifest.
+
+        Writers of one index folder take turns (a file lock, :data:`WRITE_TIMEOUT` seconds at
+        most): each reloads what the writer before it committed, drops images that writer
+        already added, and writes its vectors under a temporary name of its own.
+        """
+        with self._lock, self._writer_lock():
+            if self._reload_for_write():
+                records, vectors, more = _unique(records, vectors, self._known([r.sha256 for r in records]))
+                duplicates += more
+            start = int(self._faiss_index.ntotal)
+            if len(records):
+                self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
+            rows = [
+                (start + i, r.path, r.relpath, r.identity, identity_key(r.identity) if r.identity else None, r.width, r.height, r.sha256)
+                for i, r in enumerate(records)
+            ]
+            fd, tmp = tempfile.mkstemp(prefix=f".{VECTORS}.", suffix=".tmp", dir=self.dir)
+            os.close(fd)
+            try:
+                faiss_module().write_index(self._faiss_index, tmp)
+                db = self._db()
+                with db:
+                    db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    os.replace(tmp, self.dir / VECTORS)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            self.manifest.count = int(self._faiss_index.ntotal)
+            write_json(self.dir / MANIFEST, asdict(self.manifest))
+            previous = self.skipped()
+            write_json(self.dir / SKIPPED, previous + [s.to_dict() for s in skipped])
+        return IndexUpdate(len(records), duplicates, skipped, computed, cached)
+
+    def _writer_lock(self) -> Any:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.dir / LOCK), timeout=WRITE_TIMEOUT)
+
+        class _Held:
+            def __enter__(inner) -> None:
+                try:
+                    lock.acquire()
+                except Timeout:
+                    raise FaceIndexError(
+                        f"{self.dir}: another process has been writing to this index for over {WRITE_TIMEOUT:.0f} s; "
+                        "try again when it has finished"
+                    ) from None
+
+            def __exit__(inner, *exc: object) -> None:
+                lock.release()
+
+        return _Held()
+
+    def _reload_for_write(self) -> bool:
+        """Load the committed state before appending (the mapped vectors are read-only); whether another writer added rows."""
+        path = self.dir / MANIFEST
+        on_disk = Manifest(**json.loads(path.read_text())) if path.is_file() else self.manifest
+        changed = on_disk.count != self.manifest.count
+        if self._mmap or changed:
+            if (self.dir / VECTORS).is_file() and on_disk.count > 0:
+                self._faiss_index = read_faiss(self.dir / VECTORS, mmap=False)
+                set_search_params(self._faiss_index, self.manifest.params)
+            self._mmap = False
+        self.manifest.count = int(self._faiss_index.ntotal)
+        return changed
+
+    # -- encoders ----------------------------------------------------------------------
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Raise :class:`EncoderMismatchError` unless ``encoder`` has the index's weights and preparation."""
+        self._check_id(EncoderId.of(encoder), "the encoder")
+
+    def _check_id(self, eid: EncoderId, what: str) -> None:
+        mine = self.manifest.encoder_id
+        if (eid.fingerprint, eid.preprocess_id, eid.dim) != (mine.fingerprint, mine.preprocess_id, mine.dim):
+            raise EncoderMismatchError(f"index {self.dir} was built with {mine.describe()}, but {what} is {eid.describe()}")
+
+    def load_encoder(self, weights: str | Path | None = None, device: str = "cpu") -> Encoder:
+        """Create the encoder the index was built with (same model and face front end), checked."""
+        m = self.manifest
+        opts = LoadOptions(device=device, weights={m.model: str(weights)} if weights else {}, aligner=m.align, on_no_face=m.on_no_face)
+        encoder = load_encoder(m.model, opts)
+        self.check_encoder(encoder)
+        return encoder
+
+    # -- searching ---------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        return self.manifest.count
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: Exclude | None = None) -> list[list[SearchHit]]:
+        """The ``k`` best images for each query vector (a ``(dim,)`` or ``(n, dim)`` array), one list per query.
+
+        Images for which ``exclude`` is true are removed; the search then fetches more so that
+        ``k`` results still come back when the index has them.
+        """
+        q = l2_normalize(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
+        if q.shape[1] != self.manifest.dim:
+            raise QueryError(f"query vectors have dimension {q.shape[1]}, the index has {self.manifest.dim}")
+        k = max(0, min(int(k), self.count))
+        if k == 0:
+            return [[] for _ in q]
+        fetch = k if exclude is None else min(self.count, 2 * k + 8)
+        while True:
+            with self._lock:
+                if hasattr(self._faiss_index, "hnsw"):
+                    self._faiss_index.hnsw.efSearch = max(self.manifest.params.get("ef_search", 0), fetch)
+                scores, ids = self._faiss_index.search(q, fetch)
+            meta = self.images([int(i) for i in np.unique(ids) if i >= 0])
+            out = []
+            for row_scores, row_ids in zip(scores, ids):
+                kept = [(meta[int(i)], float(s)) for s, i in zip(row_scores, row_ids) if i >= 0 and int(i) in meta]
+                if exclude is not None:
+                    kept = [(im, s) for im, s in kept if not exclude(im)]
+                out.append([SearchHit(**asdict(im), rank=r + 1, score=s) for r, (im, s) in enumerate(kept[:k])])
+            if fetch >= self.count or all(len(hits) == k for hits in out):
+                return out
+            fetch = min(self.count, fetch * 4)
+
+    def query_text(self, encoder: Encoder, text: str, k: int = 10, exclude: Exclude | None = None) -> list[SearchHit]:
+        """Images best matching ``text`` (CLIP models only)."""
+        self.check_encoder(encoder)
+        if not encoder.has_text:
+            raise QueryError(f"{encoder.name} has no text tower: text queries need a CLIP model (query with a photo instead)")
+        if not text.strip():
+            raise QueryError("empty text query")
+        return self.search_vectors(encoder.encode_text([text]), k, exclude)[0]
+
+    def query_image(self, encoder: Encoder, image: Image.Image, k: int = 10, exclude: Exclude | None = None) -> list[SearchHit]:
+        """Images most similar to the face in ``image``, prepared by the encoder's own front end."""
+        return self.search_vectors(self.embed_query_image(encoder, image), k, exclude)[0]
+
+    def embed_query_image(self, encoder: Encoder, image: Image.Image) -> np.ndarray:
+        """The ``(1, dim)`` embedding of a query photo; a photo without a face is a :class:`QueryError`."""
+        self.check_encoder(encoder)
+        try:
+            prepared = encoder.prepare(image.convert("RGB"))
+        except NoFaceError:
+            raise QueryError(f"no face found in the query image ({encoder.name} needs a photo with a visible face)") from None
+        except ImageError as exc:
+            raise QueryError(f"unusable query image: {exc.reason}") from None
+        return encoder.embed_prepared(np.stack([prepared]))
+
+    # -- metadata ----------------------------------------------------------------------
+    def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
+        """Metadata of the images with these ids (unknown ids are absent)."""
+        # ids outside SQLite's 64-bit range cannot be in the index (and would overflow the query)
+        valid = [int(i) for i in ids if 0 <= int(i) < 2**63]
+        sql = f"SELECT {_COLUMNS} FROM images WHERE id IN ({{}})"
+        return {row[0]: _image(row) for row in select_in(self._db(), sql, valid)}
+
+    def image(self, image_id: int) -> IndexedImage | None:
+        """Metadata of one image, or ``None``."""
+        return self.images([image_id]).get(image_id)
+
+    def images_of(self, identity: str) -> list[IndexedImage]:
+        """Every image of a person (name matched with :func:`identity_key`)."""
+        sql = f"SELECT {_COLUMNS} FROM images WHERE identity_key = ? ORDER BY id"
+        return [_image(row) for row in self._db().execute(sql, (identity_key(identity),))]
+
+    def n_identities(self) -> int:
+        """Number of distinct known identities."""
+        return int(self._db().execute("SELECT COUNT(DISTINCT identity_key) FROM images").fetchone()[0])
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Files left out of the index so far, with reasons."""
+        path = self.dir / SKIPPED
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def stats(self) -> dict[str, Any]:
+        """Summary for people and the API."""
+        m = self.manifest
+        return {
+            "model": m.model, "is_test_model": m.is_test_model, "fingerprint": m.fingerprint, "preprocess_id": m.preprocess_id,
+            "dim": m.dim, "kind": m.kind, "params": m.params, "count": m.count, "identities": self.n_identities(),
+            "skipped": len(self.skipped()),
+        }
+
+    def _known(self, shas: list[str]) -> set[str]:
+        found: set[str] = {r[0] for r in select_in(self._db(), "SELECT sha256 FROM images WHERE sha256 IN ({})", shas)}
+        return found
+
+    def _db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.dir / META, timeout=60)
+            self._local.conn = conn
+        return conn
+
+    def __repr__(self) -> str:
+        return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"
+
+
+def _image(row: tuple[Any, ...]) -> IndexedImage:
+    i, path, relpath, identity, width, height, sha = row
+    return IndexedImage(path=path, relpath=relpath, identity=identity, width=width, height=height, sha256=sha, id=i)
+
+
+def _unique(records: list[ImageRecord], vectors: np.ndarray, known: set[str]) -> tuple[list[ImageRecord], np.ndarray, int]:
+    keep = []
+    for i, r in enumerate(records):
+        if r.sha256 not in known:
+            known.add(r.sha256)
+            keep.append(i)
+    return [records[i] for i in keep], vectors[keep], len(records) - len(keep)
+
+
+def _fresh_dir(index_dir: str | Path, overwrite: bool) -> Path:
+    path = Path(index_dir)
+    if (path / MANIFEST).exists() and not overwrite:
+        raise FaceIndexError(f"{path} already holds an index: add images with `clipface index add`, or rebuild with --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

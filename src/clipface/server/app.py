@@ -1,0 +1,260 @@
+"""The search engine over HTTP: a FastAPI app serving the JSON API and the web page.
+
+Private by default: every ``/api/`` route except ``/api/health`` needs ``Authorization: Bearer
+TOKEN`` (the token from ``token=`` or ``$CLIPFACE_API_TOKEN``) unless the operator passes
+``require_token=False`` (``clipface serve --no-auth``). An opt-out list (identities or image
+SHA-256s, one per line, re-read when the file changes) is applied to every answer, including
+thumbnails. Each client IP gets a token bucket of ``rate_limit`` API requests per minute
+(thumbnails have their own, ``THUMBNAIL_FACTOR`` times larger, since a result grid fetches
+one per card). Request bodies over ``max_upload_bytes`` are refused with 413 from the
+``Content-Length`` header before any byte is read, or as soon as the bytes read exceed it;
+images over ``max_pixels`` are refused with 413 from their header, before decoding. Every
+error is JSON ``{"error": reason}``, never a stack trace. Files are served only by numeric
+image id from the index metadata: no path from a request reaches the file system.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.exceptions import HTTPException
+
+from ..data.images import load_image
+from ..errors import ClipfaceError, ImageError
+from ..models.base import Encoder
+from ..search.audit import THRESHOLD, audit_person
+from ..search.records import IndexedImage, QueryError
+from ..search.store import FaceIndex
+from .gate import Gate, TooLarge, json_error
+from .policies import OptOutList, RateLimiter
+from .schemas import AuditResponse, ErrorResponse, SearchResponse, TextQuery, result_of
+
+__all__ = ["create_app"]
+
+TOKEN_ENV = "CLIPFACE_API_TOKEN"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MAX_K = 100
+#: Longer side of a query photo after decoding (a face needs far fewer pixels than a 40 Mpx photo).
+QUERY_MAX_SIDE = 2048
+#: Uploads decoded at the same time (each may briefly hold its full-size pixels).
+DECODE_SLOTS = 2
+_DECODE_SLOTS = threading.BoundedSemaphore(DECODE_SLOTS)
+RATE_LIMIT = 60
+THUMBNAIL_FACTOR = 20
+THUMBNAIL_SIZE = 256
+
+
+@dataclass
+class _Limits:
+    max_upload_bytes: int
+    max_pixels: int
+    max_k: int
+
+
+def _web_asset(name: str) -> bytes:
+    return resources.files("clipface.server").joinpath("web", name).read_bytes()
+
+
+def create_app(
+    index_dir: str | Path,
+    model: Encoder | None = None,
+    token: str | None = None,
+    require_token: bool = True,
+    opt_out: str | Path | OptOutList | None = None,
+    rate_limit: float | None = RATE_LIMIT,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_k: int = MAX_K,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+) -> FastAPI:
+    """The search engine over the index in ``index_dir``.
+
+    ``model``: the encoder (default: the one the index was built with, from ``weights`` if
+    given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
+    ``require_token=True`` and no token this raises. ``rate_limit``: API requests per minute
+    per client IP (``None`` or 0: no limit).
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if require_token and not token:
+        raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
+    index = FaceIndex.load(index_dir, mmap=True)
+    encoder = model if model is not None else index.load_encoder(weights=weights, device=device)
+    index.check_encoder(encoder)
+    optout = opt_out if isinstance(opt_out, OptOutList) else OptOutList(opt_out)
+    limits = _Limits(max_upload_bytes, max_pixels, max_k)
+
+    def exclude(image: IndexedImage) -> bool:
+        return optout.blocks(image)
+
+    app = FastAPI(
+        title="clipface search",
+        description="Face search over an image index (CLIP or face recogniser). Send `Authorization: Bearer TOKEN`.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; the schema stays at /openapi.json
+        redoc_url=None,
+        responses={
+            401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+        },
+    )
+    per_minute = rate_limit or 0
+    limiters = {
+        "api": RateLimiter(per_minute) if per_minute > 0 else None,
+        "image": RateLimiter(per_minute * THUMBNAIL_FACTOR) if per_minute > 0 else None,
+    }
+    app.add_middleware(Gate, token=token if require_token else None, limiters=limiters, max_body=max_upload_bytes)
+    _install_error_handlers(app)
+
+    def checked_k(k: int) -> int:
+        if not 1 <= k <= limits.max_k:
+            raise HTTPException(422, f"k must be between 1 and {limits.max_k}")
+        return k
+
+    @app.get("/api/health")
+    def health() -> dict[str, str]:
+        """Liveness (no token needed)."""
+        return {"status": "ok"}
+
+    @app.get("/api/stats")
+    def stats() -> dict[str, Any]:
+        """The index: model, kind, number of images and people; the server's limits."""
+        optout.refresh()
+        return {
+            **{k: v for k, v in index.stats().items() if k != "fingerprint"},
+            "fingerprint": index.manifest.fingerprint[:12],
+            "has_text": encoder.has_text,
+            "opt_out_entries": len(optout),
+            "max_k": limits.max_k,
+            "max_upload_bytes": limits.max_upload_bytes,
+            "max_pixels": limits.max_pixels,
+            "audit_threshold": THRESHOLD,
+        }
+
+    @app.post("/api/search/text", response_model=SearchResponse)
+    def search_text(body: TextQuery) -> SearchResponse:
+        """Images best matching a text (CLIP models only)."""
+        k = checked_k(body.k)
+        optout.refresh()
+        hits = index.query_text(encoder, body.query, k, exclude)
+        return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
+
+    @app.post("/api/search/image", response_model=SearchResponse)
+    def search_image(file: UploadFile = File(..., description="A photo with a face."), k: int = Form(10)) -> SearchResponse:
+        """Images of the face most similar to the uploaded photo's."""
+        k = checked_k(k)
+        image = _read_image(file, limits)
+        optout.refresh()
+        hits = index.query_image(encoder, image, k, exclude)
+        return SearchResponse(query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
+
+    @app.post("/api/audit", response_model=AuditResponse)
+    def audit(
+        name: str = Form(..., min_length=1, max_length=200, description="The person's name."),
+        k: int = Form(10),
+        file: UploadFile | None = File(None, description="Optional photo of the person (else the name is the query)."),
+    ) -> AuditResponse:
+        """How many of the top-k results for a name (or a photo) are that person, and the verdict."""
+        k = checked_k(k)
+        image = _read_image(file, limits) if file is not None and file.filename else None
+        optout.refresh()
+        r = audit_person(index, encoder, name, image=image, k=k, exclude=exclude)
+        return AuditResponse(
+            name=r.name, query=r.query, k=r.k, matches=r.matches, precision_at_k=r.precision, in_index=r.in_index,
+            chance=r.chance, identifies=r.identifies, verdict=r.verdict, threshold=r.threshold,
+            results=[result_of(h) for h in r.results],
+        )
+
+    @app.get("/api/image/{image_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def image(image_id: int) -> Response:
+        """A JPEG thumbnail of an indexed image, by id."""
+        optout.refresh()
+        found = index.image(image_id)
+        if found is None or exclude(found):
+            raise HTTPException(404, f"no image {image_id}")
+        return Response(_thumbnail(found), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    page = {name: _web_asset(name) for name in ("index.html", "app.js", "style.css")}
+
+    @app.get("/", include_in_schema=False)
+    def home() -> Response:
+        return Response(page["index.html"], media_type="text/html; charset=utf-8")
+
+    @app.get("/app.js", include_in_schema=False)
+    def script() -> Response:
+        return Response(page["app.js"], media_type="text/javascript; charset=utf-8")
+
+    @app.get("/style.css", include_in_schema=False)
+    def style() -> Response:
+        return Response(page["style.css"], media_type="text/css; charset=utf-8")
+
+    app.state.index = index
+    app.state.encoder = encoder
+    app.state.opt_out = optout
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return json_error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            return json_error(422, "invalid JSON body")
+        loc = list(first.get("loc", ()))
+        where = ".".join(str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path") else loc))
+        return json_error(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(QueryError)
+    async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
+        return json_error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return json_error(500, "internal server error")
+
+
+def _read_image(file: UploadFile, limits: _Limits) -> Image.Image:
+    """Decode an upload with the shared decoder: too many bytes or pixels are refused before decoding.
+
+    At most :data:`DECODE_SLOTS` uploads are decoded at once, each reduced to
+    :data:`QUERY_MAX_SIDE` pixels on its longer side while decoding where the format allows, so
+    the memory held stays bounded whatever the number of clients.
+    """
+    data = file.file.read(limits.max_upload_bytes + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise TooLarge(limits.max_upload_bytes)
+    if not data:
+        raise HTTPException(422, "empty upload: send an image file")
+    with _DECODE_SLOTS:
+        try:
+            return load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes, max_side=QUERY_MAX_SIDE)
+        except ImageError as exc:
+            status = 413 if exc.reason.startswith(("image too large", "file too large")) else 422
+            raise HTTPException(status, exc.reason) from None
+        finally:
+            del data
+
+
+def _thumbnail(image: IndexedImage) -> bytes:
+    try:
+        img = load_image(Path(image.path), max_side=2 * THUMBNAIL_SIZE)
+    except ImageError:
+        raise HTTPException(404, f"image {image.id} is no longer readable") from None
+    img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()
