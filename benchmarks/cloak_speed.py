@@ -2,7 +2,7 @@
 
 Cloaks the same few LFW photos (two people, so that Fawkes has a target) from scratch with each
 method and mode, and writes ``benchmarks/results/cloak_speed-<N>threads.json`` and ``.md``. The
-time counted is that of :func:`clipface.cloak.cloak_images` after the target selection: the
+time counted is that of :func:`clipface.cloak.run.cloak_images` after the target selection: the
 optimisation, the budget fit, the PNG and JSON writing and the feature statistics. The load
 average is recorded before and after, since a shared machine slows every figure down.
 
@@ -13,44 +13,39 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from clipface.cache import NullCache
+from _common import machine_info  # noqa: E402
+from clipface._util import versions, write_json, write_text
 from clipface.cloak import MODES, CloakSettings, cloak_images, load_surrogates
-from clipface.dataset import FaceDataset
-from clipface.evaluate import RunOptions
-from clipface.report import md_table, versions, write_json, write_text
+from clipface.data.dataset import FaceDataset
+from clipface.embed.cache import NullCache
+from clipface.embed.options import RunOptions
+from clipface.report.markdown import md_table
 
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(HERE.parent.parent / "shared" / "datasets" / "lfw-deepfunneled"))
     ap.add_argument("--surrogate", default="facenet-casia")
-    ap.add_argument("--images", type=int, default=4, help="Photos cloaked per method and mode (half from each of two people).")
+    ap.add_argument(
+        "--images", type=int, default=4, help="Photos cloaked per method and mode (half from each of two people)."
+    )
     ap.add_argument("--methods", nargs="+", default=["fawkes", "lowkey"])
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the physical cores).")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
 
-    ds = FaceDataset.from_folder(args.dataset, min_images=args.images, max_identities=2, max_per_identity=args.images, seed=0)
+    ds = FaceDataset.from_folder(
+        args.dataset, min_images=args.images, max_identities=2, max_per_identity=args.images, seed=0
+    )
     per_person = max(1, args.images // 2)
     images = [im for ims in ds.by_identity().values() for im in ims[:per_person]]
     opts = RunOptions(cache=NullCache(), progress=False, threads=args.threads)
@@ -61,7 +56,9 @@ def main() -> None:
         for mode in args.modes:
             settings = CloakSettings(method=method, mode=mode)
             with tempfile.TemporaryDirectory() as tmp:
-                run = cloak_images(images, ds.root, Path(tmp), settings, surrogates, opts, ds.by_identity(), batch_size=len(images))
+                run = cloak_images(
+                    images, ds.root, Path(tmp), settings, surrogates, opts, ds.by_identity(), batch_size=len(images)
+                )
             summary = run.summary()
             rows.append(
                 {
@@ -83,7 +80,8 @@ def main() -> None:
         "surrogate": args.surrogate,
         "images": [str(im.path) for im in images],
         "machine": {
-            "cpu": cpu_name(),
+            **machine_info(),
+            "cpu": machine_info()["cpu"],
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_average_before": load_before,
@@ -98,7 +96,19 @@ def main() -> None:
     m = doc["machine"]
     table = md_table(
         ["method", "mode", "steps", "images", "seconds per image", "images per second", "DSSIM budget", "DSSIM max"],
-        [[r["method"], r["mode"], r["steps"], r["images"], r["seconds_per_image"], r["images_per_second"], r["budget"], r["dssim_max"]] for r in rows],
+        [
+            [
+                r["method"],
+                r["mode"],
+                r["steps"],
+                r["images"],
+                r["seconds_per_image"],
+                r["images_per_second"],
+                r["budget"],
+                r["dssim_max"],
+            ]
+            for r in rows
+        ],
     )
     write_text(
         args.out / f"{name}.md",
@@ -107,9 +117,10 @@ def main() -> None:
                 f"# Cloaking speed ({args.surrogate} surrogate)",
                 "",
                 f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), CPU only; load average "
-                f"{m['load_average_before'][0]:.1f} before and {m['load_average_after'][0]:.1f} after (a shared machine: "
+                f"{m['load_average_before'][0]:.1f} before and {m['load_average_after'][0]:.1f} after (a shared "
+                "machine: "
                 "other jobs ran at the same time). Each row cloaks the same photos from scratch, batched together. "
-                "Fawkes' README: \"The perturbation generation takes ~60 seconds per image on a CPU machine\" (its own "
+                'Fawkes\' README: "The perturbation generation takes ~60 seconds per image on a CPU machine" (its own '
                 "extractors on aligned 112 px faces).",
                 "",
                 table,

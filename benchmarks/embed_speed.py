@@ -4,11 +4,11 @@ One command times, on this machine and in one run:
 
 * ``baseline``: ``CLIPModel.get_image_features`` in a simple loop, batch 32, images read from disk
   with PIL and preprocessed by the model's own ``CLIPImageProcessor``;
-* ``torch``: :func:`clipface.embed.embed_images` (decoding threads overlap the model) with the torch
-  encoder, torch threads set by :mod:`clipface.threads`;
+* ``torch``: :func:`clipface.embed.pipeline.embed_images` (decoding threads overlap the model) with the torch
+  encoder, torch threads set by :mod:`clipface.models.backends.threads`;
 * ``compile``: the same pipeline with the torch encoder run through ``torch.compile`` (inductor,
   frozen weights; the one-off compilation happens in the warm-up and is reported as ``warmup_s``);
-* ``onnx_fp32`` / ``onnx_int8``: the same pipeline with :class:`clipface.encoders.onnx_backend.OnnxEncoder`;
+* ``onnx_fp32`` / ``onnx_int8``: the same pipeline with :class:`clipface.models.backends.onnx.OnnxEncoder`;
 
 for a CLIP of ViT-B/32's exact sizes with random weights (speed does not depend on the values),
 and, in full mode, for ``facenet-casia`` (torch against ONNX) and ``dlib`` (its own serial loop
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from _common import machine_info  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "lfw-deepfunneled"
@@ -84,7 +85,7 @@ def vit_b32_config() -> Any:
 
 def clip_dir() -> Path:
     """Where the random ViT-B/32-sized CLIP is saved (in clipface's cache)."""
-    from clipface.encoders.fingerprint import cache_root
+    from clipface._util import cache_root
 
     return cache_root() / "benchmarks" / "clip-vit-b-32-random-seed0"
 
@@ -103,13 +104,13 @@ def build_clip(directory: Path) -> None:
 
 def register_clip() -> None:
     """Make the saved CLIP loadable as ``CLIP_NAME`` through clipface's registry."""
-    from clipface.registry import ModelSpec, register
+    from clipface.models.registry import ModelSpec, register
 
     register(
         ModelSpec(
             name=CLIP_NAME,
             family="clip",
-            loader="clipface.encoders.clip_hf:load",
+            loader="clipface.models.clip_hf:load",
             description="BENCHMARK: CLIP with ViT-B/32's sizes and random weights (speed only)",
             pretraining="none (random weights)",
             image_size=224,
@@ -140,9 +141,10 @@ def per_image_ms(fn: Callable[[], Any], n: int) -> float:
 
 
 def load_clipface(model: str, path: str) -> Any:
-    """The encoder of ``model`` for a clipface ``path`` (``torch``, ``compile``, ``onnx_fp32``, ``onnx_int8``, ``pipeline``)."""
-    from clipface.encoders.backends import with_backend
-    from clipface.registry import create_encoder
+    """The encoder of ``model`` for a clipface ``path`` (``torch``, ``compile``, ``onnx_fp32``, ``onnx_int8``,
+    ``pipeline``)."""
+    from clipface.models.backends.select import with_backend
+    from clipface.models.registry import create_encoder
 
     weights = str(clip_dir()) if model == CLIP_NAME else None
     encoder = create_encoder(model, weights=weights)
@@ -153,7 +155,7 @@ def load_clipface(model: str, path: str) -> Any:
 
 def worker(model: str, path: str, paths: list[Path], repeats: int) -> dict[str, Any]:
     """Time ``path`` of ``model`` on ``paths``; return the measurements and the last run's embeddings."""
-    from clipface.threads import prefer_passive_waits
+    from clipface.models.backends.threads import prefer_passive_waits
 
     if path != "baseline":  # clipface's setting (its CLI makes it before torch loads); the baseline keeps the default
         prefer_passive_waits()
@@ -230,11 +232,11 @@ def _baseline(model: str, path: str) -> tuple[Runner, Callable[[Sequence[Path]],
 
 def _clipface(model: str, path: str) -> tuple[Runner, Callable[[Sequence[Path]], dict[str, float]], dict[str, Any]]:
     """clipface's pipeline: hashing, decoding and preparation in threads, the model in the main thread."""
-    from clipface.cache import NullCache
-    from clipface.dataset import FaceImage
-    from clipface.embed import default_workers, embed_images
+    from clipface.data.dataset import FaceImage
+    from clipface.data.images import load_image
+    from clipface.embed.cache import NullCache
+    from clipface.embed.pipeline import default_workers, embed_images
     from clipface.errors import ImageError
-    from clipface.images import load_image
 
     encoder = load_clipface(model, path)
 
@@ -258,7 +260,7 @@ def _clipface(model: str, path: str) -> tuple[Runner, Callable[[Sequence[Path]],
             "model": per_image_ms(lambda: encoder.encode_prepared(np.stack(prepared)), max(1, len(prepared))),
         }
 
-    from clipface.encoders.base import TorchEncoder
+    from clipface.models.base import TorchEncoder
 
     threads = getattr(encoder, "threads", None) or (_torch_threads() if isinstance(encoder, TorchEncoder) else None)
     info = {"threads": threads, "decode_workers": default_workers()}
@@ -267,8 +269,8 @@ def _clipface(model: str, path: str) -> tuple[Runner, Callable[[Sequence[Path]],
 
 def _dlib_loop(model: str, path: str) -> tuple[Runner, Callable[[Sequence[Path]], dict[str, float]], dict[str, Any]]:
     """dlib as its own loop: read, align and embed one batch after another in one thread."""
+    from clipface.data.images import load_image
     from clipface.errors import ImageError
-    from clipface.images import load_image
 
     encoder = load_clipface(model, path)
 
@@ -335,7 +337,7 @@ def setup_worker(models: Sequence[str]) -> dict[str, Any]:
 # -- driver ------------------------------------------------------------------------------------
 def available_models(quick: bool) -> tuple[list[str], dict[str, str]]:
     """Models to time, and why others are left out."""
-    from clipface.registry import get_spec
+    from clipface.models.registry import get_spec
 
     models, skipped = [CLIP_NAME], {}
     if quick:
@@ -371,7 +373,7 @@ def gemm_peak_gflops() -> dict[str, Any]:
     """Best fp32 throughput of torch matrix products of ViT-B/32's shapes (batch 32) on the inference threads."""
     import torch
 
-    from clipface.threads import configure_torch_threads
+    from clipface.models.backends.threads import configure_torch_threads
 
     threads = configure_torch_threads(None)
     best = 0.0
@@ -383,41 +385,6 @@ def gemm_peak_gflops() -> dict[str, Any]:
             a @ b
         best = max(best, 2 * n * k * m * reps / (time.perf_counter() - start) / 1e9)
     return {"gflops": round(best, 1), "threads": threads}
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU, cores, instruction sets that matter to GEMMs, load and library versions."""
-    import importlib.metadata as md
-
-    from clipface.threads import physical_cores
-
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("", platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": physical_cores(),
-        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        **{
-            pkg: version(pkg) for pkg in ("torch", "onnxruntime", "onnx", "transformers", "numpy", "pillow", "dlib-bin")
-        },
-    }
 
 
 def cosine(a: tuple[list[str], np.ndarray], b: tuple[list[str], np.ndarray]) -> dict[str, float] | None:
@@ -467,8 +434,10 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             f"fp32 ceiling: ViT-B/32 costs {roof['gflop_per_image']:.2f} GFLOP per image; the baseline's model stage "
             f"runs at {roof['baseline_gflops']:.0f} GFLOP/s, {100 / roof['max_fp32_ratio']:.0f}% of torch's best fp32 "
-            f"matrix product of the same shapes on {roof['threads']} threads ({roof['gemm_peak_gflops']:.0f} GFLOP/s), so "
-            f"an fp32 path computing the same embeddings can gain at most about {max(1.0, roof['max_fp32_ratio']):.2f}x "
+            f"matrix product of the same shapes on {roof['threads']} threads ({roof['gemm_peak_gflops']:.0f} GFLOP/s), "
+            "so "
+            "an fp32 path computing the same embeddings can gain at most about "
+            f"{max(1.0, roof['max_fp32_ratio']):.2f}x "
             f"over the baseline here (timings on this shared machine vary by about 20% from run to run).",
         ]
     return "\n".join(lines) + "\n"
@@ -537,7 +506,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["ratio_to_baseline"] = round(r["images_per_s"] / base, 2) if base else None
                 r["cosine_to_reference"] = cosine(embeddings[path], ref) if ref is not None else None
             doc["models"][model] = {"reference": PATHS[model][0], "paths": results}
-    model_ms = doc["models"].get(CLIP_NAME, {}).get("paths", {}).get("baseline", {}).get("stages_ms_per_image", {}).get("model")
+    model_ms = (
+        doc["models"]
+        .get(CLIP_NAME, {})
+        .get("paths", {})
+        .get("baseline", {})
+        .get("stages_ms_per_image", {})
+        .get("model")
+    )
     if model_ms:
         peak, gflop = gemm_peak_gflops(), vit_gflops_per_image(vit_b32_config())
         achieved = gflop / (model_ms / 1000)

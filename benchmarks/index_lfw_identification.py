@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import clipface
-from clipface.cache import EmbeddingCache
-from clipface.dataset import FaceDataset, FaceImage
-from clipface.index import FaceIndex, evaluate_index_identification
-from clipface.report import md_table, versions, write_json, write_text
+from clipface._util import versions, write_json, write_text
+from clipface.data.dataset import FaceDataset, FaceImage
+from clipface.embed.cache import EmbeddingCache
+from clipface.report.markdown import md_table
+from clipface.search.identification import evaluate_index_identification
+from clipface.search.store import FaceIndex
 
 TARGET = 0.95
 
@@ -42,16 +44,43 @@ def markdown(doc: dict[str, Any]) -> str:
     r = doc["result"]
     verdict = "PASS" if r["rank1"] >= TARGET else "FAIL"
     topk = r["top{}".format(doc["k"])]
-    rows = [[doc["model"], doc["people"], doc["gallery_images"], len(doc["gallery_skipped"]), r["n_probes"],
-             len(r["skipped"]), f"{r['rank1']:.4f}", f"{topk:.4f}", f"{verdict} (target {TARGET})"]]
-    misses = [[Path(p["probe"]).name, p["top_identity"], f"{p['top_score']:.3f}"] for p in r["per_probe"] if not p["correct"]]
+    rows = [
+        [
+            doc["model"],
+            doc["people"],
+            doc["gallery_images"],
+            len(doc["gallery_skipped"]),
+            r["n_probes"],
+            len(r["skipped"]),
+            f"{r['rank1']:.4f}",
+            f"{topk:.4f}",
+            f"{verdict} (target {TARGET})",
+        ]
+    ]
+    misses = [
+        [Path(p["probe"]).name, p["top_identity"], f"{p['top_score']:.3f}"] for p in r["per_probe"] if not p["correct"]
+    ]
     return (
         "# Face search index: LFW rank-1 identification\n\n"
-        f"LFW deep-funneled people with >= {doc['min_images']} photos; {doc['probes_per_person']} photo(s) per person held "
-        f"out as probes (seed {doc['seed']}), the others indexed ({doc['index_kind']} index); each probe queries the index by "
+        f"LFW deep-funneled people with >= {doc['min_images']} photos; {doc['probes_per_person']} photo(s) per person "
+        "held "
+        f"out as probes (seed {doc['seed']}), the others indexed ({doc['index_kind']} index); each probe queries the "
+        "index by "
         f"image. Rank-1: share of probes whose best result is the same person. {doc['seconds']:.0f} s.\n\n"
-        + md_table(["model", "people", "indexed images", "gallery skipped", "probes", "probes skipped", "rank-1",
-                    f"top-{doc['k']}", "verdict"], rows)
+        + md_table(
+            [
+                "model",
+                "people",
+                "indexed images",
+                "gallery skipped",
+                "probes",
+                "probes skipped",
+                "rank-1",
+                f"top-{doc['k']}",
+                "verdict",
+            ],
+            rows,
+        )
         + ("\n\n## Misses\n\n" + md_table(["probe", "rank-1 result", "score"], misses) if misses else "")
         + "\n"
     )
@@ -97,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.out / "index_lfw_identification.json", doc)
     write_text(args.out / "index_lfw_identification.md", markdown(doc))
-    print(f"rank-1 {result.rank1:.4f} over {result.n_probes} probes ({len(result.skipped)} skipped); "
-          f"wrote {args.out / 'index_lfw_identification.md'}", file=sys.stderr)
+    print(
+        f"rank-1 {result.rank1:.4f} over {result.n_probes} probes ({len(result.skipped)} skipped); "
+        f"wrote {args.out / 'index_lfw_identification.md'}",
+        file=sys.stderr,
+    )
     return 0 if result.rank1 >= TARGET else 1
 
 

@@ -1,7 +1,7 @@
 """Query speed of the search index: exact FAISS Flat against IVF-PQ and HNSW, on synthetic 512-d embeddings.
 
 For each size (100k and 1M vectors by default) the script builds the indexes exactly as
-``FaceIndex`` does (:func:`clipface.index.new_faiss_index` with :func:`default_params`) and
+``FaceIndex`` does (:func:`clipface.search.faiss_backend.new_faiss_index` with :func:`default_params`) and
 measures build time, size, single-query latency (p50/p95 over ``--latency-queries`` queries,
 k=10), batched throughput (queries per second over ``--queries`` queries in one call) and
 recall@10 of the approximate indexes against the exact one.
@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from clipface.index import default_params, new_faiss_index, set_search_params
-from clipface.report import md_table, versions, write_json, write_text
+from clipface._util import versions, write_json, write_text
+from clipface.report.markdown import md_table
+from clipface.search.faiss_backend import default_params, new_faiss_index, set_search_params
 
 K = 10
 LATENT = 64
@@ -50,7 +51,9 @@ class Embeddings:
         out = np.empty((n, self.dim), dtype=np.float32)
         for i in range(0, n, chunk):
             m = min(chunk, n - i)
-            z = self.centres[rng.integers(0, len(self.centres), m)] + 0.6 * rng.standard_normal((m, LATENT), dtype=np.float32)
+            z = self.centres[rng.integers(0, len(self.centres), m)] + 0.6 * rng.standard_normal(
+                (m, LATENT), dtype=np.float32
+            )
             x = z @ self.mix + 0.15 * rng.standard_normal((m, self.dim), dtype=np.float32)
             out[i : i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
@@ -67,7 +70,9 @@ def size_mb(index: Any, kind: str, n: int, dim: int) -> float:
         return os.path.getsize(path) / 2**20
 
 
-def measure(index: Any, queries: np.ndarray, single: np.ndarray, truth: np.ndarray | None, threads: int) -> dict[str, Any]:
+def measure(
+    index: Any, queries: np.ndarray, single: np.ndarray, truth: np.ndarray | None, threads: int
+) -> dict[str, Any]:
     """Latency of one query per call on one thread (a request thread), then batched throughput on ``threads``."""
     import faiss
 
@@ -117,11 +122,20 @@ def run_size(n: int, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]
             m = measure(index, queries, single, truth, args.threads)
             if kind == "flat":
                 truth = m["ids"]
-            row = {"n": n, "dim": args.dim, "index": kind, "params": s, "build_s": build, "size_mb": mb,
-                   **{k: v for k, v in m.items() if k != "ids"}}
+            row = {
+                "n": n,
+                "dim": args.dim,
+                "index": kind,
+                "params": s,
+                "build_s": build,
+                "size_mb": mb,
+                **{k: v for k, v in m.items() if k != "ids"},
+            }
             rows.append(row)
-            log(f"n={n} {kind} {s}: build {build:.1f} s, p50 {row['latency_p50_ms']:.2f} ms, "
-                f"p95 {row['latency_p95_ms']:.2f} ms, {row['qps_batch']:.0f} q/s, recall@10 {row['recall_at_10']:.3f}")
+            log(
+                f"n={n} {kind} {s}: build {build:.1f} s, p50 {row['latency_p50_ms']:.2f} ms, "
+                f"p95 {row['latency_p95_ms']:.2f} ms, {row['qps_batch']:.0f} q/s, recall@10 {row['recall_at_10']:.3f}"
+            )
         del index
     return rows
 
@@ -129,25 +143,53 @@ def run_size(n: int, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]
 def markdown(doc: dict[str, Any]) -> str:
     c = doc["config"]
     rows = [
-        [f"{r['n']:,}", r["index"], ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact", f"{r['build_s']:.1f}",
-         f"{r['size_mb']:.0f}", f"{r['latency_p50_ms']:.2f}", f"{r['latency_p95_ms']:.2f}", f"{r['qps_batch']:,.0f}",
-         f"{r['recall_at_10']:.3f}"]
+        [
+            f"{r['n']:,}",
+            r["index"],
+            ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact",
+            f"{r['build_s']:.1f}",
+            f"{r['size_mb']:.0f}",
+            f"{r['latency_p50_ms']:.2f}",
+            f"{r['latency_p95_ms']:.2f}",
+            f"{r['qps_batch']:,.0f}",
+            f"{r['recall_at_10']:.3f}",
+        ]
         for r in doc["results"]
     ]
-    head = ["vectors", "index", "parameters", "build s", "file MB", "p50 ms", "p95 ms", "queries/s (batch)", "recall@10"]
+    head = [
+        "vectors",
+        "index",
+        "parameters",
+        "build s",
+        "file MB",
+        "p50 ms",
+        "p95 ms",
+        "queries/s (batch)",
+        "recall@10",
+    ]
     skipped = [n for n in c["sizes"] if n > c["hnsw_max"]]
-    note = f" HNSW was not built at {', '.join(f'{n:,}' for n in skipped)} vectors (over --hnsw-max, build time on {c['threads']} cores)." if skipped else ""
+    note = (
+        f" HNSW was not built at {', '.join(f'{n:,}' for n in skipped)} vectors (over --hnsw-max, build time on "
+        f"{c['threads']} cores)."
+        if skipped
+        else ""
+    )
     note += (
-        " The IVF-PQ file holds the PQ codes (searched in memory) and the exact vectors, memory-mapped and read only for the"
+        " The IVF-PQ file holds the PQ codes (searched in memory) and the exact vectors, memory-mapped and read only "
+        "for the"
         " `k_factor x k` candidates re-ranked; `k_factor=1` shows the PQ ranking alone."
     )
     return (
         f"# Index speed: exact vs approximate search\n\n"
-        f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one query per call "
-        f"on one thread ({c['latency_queries']} queries); throughput: {c['queries']} queries in one call on {c['threads']} "
-        f"threads; recall@10 against the exact Flat index. FAISS {doc['versions'].get('faiss-cpu', '?')}, {c['cpus']} CPUs "
+        f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one query "
+        "per call "
+        f"on one thread ({c['latency_queries']} queries); throughput: {c['queries']} queries in one call on "
+        f"{c['threads']} "
+        f"threads; recall@10 against the exact Flat index. FAISS {doc['versions'].get('faiss-cpu', '?')}, {c['cpus']} "
+        "CPUs "
         f"(load average {c['load_average']:.1f} at start: the machine was shared).{note}\n\n"
-        + md_table(head, rows) + "\n"
+        + md_table(head, rows)
+        + "\n"
     )
 
 
@@ -174,9 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "benchmark": "index_speed",
         "config": {
-            "sizes": args.sizes, "dim": args.dim, "queries": args.queries, "latency_queries": args.latency_queries,
-            "hnsw_max": args.hnsw_max, "threads": args.threads, "cpus": os.cpu_count(), "seed": args.seed,
-            "quick": args.quick, "load_average": load,
+            "sizes": args.sizes,
+            "dim": args.dim,
+            "queries": args.queries,
+            "latency_queries": args.latency_queries,
+            "hnsw_max": args.hnsw_max,
+            "threads": args.threads,
+            "cpus": os.cpu_count(),
+            "seed": args.seed,
+            "quick": args.quick,
+            "load_average": load,
         },
         "seconds": time.perf_counter() - start,
         "versions": versions(),

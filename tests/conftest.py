@@ -1,18 +1,35 @@
-"""Shared fixtures: paths to the shared datasets, a tiny CLIP, a private cache, bad image files."""
+"""Shared fixtures: dataset paths, a tiny CLIP, private caches, bad image files.
+
+Tests are hermetic: before anything imports ``huggingface_hub`` (whose cache location is fixed at
+import), the Hugging Face cache and ``$CLIPFACE_WEIGHTS_DIR`` point at empty folders of this
+session, so no test passes or fails because weights happen to be cached on the machine; every
+test also gets its own clipface cache, and the hub is offline.
+"""
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+_EMPTY = Path(tempfile.mkdtemp(prefix="clipface-tests-"))
+for _var in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
+    os.environ[_var] = str(_EMPTY / "hf" / ("hub" if _var != "HF_HOME" else ""))
+os.environ["CLIPFACE_WEIGHTS_DIR"] = str(_EMPTY / "weights")
+os.environ["HF_HUB_OFFLINE"] = "1"
+assert "huggingface_hub" not in sys.modules, "conftest must run before huggingface_hub is imported"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-LFW_MINI = SHARED / "datasets" / "lfw-mini"
+#: The 10-person LFW subset: the copy bundled in the package (the same files as ../shared/datasets/lfw-mini).
+LFW_MINI = REPO / "src" / "clipface" / "data" / "bundled" / "lfw-mini"
 LFW = SHARED / "datasets" / "lfw-deepfunneled"
 
 
@@ -25,9 +42,14 @@ def need(path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own clipface cache and never touches the network."""
+    """Every test gets its own clipface cache, an empty Hugging Face cache and weights folder, and no network."""
     monkeypatch.setenv("CLIPFACE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIPFACE_WEIGHTS_DIR", str(_EMPTY / "weights"))
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
+
+        assert Path(constants.HF_HUB_CACHE).is_relative_to(_EMPTY), "the Hugging Face cache must be the tests' own"
 
 
 @pytest.fixture(scope="session")

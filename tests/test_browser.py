@@ -15,7 +15,9 @@ import pytest
 
 pytest.importorskip("faiss")
 uvicorn = pytest.importorskip("uvicorn")
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
 
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.search.store import FaceIndex  # noqa: E402
@@ -25,8 +27,14 @@ from .conftest import LFW_MINI, REPO, need  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = REPO / "tests" / "artifacts"
 TOKEN = "browser-test-token"
@@ -45,7 +53,9 @@ def server_url(tiny, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cache = EmbeddingCache(tmp_path_factory.mktemp("browser-cache"))
     index, _ = FaceIndex.build(tiny, need(LFW_MINI), tmp_path_factory.mktemp("browser") / "idx", cache=cache)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(index.dir, model=tiny, token=TOKEN), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(index.dir, model=tiny, token=TOKEN), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -83,16 +93,22 @@ def page(server_url: str) -> Iterator[sync_api.Page]:
 def cards(page: sync_api.Page, k: int) -> list[tuple[str, str]]:
     page.wait_for_function(f"() => document.querySelectorAll('#results .card').length === {k}", timeout=20_000)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)", timeout=20_000
+        "() => [...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=20_000,
     )
-    return [(c.locator(".name").inner_text(), c.locator(".score").inner_text()) for c in page.locator("#results .card").all()]
+    return [
+        (c.locator(".name").inner_text(), c.locator(".score").inner_text())
+        for c in page.locator("#results .card").all()
+    ]
 
 
 def test_token_then_text_and_photo_search(page: sync_api.Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.fill("#token", TOKEN)
     page.click("#token-form button")
-    page.wait_for_function("() => document.getElementById('stats').textContent.includes('100 images of 10 people')", timeout=20_000)
+    page.wait_for_function(
+        "() => document.getElementById('stats').textContent.includes('100 images of 10 people')", timeout=20_000
+    )
     assert page.evaluate("sessionStorage.getItem('clipface-token')") == TOKEN
 
     page.fill("#text-query", "a photo of Tony Blair.")
@@ -119,8 +135,13 @@ def test_audit_view(page: sync_api.Page) -> None:
     page.click("#audit-form button")
     found = cards(page, 10)
     verdict = page.inner_text("#audit-verdict")
-    assert "of the top 10 results are them" in verdict and verdict.split(":")[0] in ("identifies this person", "does not identify this person")
-    assert page.locator("#results .card.match").count() == sum(1 for name, _ in found if name.endswith("Tony Blair")) >= 1
+    assert "of the top 10 results are them" in verdict and verdict.split(":")[0] in (
+        "identifies this person",
+        "does not identify this person",
+    )
+    assert (
+        page.locator("#results .card.match").count() == sum(1 for name, _ in found if name.endswith("Tony Blair")) >= 1
+    )
     assert "precision@10" in page.inner_text("#audit-figures")
     page.screenshot(path=str(ARTIFACTS / "audit.png"), full_page=True)
 

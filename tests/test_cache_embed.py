@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import clipface
-from clipface.embed.cache import EmbeddingCache
 from clipface.data.dataset import FaceDataset
+from clipface.embed.cache import EmbeddingCache
 from clipface.embed.pipeline import embed_images, embed_texts
 
 from .conftest import LFW_MINI, need

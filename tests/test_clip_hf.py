@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import clipface
-from clipface.models.base import resize_center_crop
 from clipface.errors import ModelNotFoundError, WeightsUnavailableError
+from clipface.models.base import resize_center_crop
 
 from .conftest import LFW_MINI, need
 
@@ -29,7 +29,9 @@ def test_local_weights_directory_loads_and_matches(saved_tiny: Path, tiny) -> No
     assert enc.name == "ViT-B-32:openai" and not enc.is_test_model and enc.dim == 64
     img = Image.open(next(iter(sorted(need(LFW_MINI).glob("*/*.jpg")))))
     np.testing.assert_allclose(enc.encode_images([img]), tiny.encode_images([img]), atol=1e-5)
-    np.testing.assert_allclose(enc.encode_text(["a photo of Tony Blair."]), tiny.encode_text(["a photo of Tony Blair."]), atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode_text(["a photo of Tony Blair."]), tiny.encode_text(["a photo of Tony Blair."]), atol=1e-5
+    )
     # the fingerprint of file-loaded weights is a content hash, stable across loads
     assert enc.fingerprint == clipface.create_encoder("ViT-B-32:openai", weights=saved_tiny).fingerprint
 
@@ -56,8 +58,17 @@ def test_unknown_model_suggests_names() -> None:
 
 def test_registry_names_and_aliases() -> None:
     names = {s.name for s in clipface.list_models()}
-    for n in ["ViT-B-32:openai", "ViT-B-16:openai", "ViT-L-14:openai", "ViT-L-14-336:openai", "ViT-B-32:laion2b_s34b_b79k",
-              "ViT-L-14:laion2b_s32b_b82k", "ViT-H-14:laion2b_s32b_b79k", "ViT-g-14:laion2b_s12b_b42k", "ViT-bigG-14:laion2b_s39b_b160k"]:
+    for n in [
+        "ViT-B-32:openai",
+        "ViT-B-16:openai",
+        "ViT-L-14:openai",
+        "ViT-L-14-336:openai",
+        "ViT-B-32:laion2b_s34b_b79k",
+        "ViT-L-14:laion2b_s32b_b82k",
+        "ViT-H-14:laion2b_s32b_b79k",
+        "ViT-g-14:laion2b_s12b_b42k",
+        "ViT-bigG-14:laion2b_s39b_b160k",
+    ]:
         assert n in names
     assert clipface.get_spec("openai/clip-vit-base-patch32").name == "ViT-B-32:openai"
     assert clipface.get_spec("test-tiny-random").is_test
@@ -68,7 +79,9 @@ def test_preprocessing_matches_transformers_processor() -> None:
 
     from clipface.models.clip_hf import CLIP_MEAN, CLIP_STD
 
-    proc = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, image_mean=CLIP_MEAN, image_std=CLIP_STD
+    )
     for path in sorted(need(LFW_MINI).glob("*/*.jpg"))[:3]:
         img = Image.open(path).convert("RGB").resize((250, 190))  # non-square, to exercise the resize rule
         ref = proc(images=img, return_tensors="np")["pixel_values"][0]

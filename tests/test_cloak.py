@@ -11,13 +11,30 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from clipface.cloak import CloakSettings, View, cloak_folder, fit_budget, fawkes, image_stats, lowkey, to_tensor, view_for
-from clipface.cloak.io import CloakedTriple, originals_only, read_cloaked, read_paired_roots, read_suffix_layout, scan_input
+from clipface.cloak import (
+    CloakSettings,
+    View,
+    cloak_folder,
+    fawkes,
+    fit_budget,
+    image_stats,
+    lowkey,
+    to_tensor,
+    view_for,
+)
+from clipface.cloak.io import (
+    CloakedTriple,
+    originals_only,
+    read_cloaked,
+    read_paired_roots,
+    read_suffix_layout,
+    scan_input,
+)
 from clipface.cloak.ssim import dssim, dssim_uint8, ssim
 from clipface.data.dataset import FaceDataset
-from clipface.models.base import resize_center_crop
-from clipface.errors import ClipfaceError
 from clipface.embed.options import RunOptions
+from clipface.errors import ClipfaceError
+from clipface.models.base import resize_center_crop
 
 
 @pytest.fixture(autouse=True)
@@ -215,7 +232,11 @@ def test_settings_are_checked_and_dlib_is_not_a_surrogate():
 
 def test_select_target_takes_the_farthest_centroid():
     user = np.array([[1.0, 0.0], [0.9, 0.1]])
-    candidates = {"near": np.array([[1.0, 0.0]]), "far": np.array([[-1.0, 0.0], [-0.8, -0.2]]), "mid": np.array([[0.0, 1.0]])}
+    candidates = {
+        "near": np.array([[1.0, 0.0]]),
+        "far": np.array([[-1.0, 0.0], [-0.8, -0.2]]),
+        "mid": np.array([[0.0, 1.0]]),
+    }
     rng = np.random.default_rng(0)
     assert fawkes.select_target(user, candidates, 1, rng) == "far"
     assert {fawkes.select_target(user, candidates, 2, np.random.default_rng(s)) for s in range(20)} == {"far", "mid"}
@@ -228,27 +249,45 @@ def test_read_suffix_layout_and_paired_roots(tmp_path):
     root = tmp_path / "released"
     for name in ("Ann_Lee", "Bo_Chen"):
         (root / name).mkdir(parents=True)
-        for f in (f"{name}_0001.jpg", f"{name}_0001_cloaked.png", f"{name}_0002.jpg", f"{name}_0002_high_cloaked.png",
-                  f"{name}_0002_attacked.png", f"{name}_0002_small.png", f"{name}_0003.jpg"):
+        for f in (
+            f"{name}_0001.jpg",
+            f"{name}_0001_cloaked.png",
+            f"{name}_0002.jpg",
+            f"{name}_0002_high_cloaked.png",
+            f"{name}_0002_attacked.png",
+            f"{name}_0002_small.png",
+            f"{name}_0003.jpg",
+        ):
             Image.fromarray(rgb(16, 16, 0)).save(root / name / f)
     (root / "Cy" / "face").mkdir(parents=True)  # FaceScrub layout NAME/face/*.jpg
     for f in ("a.jpg", "a_attacked.png"):
         Image.fromarray(rgb(16, 16, 0)).save(root / "Cy" / "face" / f)
     fawkes_triples = read_suffix_layout(root, "fawkes")
     assert len(fawkes_triples) == 4
-    assert CloakedTriple(root / "Ann_Lee" / "Ann_Lee_0002.jpg", root / "Ann_Lee" / "Ann_Lee_0002_high_cloaked.png", "Ann_Lee") in fawkes_triples
+    assert (
+        CloakedTriple(
+            root / "Ann_Lee" / "Ann_Lee_0002.jpg", root / "Ann_Lee" / "Ann_Lee_0002_high_cloaked.png", "Ann_Lee"
+        )
+        in fawkes_triples
+    )
     lowkey_triples = read_suffix_layout(root, "lowkey")
     assert sorted(t.identity for t in lowkey_triples) == ["Ann_Lee", "Bo_Chen", "Cy"]
     assert all(t.original.stem + "_attacked" == t.cloaked.stem for t in lowkey_triples)
     assert len(read_suffix_layout(root)) == 7
     ds = originals_only(FaceDataset.from_folder(root, validate=False))
-    assert sorted(p.path.name for p in ds.images if p.identity == "Ann_Lee") == ["Ann_Lee_0001.jpg", "Ann_Lee_0002.jpg", "Ann_Lee_0003.jpg"]
+    assert sorted(p.path.name for p in ds.images if p.identity == "Ann_Lee") == [
+        "Ann_Lee_0001.jpg",
+        "Ann_Lee_0002.jpg",
+        "Ann_Lee_0003.jpg",
+    ]
 
     originals, cloaks = tmp_path / "orig", tmp_path / "cloaks"
     for base, suffix in ((originals, ".jpg"), (cloaks, ".png")):
         (base / "Ann_Lee").mkdir(parents=True)
         Image.fromarray(rgb(16, 16, 0)).save(base / "Ann_Lee" / f"Ann_Lee_0001{suffix}")
-    assert read_paired_roots(originals, cloaks) == [CloakedTriple(originals / "Ann_Lee" / "Ann_Lee_0001.jpg", cloaks / "Ann_Lee" / "Ann_Lee_0001.png", "Ann_Lee")]
+    assert read_paired_roots(originals, cloaks) == [
+        CloakedTriple(originals / "Ann_Lee" / "Ann_Lee_0001.jpg", cloaks / "Ann_Lee" / "Ann_Lee_0001.png", "Ann_Lee")
+    ]
     assert read_cloaked(cloaks, originals) == read_paired_roots(originals, cloaks)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ClipfaceError, match="no cloaked images matched"):
@@ -261,8 +300,25 @@ def test_cloak_command(faces, tmp_path):
     from clipface.cli import app
 
     out = tmp_path / "cli"
-    args = ["cloak", "--method", "lowkey", "--mode", "mid", "--surrogate", "test-tiny-random", "--in", str(faces), "--out", str(out),
-            "--steps", "2", "--region", "face", "-q", "--no-cache"]
+    args = [
+        "cloak",
+        "--method",
+        "lowkey",
+        "--mode",
+        "mid",
+        "--surrogate",
+        "test-tiny-random",
+        "--in",
+        str(faces),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--region",
+        "face",
+        "-q",
+        "--no-cache",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "6 cloaks (6 made, 0 reused, 1 skipped)" in res.output and "broken.jpg" in res.output

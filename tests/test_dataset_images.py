@@ -6,15 +6,19 @@ import pytest
 from PIL import Image
 
 from clipface.data.dataset import FaceDataset, display_name
-from clipface.errors import DatasetError, ImageError
 from clipface.data.images import load_image, probe_image
+from clipface.errors import DatasetError, ImageError
 
 from .conftest import LFW_MINI, need
 
 
 @pytest.mark.parametrize(
     "folder, name",
-    [("George_W_Bush", "George W Bush"), ("ben_afflek", "Ben Afflek"), ("Jean-Claude_Van_Damme", "Jean-Claude Van Damme")],
+    [
+        ("George_W_Bush", "George W Bush"),
+        ("ben_afflek", "Ben Afflek"),
+        ("Jean-Claude_Van_Damme", "Jean-Claude Van Damme"),
+    ],
 )
 def test_display_name(folder: str, name: str) -> None:
     assert display_name(folder) == name

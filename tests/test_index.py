@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 pytest.importorskip("faiss")
 
 import clipface  # noqa: E402
-from clipface.search.audit import audit_person  # noqa: E402
-from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.cli import app  # noqa: E402
 from clipface.data.dataset import FaceDataset  # noqa: E402
-from clipface.models.base import resize_center_crop  # noqa: E402
+from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import NoFaceError  # noqa: E402
+from clipface.models.base import resize_center_crop  # noqa: E402
+from clipface.search.audit import audit_person  # noqa: E402
 from clipface.search.faiss_backend import choose_kind  # noqa: E402
 from clipface.search.identification import evaluate_index_identification  # noqa: E402
 from clipface.search.records import EncoderMismatchError, FaceIndexError, QueryError  # noqa: E402
@@ -45,13 +45,22 @@ def built(tiny, cache, tmp_path_factory: pytest.TempPathFactory) -> FaceIndex:
 def test_build_writes_manifest_metadata_and_answers_queries(built: FaceIndex, tiny) -> None:
     manifest = json.loads((built.dir / "manifest.json").read_text())
     assert manifest["model"] == "test-tiny-random" and manifest["fingerprint"] == tiny.fingerprint
-    assert (manifest["preprocess_id"], manifest["dim"], manifest["kind"], manifest["count"]) == (tiny.preprocess_id, 64, "flat", 100)
+    assert (manifest["preprocess_id"], manifest["dim"], manifest["kind"], manifest["count"]) == (
+        tiny.preprocess_id,
+        64,
+        "flat",
+        100,
+    )
     assert built.stats()["identities"] == 10
     probe = LFW_MINI / "Tony_Blair" / "Tony_Blair_0003.jpg"
     hits = built.query_image(tiny, Image.open(probe), k=5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert hits[0].path == str(probe.resolve()) and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert (hits[0].identity, hits[0].name, hits[0].relpath) == ("Tony_Blair", "Tony Blair", "Tony_Blair/Tony_Blair_0003.jpg")
+    assert (hits[0].identity, hits[0].name, hits[0].relpath) == (
+        "Tony_Blair",
+        "Tony Blair",
+        "Tony_Blair/Tony_Blair_0003.jpg",
+    )
     assert (hits[0].width, hits[0].height) == (250, 250) and len(hits[0].sha256) == 64
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     text = built.query_text(tiny, "a photo of Tony Blair.", k=7)
@@ -71,7 +80,11 @@ def test_flat_folder_has_no_identity_and_bad_files_are_skipped(tiny, cache, bad_
     index, update = FaceIndex.build(tiny, bad_folder, tmp_path / "idx", cache=cache)
     reasons = {Path(s.path).name: s.reason for s in update.skipped}
     assert set(reasons) == {"truncated.jpg", "notes.jpg", "huge.png"}
-    assert "truncated" in reasons["truncated.jpg"] and "not an image" in reasons["notes.jpg"] and "too large" in reasons["huge.png"]
+    assert (
+        "truncated" in reasons["truncated.jpg"]
+        and "not an image" in reasons["notes.jpg"]
+        and "too large" in reasons["huge.png"]
+    )
     assert {Path(s["file"]).name for s in json.loads((tmp_path / "idx" / "skipped.json").read_text())} == set(reasons)
     # loose.jpg has the bytes of Bob_Jones_0000.jpg: indexed once, under the first path met.
     assert (index.count, update.duplicates) == (6, 1)
@@ -161,7 +174,9 @@ def test_other_weights_or_preparation_are_refused(built: FaceIndex, tiny) -> Non
         built.add(other, LFW_MINI)
 
 
-def test_text_needs_a_text_tower_and_image_queries_need_a_face(built: FaceIndex, tiny, cache, tmp_path: Path, monkeypatch) -> None:
+def test_text_needs_a_text_tower_and_image_queries_need_a_face(
+    built: FaceIndex, tiny, cache, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setattr(tiny, "has_text", False)
     with pytest.raises(QueryError, match="no text tower"):
         built.query_text(tiny, "a photo of Tony Blair.")
@@ -177,7 +192,9 @@ def test_text_needs_a_text_tower_and_image_queries_need_a_face(built: FaceIndex,
 
     encoder = clipface.create_encoder("test-tiny-random")
     encoder.aligner = FaceOrNothing()
-    index, _ = FaceIndex.build(encoder, FaceDataset.from_folder(need(LFW_MINI), max_identities=2), tmp_path / "i", cache=cache)
+    index, _ = FaceIndex.build(
+        encoder, FaceDataset.from_folder(need(LFW_MINI), max_identities=2), tmp_path / "i", cache=cache
+    )
     with pytest.raises(QueryError, match="no face found in the query image"):
         index.query_image(encoder, Image.new("RGB", (120, 120), "gray"))
 
@@ -194,7 +211,9 @@ def test_identification_and_audit(built: FaceIndex, tiny, cache, tmp_path: Path)
     again = evaluate_index_identification(built, probes, tiny, k=1)
     assert all(r["top_path"] != str(Path(r["probe"]).resolve()) for r in again.per_probe)
 
-    photo = audit_person(built, tiny, "tony_blair", image=Image.open(LFW_MINI / "Tony_Blair" / "Tony_Blair_0001.jpg"), k=10)
+    photo = audit_person(
+        built, tiny, "tony_blair", image=Image.open(LFW_MINI / "Tony_Blair" / "Tony_Blair_0001.jpg"), k=10
+    )
     assert (photo.name, photo.query, photo.k, photo.in_index, photo.chance) == ("Tony Blair", "photo", 10, 10, 0.1)
     assert photo.matches >= 1 and photo.precision == photo.matches / 10
     assert photo.verdict.endswith(f"{photo.matches} of the top 10 results are them")
@@ -212,12 +231,27 @@ def test_cli_build_add_query(tmp_path: Path) -> None:
     index = tmp_path / "idx"
     few = tmp_path / "few"
     shutil.copytree(need(LFW_MINI) / "Tony_Blair", few / "Tony_Blair")
-    build = runner.invoke(app, ["index", "build", "--model", "test-tiny-random", "--images", str(few), "--index", str(index), "-q"])
+    build = runner.invoke(
+        app, ["index", "build", "--model", "test-tiny-random", "--images", str(few), "--index", str(index), "-q"]
+    )
     assert build.exit_code == 0, build.output
     assert "added 10 images" in build.output and "flat index" in build.output
     add = runner.invoke(app, ["index", "add", "--index", str(index), "--images", str(few), "-q"])
     assert add.exit_code == 0 and "added 0 images" in add.output and "10 already indexed" in add.output
-    query = runner.invoke(app, ["index", "query", "--index", str(index), "--image", str(few / "Tony_Blair" / "Tony_Blair_0002.jpg"), "-k", "3", "--json"])
+    query = runner.invoke(
+        app,
+        [
+            "index",
+            "query",
+            "--index",
+            str(index),
+            "--image",
+            str(few / "Tony_Blair" / "Tony_Blair_0002.jpg"),
+            "-k",
+            "3",
+            "--json",
+        ],
+    )
     assert query.exit_code == 0, query.output
     hits = json.loads(query.stdout)
     assert len(hits) == 3 and hits[0]["relpath"] == "Tony_Blair/Tony_Blair_0002.jpg" and hits[0]["name"] == "Tony Blair"

@@ -12,16 +12,16 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from clipface.embed.cache import embedding_key  # noqa: E402
 from clipface.data.dataset import FaceDataset, bundled_path  # noqa: E402
-from clipface.models.facenet import encoder as facenet  # noqa: E402
-from clipface.models.base import Encoder, TorchEncoder  # noqa: E402
-from clipface.models.backends.select import with_backend  # noqa: E402
-from clipface.models.backends.onnx import OnnxEncoder, _finalise, quantize_int8  # noqa: E402
-from clipface.errors import BackendUnavailableError  # noqa: E402
-from clipface.embed.options import RunOptions
-from clipface.eval.zeroshot import zeroshot  # noqa: E402
 from clipface.data.images import load_image  # noqa: E402
+from clipface.embed.cache import embedding_key  # noqa: E402
+from clipface.embed.options import RunOptions
+from clipface.errors import BackendUnavailableError  # noqa: E402
+from clipface.eval.zeroshot import zeroshot  # noqa: E402
+from clipface.models.backends.onnx import OnnxEncoder, _finalise, quantize_int8  # noqa: E402
+from clipface.models.backends.select import with_backend  # noqa: E402
+from clipface.models.base import Encoder, TorchEncoder  # noqa: E402
+from clipface.models.facenet import encoder as facenet  # noqa: E402
 from clipface.models.registry import get_spec  # noqa: E402
 
 TEXTS = [
@@ -232,7 +232,9 @@ def test_compile_backend_matches_eager_and_keeps_gradients() -> None:
     batch = np.random.default_rng(0).integers(0, 256, (6, eager.image_size, eager.image_size, 3), dtype=np.uint8)
     a, b = eager.encode_prepared(batch), compiled.encode_prepared(batch)
     assert (a * b).sum(axis=1).min() >= 0.9999
-    assert np.array_equal(compiled.encode_prepared(batch[:1]), eager.encode_prepared(batch[:1]))  # small batches stay eager
+    assert np.array_equal(
+        compiled.encode_prepared(batch[:1]), eager.encode_prepared(batch[:1])
+    )  # small batches stay eager
     x = torch.rand(2, 3, eager.image_size, eager.image_size, requires_grad=True)
     compiled.embed_pixels(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from clipface._util import nearest
 from clipface.cli import app
 from clipface.cloak.ssim import dssim_uint8
 from clipface.data.dataset import FaceImage
-from clipface._util import nearest
 from clipface.eval.metrics.protection import (
     facecure_split,
     link_stats,
@@ -47,8 +47,12 @@ def unit(deg: float) -> np.ndarray:
 def test_nearest_and_protection_rate():
     gallery = np.stack([unit(0), unit(90), unit(180)])
     assert nearest(gallery, np.stack([unit(10), unit(100), unit(200)])).tolist() == [0, 1, 2]
-    assert nearest(np.stack([unit(0), unit(0), unit(90)]), np.stack([unit(10)])).tolist() == [0]  # a tie goes to the first
-    assert protection_rate(gallery, ["u", "v", "w"], np.stack([unit(10), unit(80), unit(170)]), "u") == pytest.approx(2 / 3)
+    assert nearest(np.stack([unit(0), unit(0), unit(90)]), np.stack([unit(10)])).tolist() == [
+        0
+    ]  # a tie goes to the first
+    assert protection_rate(gallery, ["u", "v", "w"], np.stack([unit(10), unit(80), unit(170)]), "u") == pytest.approx(
+        2 / 3
+    )
 
 
 def test_protection_metrics_on_a_hand_built_gallery():
@@ -58,12 +62,17 @@ def test_protection_metrics_on_a_hand_built_gallery():
     is_probe = np.array([n.endswith("3") for n in angles])
     original = {im.path: unit(angles[im.path.stem]) for im in images}
     cloaked = {
-        Path("a1.png"): unit(235), Path("a2.png"): unit(245),  # A's cloaks sit among C's photos: effective
-        Path("b1.png"): unit(122), Path("b2.png"): unit(118),  # B's cloaks barely move: no protection
-        Path("c1.png"): unit(240), Path("c2.png"): unit(245),  # C's cloaks are the originals
+        Path("a1.png"): unit(235),
+        Path("a2.png"): unit(245),  # A's cloaks sit among C's photos: effective
+        Path("b1.png"): unit(122),
+        Path("b2.png"): unit(118),  # B's cloaks barely move: no protection
+        Path("c1.png"): unit(240),
+        Path("c2.png"): unit(245),  # C's cloaks are the originals
     }
     m = protection_metrics(images, is_probe, ["A", "B", "C"], original, cloaked)
-    per_user = {u["user"]: (u["protection_rate"], u["protection_rate_clean"], u["n_gallery_cloaks"]) for u in m["per_user"]}
+    per_user = {
+        u["user"]: (u["protection_rate"], u["protection_rate_clean"], u["n_gallery_cloaks"]) for u in m["per_user"]
+    }
     # a3 (10 deg): clean NN a2 (A); with A cloaked, NN is b1 at 120 deg (110 away) before A's cloaks (125 away).
     # b3 (121 deg): B's cloak at 122 deg is its NN either way. c3 (178 deg) is nearer B (53) than C (62) even clean.
     assert per_user == {"A": (1.0, 0.0, 2), "B": (0.0, 0.0, 2), "C": (1.0, 1.0, 2)}
@@ -90,7 +99,9 @@ def test_facecure_split():
     probe = facecure_split(labels, 0.3, seed=1)
     counts = {x: int(probe[[i for i, y in enumerate(labels) if y == x]].sum()) for x in "abcd"}
     assert counts == {"a": 3, "b": 1, "c": 1, "d": 0}  # int(0.3 n), at least one, never every photo
-    assert (facecure_split(labels, 0.3, seed=1) == probe).all() and not (facecure_split(labels, 0.3, seed=2) == probe).all()
+    assert (facecure_split(labels, 0.3, seed=1) == probe).all() and not (
+        facecure_split(labels, 0.3, seed=2) == probe
+    ).all()
 
 
 def test_poisoning_on_a_hand_built_gallery():
@@ -114,7 +125,7 @@ def test_poisoning_on_a_hand_built_gallery():
 def people(tmp_path: Path) -> Path:
     root = tmp_path / "people"
     rng = np.random.default_rng(0)
-    for p, person in enumerate(("Ann_Lee", "Bo_Chen", "Cy_Diaz")):
+    for person in ("Ann_Lee", "Bo_Chen", "Cy_Diaz"):
         (root / person).mkdir(parents=True)
         base = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
         for i in range(5):
@@ -125,9 +136,30 @@ def people(tmp_path: Path) -> Path:
 
 def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
     out = tmp_path / "prot"
-    args = ["eval", "protection", "--method", "lowkey", "--mode", "high", "--surrogate", "test-tiny-random",
-            "--model", "test-tiny-random", "--dataset", str(people), "--out", str(out), "-q", "--no-cache", "--user", "Ann_Lee", "--user", "Bo_Chen",
-            "--steps", "4"]
+    args = [
+        "eval",
+        "protection",
+        "--method",
+        "lowkey",
+        "--mode",
+        "high",
+        "--surrogate",
+        "test-tiny-random",
+        "--model",
+        "test-tiny-random",
+        "--dataset",
+        str(people),
+        "--out",
+        str(out),
+        "-q",
+        "--no-cache",
+        "--user",
+        "Ann_Lee",
+        "--user",
+        "Bo_Chen",
+        "--steps",
+        "4",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     doc = json.loads((out / "results.json").read_text())
@@ -149,26 +181,88 @@ def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
 
     # the same cloaks read back as cloaks made elsewhere (a folder mirroring the dataset)
     folder = doc["surrogate_sets"][0]["folder"]
-    ext = runner.invoke(app, ["eval", "protection", "--model", "test-tiny-random", "--dataset", str(people), "--cloaked", folder,
-                              "--out", str(tmp_path / "ext"), "-q", "--no-cache", "--user", "Ann_Lee", "--user", "Bo_Chen"])
+    ext = runner.invoke(
+        app,
+        [
+            "eval",
+            "protection",
+            "--model",
+            "test-tiny-random",
+            "--dataset",
+            str(people),
+            "--cloaked",
+            folder,
+            "--out",
+            str(tmp_path / "ext"),
+            "-q",
+            "--no-cache",
+            "--user",
+            "Ann_Lee",
+            "--user",
+            "Bo_Chen",
+        ],
+    )
     assert ext.exit_code == 0, ext.output
     (e,) = json.loads((tmp_path / "ext" / "results.json").read_text())["results"]
     assert e["surrogates"] == ["external"] and e["protection_rate"] == r["protection_rate"]
 
 
 def test_eval_protection_one_line_errors(people, tmp_path):
-    res = runner.invoke(app, ["eval", "protection", "--model", "test-tiny-random", "--dataset", str(people), "--out", str(tmp_path)])
+    res = runner.invoke(
+        app, ["eval", "protection", "--model", "test-tiny-random", "--dataset", str(people), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and "give --surrogate" in res.output
-    res = runner.invoke(app, ["eval", "protection", "--model", "test-tiny-random", "--surrogate", "dlib", "--dataset", str(people),
-                              "--out", str(tmp_path), "--user", "Nobody"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "protection",
+            "--model",
+            "test-tiny-random",
+            "--surrogate",
+            "dlib",
+            "--dataset",
+            str(people),
+            "--out",
+            str(tmp_path),
+            "--user",
+            "Nobody",
+        ],
+    )
     assert res.exit_code == 2 and "'Nobody' is not in the dataset" in res.output
 
 
 def test_eval_poisoning_end_to_end(people, tmp_path):
     out = tmp_path / "poison"
-    res = runner.invoke(app, ["eval", "poisoning", "--model", "test-tiny-random", "--dataset", str(people), "--out", str(out), "-q",
-                              "--no-cache", "--poison-k", "0,1,2", "--gallery", "2", "--kind", "mislabel", "--kind", "cloak",
-                              "--method", "lowkey", "--surrogate", "test-tiny-random", "--steps", "3"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "poisoning",
+            "--model",
+            "test-tiny-random",
+            "--dataset",
+            str(people),
+            "--out",
+            str(out),
+            "-q",
+            "--no-cache",
+            "--poison-k",
+            "0,1,2",
+            "--gallery",
+            "2",
+            "--kind",
+            "mislabel",
+            "--kind",
+            "cloak",
+            "--method",
+            "lowkey",
+            "--surrogate",
+            "test-tiny-random",
+            "--steps",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "results.json").read_text())
     (r,) = doc["results"]

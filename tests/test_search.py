@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipface.eval.metrics import gallery as search
-from clipface.eval.metrics.gallery import SearchResult, identify, split_gallery
+from clipface.eval.metrics.gallery import identify, split_gallery
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -158,7 +158,10 @@ P_LABELS = ["A", "B", "C", "E"]
 
 def test_identify_hand_example() -> None:
     res = identify(
-        basis_gallery(6), G_LABELS, probes_with_similarities(P_ROWS), P_LABELS,
+        basis_gallery(6),
+        G_LABELS,
+        probes_with_similarities(P_ROWS),
+        P_LABELS,
         ranks=(1, 2, 4, 5, 10),
     )
     assert res.probe_ranks.tolist() == [2, 1, 4, 5]
@@ -177,8 +180,9 @@ def test_identify_hand_example() -> None:
 def test_identify_gallery_order_and_label_order_do_not_matter() -> None:
     perm = [5, 3, 0, 4, 2, 1]
     rows = np.asarray(P_ROWS)[:, perm].tolist()
-    res = identify(basis_gallery(6), [G_LABELS[i] for i in perm], probes_with_similarities(rows),
-                   P_LABELS, ranks=(1, 2, 4, 5))
+    res = identify(
+        basis_gallery(6), [G_LABELS[i] for i in perm], probes_with_similarities(rows), P_LABELS, ranks=(1, 2, 4, 5)
+    )
     assert res.probe_ranks.tolist() == [2, 1, 4, 5]
     assert res.map == pytest.approx((0.45 + 1 + 0.2 + 1 / 6) / 4)
 
@@ -192,8 +196,9 @@ def test_dir_at_far_constructed() -> None:
     k_labels = ["X", "Y", "Z", "X"]
     tops = [0.05 + 0.1 * i for i in range(10)]  # unknown best scores .05 .15 ... .95
     unknown = probes_with_similarities([[t, 0, 0] for t in tops])
-    res = identify(gallery, g_labels, known, k_labels, ranks=(1,),
-                   far_targets=(0.01, 0.1, 0.2, 1.0), unknown_probe_emb=unknown)
+    res = identify(
+        gallery, g_labels, known, k_labels, ranks=(1,), far_targets=(0.01, 0.1, 0.2, 1.0), unknown_probe_emb=unknown
+    )
     assert res.rank_rates[1] == 0.75
     assert res.n_unknown_probes == 10
     # FAR 0.01 of 10 -> no false accept: t just above .95 -> only X (.99)
@@ -216,15 +221,19 @@ def test_dir_at_far_ties_among_unknown_are_conservative() -> None:
     unknown = probes_with_similarities([[0.8, 0], [0, 0.8], [0.3, 0]])
     # FAR 0.34 of 3 allows one false accept, but the two top unknown scores tie at .8:
     # accepting either accepts both, so the threshold goes above .8.
-    res = identify(gallery, ["X", "Y"], known, ["X", "Y"], far_targets=(0.34,),
-                   unknown_probe_emb=unknown)
+    res = identify(gallery, ["X", "Y"], known, ["X", "Y"], far_targets=(0.34,), unknown_probe_emb=unknown)
     assert res.far_achieved[0.34] == 0.0
     assert res.dir_at_far[0.34] == 0.5
 
 
 def test_empty_unknown_set_omits_dir() -> None:
-    res = identify(basis_gallery(2), ["X", "Y"], probes_with_similarities([[0.9, 0]]), ["X"],
-                   unknown_probe_emb=np.zeros((0, 3), np.float32))
+    res = identify(
+        basis_gallery(2),
+        ["X", "Y"],
+        probes_with_similarities([[0.9, 0]]),
+        ["X"],
+        unknown_probe_emb=np.zeros((0, 3), np.float32),
+    )
     assert res.dir_at_far is None and res.n_unknown_probes == 0
 
 
@@ -301,8 +310,7 @@ def test_chunking_and_sorting_paths_agree(monkeypatch: pytest.MonkeyPatch) -> No
 
 # 4-D unit vectors with exactly representable dot products (0, +-0.5, +-1): many exact ties.
 POOL = np.array(
-    [np.eye(4)[i] * s for i in range(4) for s in (1, -1)]
-    + list(itertools.product((0.5, -0.5), repeat=4)),
+    [np.eye(4)[i] * s for i in range(4) for s in (1, -1)] + list(itertools.product((0.5, -0.5), repeat=4)),
     dtype=np.float32,
 )
 
@@ -318,8 +326,10 @@ def search_case(draw):
     p_vec = draw(st.lists(vec, min_size=len(p_ids), max_size=len(p_ids)))
     u_vec = draw(st.lists(vec, max_size=6))
     return (
-        POOL[g_vec], [f"id{i}" for i in g_ids],
-        POOL[p_vec], [f"id{i}" for i in p_ids],
+        POOL[g_vec],
+        [f"id{i}" for i in g_ids],
+        POOL[p_vec],
+        [f"id{i}" for i in p_ids],
         POOL[u_vec] if u_vec else None,
     )
 
@@ -329,8 +339,9 @@ def search_case(draw):
 def test_identify_properties(case, rnd) -> None:
     gallery, g_labels, probes, p_labels, unknown = case
     ranks = (1, 2, 3, 5, 10)
-    res = identify(gallery, g_labels, probes, p_labels, ranks=ranks, unknown_probe_emb=unknown,
-                   far_targets=(0.2, 0.5, 1.0))
+    res = identify(
+        gallery, g_labels, probes, p_labels, ranks=ranks, unknown_probe_emb=unknown, far_targets=(0.2, 0.5, 1.0)
+    )
     rates = [res.rank_rates[k] for k in ranks]
     assert all(0.0 <= r <= 1.0 for r in rates)
     assert rates == sorted(rates)  # rank-k is monotone in k
@@ -356,9 +367,15 @@ def test_identify_properties(case, rnd) -> None:
     rnd.shuffle(gp)
     rnd.shuffle(pp)
     rename = {name: f"other-{name}" for name in set(g_labels)}
-    res2 = identify(gallery[gp], [rename[g_labels[i]] for i in gp], probes[pp],
-                    [rename[p_labels[i]] for i in pp], ranks=ranks, unknown_probe_emb=unknown,
-                    far_targets=(0.2, 0.5, 1.0))
+    res2 = identify(
+        gallery[gp],
+        [rename[g_labels[i]] for i in gp],
+        probes[pp],
+        [rename[p_labels[i]] for i in pp],
+        ranks=ranks,
+        unknown_probe_emb=unknown,
+        far_targets=(0.2, 0.5, 1.0),
+    )
     assert_same_summary(res2.to_dict(), res.to_dict())
     np.testing.assert_array_equal(res2.probe_ranks, res.probe_ranks[pp])
 
@@ -367,7 +384,24 @@ def test_to_dict_keys() -> None:
     res = identify(basis_gallery(6), G_LABELS, probes_with_similarities(P_ROWS), P_LABELS)
     d = res.to_dict()
     assert set(d) == {
-        "n_identities", "n_gallery", "n_probes", "rank1", "rank5", "rank10", "map",
-        "dir_at_far", "dir_at_far_omitted", "n_unknown_probes",
+        "n_identities",
+        "n_gallery",
+        "n_probes",
+        "rank1",
+        "rank5",
+        "rank10",
+        "map",
+        "dir_at_far",
+        "dir_at_far_omitted",
+        "n_unknown_probes",
     }
-    assert isinstance(res, SearchResult)
+    assert (d["rank1"], d["rank5"], d["rank10"], d["n_identities"], d["n_gallery"], d["n_probes"]) == (
+        0.25,
+        1.0,
+        1.0,
+        5,
+        6,
+        4,
+    )
+    assert d["map"] == pytest.approx((0.45 + 1 + 0.2 + 1 / 6) / 4) and d["n_unknown_probes"] == 0
+    assert json.loads(json.dumps(d)) == d

@@ -14,9 +14,9 @@ pytest.importorskip("faiss")
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from clipface.data.images import file_sha256  # noqa: E402
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import ClipfaceError  # noqa: E402
-from clipface.data.images import file_sha256  # noqa: E402
 from clipface.search.store import FaceIndex  # noqa: E402
 from clipface.server.app import create_app  # noqa: E402
 from clipface.server.policies import OptOutList, RateLimiter  # noqa: E402
@@ -89,7 +89,9 @@ def test_queries_return_json_results_without_opted_out_people(client: TestClient
         assert r["image_url"] == f"/api/image/{r['id']}" and not r["path"].startswith("/")
     powell = "Colin_Powell/Colin_Powell_0001.jpg"
     for k in (20, 100):
-        text = client.post("/api/search/text", json={"query": "a photo of Tony Blair.", "k": k}, headers=AUTH).json()["results"]
+        text = client.post("/api/search/text", json={"query": "a photo of Tony Blair.", "k": k}, headers=AUTH).json()[
+            "results"
+        ]
         image = client.post("/api/search/image", files=photo(), data={"k": str(k)}, headers=AUTH).json()["results"]
         for got in (text, image):
             assert len(got) == min(k, 89)  # 100 images less Tony Blair's 10 and one photo of Colin Powell
@@ -102,7 +104,12 @@ def test_opt_out_file_is_reread_and_applies_to_audit(client: TestClient, opt_out
     audit = client.post("/api/audit", data={"name": "Tony Blair", "k": "5"}, headers=AUTH).json()
     assert (audit["in_index"], audit["matches"], audit["identifies"]) == (0, 0, None)
     assert audit["verdict"].startswith("cannot tell")
-    bush = client.post("/api/audit", files=photo(LFW_MINI / "George_W_Bush" / "George_W_Bush_0001.jpg"), data={"name": "george w bush", "k": "10"}, headers=AUTH)
+    bush = client.post(
+        "/api/audit",
+        files=photo(LFW_MINI / "George_W_Bush" / "George_W_Bush_0001.jpg"),
+        data={"name": "george w bush", "k": "10"},
+        headers=AUTH,
+    )
     body = bush.json()
     assert bush.status_code == 200 and body["query"] == "photo" and body["in_index"] == 10 and body["matches"] >= 1
     assert body["verdict"].endswith(f"{body['matches']} of the top 10 results are them") and len(body["results"]) == 10
@@ -111,18 +118,29 @@ def test_opt_out_file_is_reread_and_applies_to_audit(client: TestClient, opt_out
     import os
 
     os.utime(opt_out, (1, 2))  # a new mtime even within the file system's time resolution
-    results = client.post("/api/search/image", files=photo(LFW_MINI / "George_W_Bush" / "George_W_Bush_0001.jpg"), data={"k": "30"}, headers=AUTH).json()["results"]
+    results = client.post(
+        "/api/search/image",
+        files=photo(LFW_MINI / "George_W_Bush" / "George_W_Bush_0001.jpg"),
+        data={"k": "30"},
+        headers=AUTH,
+    ).json()["results"]
     assert len(results) == 30 and all(r["identity"] not in ("George_W_Bush", "Tony_Blair") for r in results)
 
 
 def test_upload_limits(client: TestClient, index_dir: Path, tiny, tmp_path: Path) -> None:
     big = b"\xff" * (50 * 2**20)
-    error = assert_json_error(client.post("/api/search/image", files={"file": ("big.jpg", big, "image/jpeg")}, headers=AUTH), 413)
+    error = assert_json_error(
+        client.post("/api/search/image", files={"file": ("big.jpg", big, "image/jpeg")}, headers=AUTH), 413
+    )
     assert "too large" in error
     huge = tmp_path / "huge.png"
     write_huge_png(huge, 20000, 20000)  # 400 Mpx in a few hundred kB
-    assert "image too large" in assert_json_error(client.post("/api/search/image", files=photo(huge), headers=AUTH), 413)
-    assert "not an image" in assert_json_error(client.post("/api/search/image", files={"file": ("x.jpg", b"hello", "image/jpeg")}, headers=AUTH), 422)
+    assert "image too large" in assert_json_error(
+        client.post("/api/search/image", files=photo(huge), headers=AUTH), 413
+    )
+    assert "not an image" in assert_json_error(
+        client.post("/api/search/image", files={"file": ("x.jpg", b"hello", "image/jpeg")}, headers=AUTH), 422
+    )
     assert_json_error(client.post("/api/search/image", data={"k": "3"}, headers=AUTH), 422)
 
 
@@ -146,12 +164,16 @@ def test_body_without_content_length_is_cut_off_while_read(index_dir: Path, tiny
         await app(scope, next_part, send)
 
     def stream():
-        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        yield (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        )
         for _ in range(50):
             yield b"\xff" * 2**20
         yield b"\r\n--b--\r\n"
 
-    response = TestClient(chunked).post("/api/search/image", content=stream(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    response = TestClient(chunked).post(
+        "/api/search/image", content=stream(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert_json_error(response, 413)
     assert sum(pulled) <= 2**20 + 2**18
 
@@ -167,9 +189,16 @@ def test_rate_limit_per_client(index_dir: Path, tiny) -> None:
 
 
 def test_errors_are_json_without_traces(client: TestClient, index_dir: Path, tiny) -> None:
-    assert "k must be between 1 and 100" in assert_json_error(client.post("/api/search/text", json={"query": "x", "k": 1000}, headers=AUTH), 422)
+    assert "k must be between 1 and 100" in assert_json_error(
+        client.post("/api/search/text", json={"query": "x", "k": 1000}, headers=AUTH), 422
+    )
     assert "query" in assert_json_error(client.post("/api/search/text", json={"k": 3}, headers=AUTH), 422)
-    assert assert_json_error(client.post("/api/search/text", content=b"{oops", headers={**AUTH, "Content-Type": "application/json"}), 422) == "invalid JSON body"
+    assert (
+        assert_json_error(
+            client.post("/api/search/text", content=b"{oops", headers={**AUTH, "Content-Type": "application/json"}), 422
+        )
+        == "invalid JSON body"
+    )
     assert_json_error(client.get("/api/nowhere", headers=AUTH), 404)
     assert_json_error(client.delete("/api/stats", headers=AUTH), 405)
     app = create_app(index_dir, model=tiny, require_token=False)
@@ -187,8 +216,14 @@ def test_images_are_served_by_id_only(client: TestClient) -> None:
     assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
     assert max(Image.open(io.BytesIO(ok.content)).size) <= 256
     for path in (
-        "/api/image/../../../etc/passwd", "/api/image/..%2F..%2Fetc%2Fpasswd", "/api/image/%2Fetc%2Fpasswd",
-        "/api/image/-1", "/api/image/100", "/api/image/1e3", "/api/image/0x1", "/api/image/5/../../app.js",
+        "/api/image/../../../etc/passwd",
+        "/api/image/..%2F..%2Fetc%2Fpasswd",
+        "/api/image/%2Fetc%2Fpasswd",
+        "/api/image/-1",
+        "/api/image/100",
+        "/api/image/1e3",
+        "/api/image/0x1",
+        "/api/image/5/../../app.js",
     ):
         response = client.get(path, headers=AUTH)
         assert response.status_code in (404, 422), path
@@ -198,14 +233,26 @@ def test_images_are_served_by_id_only(client: TestClient) -> None:
 
 def test_schema_page_and_headers(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    assert {"/api/health", "/api/stats", "/api/search/text", "/api/search/image", "/api/audit", "/api/image/{image_id}"} <= set(schema["paths"])
+    assert {
+        "/api/health",
+        "/api/stats",
+        "/api/search/text",
+        "/api/search/image",
+        "/api/audit",
+        "/api/image/{image_id}",
+    } <= set(schema["paths"])
     assert "SearchResponse" in schema["components"]["schemas"]
     page = client.get("/")
     assert page.status_code == 200 and 'id="results"' in page.text and 'id="token"' in page.text
-    assert "default-src 'self'" in page.headers["content-security-policy"] and page.headers["x-content-type-options"] == "nosniff"
+    assert (
+        "default-src 'self'" in page.headers["content-security-policy"]
+        and page.headers["x-content-type-options"] == "nosniff"
+    )
     for asset in ("/", "/app.js", "/style.css"):
         text = client.get(asset).text
-        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), f"{asset} loads something from outside"
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.I), (
+            f"{asset} loads something from outside"
+        )
 
 
 def test_opt_out_list_parsing(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Tests of clipface.data.lfw_pairs and clipface.eval.metrics.verification: pairs parsing, fold thresholds, ROC metrics, plot."""
+"""Tests of clipface.data.lfw_pairs and clipface.eval.metrics.verification: pairs parsing, fold thresholds, ROC
+metrics, plot."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipface.errors import DatasetError
 from clipface.data.lfw_pairs import Pair, parse_pairs, resolve_pairs
+from clipface.errors import DatasetError
 from clipface.eval.metrics.verification import VerificationResult, best_threshold, pair_similarities, verify
 from clipface.report.plots import plot_roc
 
@@ -273,12 +274,10 @@ def test_auc_and_eer_with_ties_by_hand() -> None:
 
 def test_eer_exact_crossing_and_unbalanced() -> None:
     # same .9 .6 .4, diff .7 .3 .2: after t=.6, FAR = FRR = 1/3 exactly.
-    res = verify(np.array([0.9, 0.6, 0.4, 0.7, 0.3, 0.2]), np.array([1, 1, 1, 0, 0, 0], bool),
-                 np.zeros(6, int))
+    res = verify(np.array([0.9, 0.6, 0.4, 0.7, 0.3, 0.2]), np.array([1, 1, 1, 0, 0, 0], bool), np.zeros(6, int))
     assert res.eer == pytest.approx(1 / 3)
     # 2 same (.9, .5), 3 different (.8, .3, .2): FAR stays 1/3 while FRR falls 1/2 -> 0.
-    res = verify(np.array([0.9, 0.5, 0.8, 0.3, 0.2]), np.array([1, 1, 0, 0, 0], bool),
-                 np.zeros(5, int))
+    res = verify(np.array([0.9, 0.5, 0.8, 0.3, 0.2]), np.array([1, 1, 0, 0, 0], bool), np.zeros(5, int))
     assert res.eer == pytest.approx(1 / 3)
     assert res.auc == pytest.approx(5 / 6)
 
@@ -334,8 +333,19 @@ def test_to_dict_keys_and_json() -> None:
     sim, same, folds = separable(seed=3)
     d = verify(sim, same, folds).to_dict()
     assert set(d) == {
-        "accuracy", "accuracy_std", "fold_accuracies", "thresholds", "auc", "eer",
-        "tar_at_far", "tar_thresholds", "n_pairs", "n_missing", "n_same", "n_different", "roc",
+        "accuracy",
+        "accuracy_std",
+        "fold_accuracies",
+        "thresholds",
+        "auc",
+        "eer",
+        "tar_at_far",
+        "tar_thresholds",
+        "n_pairs",
+        "n_missing",
+        "n_same",
+        "n_different",
+        "roc",
     }
     assert set(d["tar_at_far"]) == set(d["tar_thresholds"]) == {"0.001", "0.01"}
     assert d["roc"]["far"][0] == 0.0 and d["roc"]["far"][-1] == 1.0 and d["roc"]["tar"][-1] == 1.0

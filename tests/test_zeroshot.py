@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from clipface.data.dataset import FaceDataset, display_name
-from clipface.models.base import Encoder, l2_normalize
-from clipface.embed.options import RunOptions
-from clipface.eval.zeroshot import zeroshot
 from clipface.data.names import distractor_names
 from clipface.data.prompts import IDIA, get_prompts
+from clipface.embed.options import RunOptions
 from clipface.eval.metrics.zeroshot import IdiaSettings, identity_inference
+from clipface.eval.zeroshot import zeroshot
+from clipface.models.base import Encoder, l2_normalize
 
 D = 16
 PEOPLE = ["Anna_Berg", "Ben_Cole", "Cara_Dunn", "Dan_Eve"]
@@ -74,7 +74,10 @@ def make_dataset(root: Path) -> tuple[FaceDataset, dict[int, np.ndarray]]:
 
 
 def person_means(vectors: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    return {display_name(person): l2_normalize(np.mean([vectors[p * 5 + j] for j in range(5)], axis=0)) for p, person in enumerate(PEOPLE)}
+    return {
+        display_name(person): l2_normalize(np.mean([vectors[p * 5 + j] for j in range(5)], axis=0))
+        for p, person in enumerate(PEOPLE)
+    }
 
 
 def test_known_answer_top1_top5_and_tables(tmp_path: Path) -> None:
@@ -89,7 +92,12 @@ def test_known_answer_top1_top5_and_tables(tmp_path: Path) -> None:
     assert r["top5"] == 1.0
     assert r["top1_macro"] == pytest.approx((0.8 + 1 + 1 + 1) / 4)
     anna = r["per_identity"][0]
-    assert (anna["name"], anna["top1"], anna["most_confused_with"], anna["confused_share"]) == ("Anna Berg", 0.8, "Ben Cole", 0.2)
+    assert (anna["name"], anna["top1"], anna["most_confused_with"], anna["confused_share"]) == (
+        "Anna Berg",
+        0.8,
+        "Ben Cole",
+        0.2,
+    )
     assert r["confusions"] == [{"true": "Anna Berg", "predicted": "Ben Cole", "count": 1}]
     assert r["embeddings"] == {"computed": 20, "cached": 0}
 

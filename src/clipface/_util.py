@@ -5,6 +5,7 @@ Nothing here imports another clipface module except :mod:`clipface.errors`, so a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -106,6 +107,24 @@ def check_writable_dir(path: str | Path) -> Path:
     os.close(fd)
     os.unlink(tmp)
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, timeout: float, busy_message: str) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` (``filelock``); after ``timeout`` seconds, a one-line error."""
+    from filelock import FileLock, Timeout
+
+    from .errors import ClipfaceError
+
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ClipfaceError(busy_message) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # -- SQLite -------------------------------------------------------------------------------------

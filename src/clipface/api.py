@@ -8,7 +8,7 @@ and the report after each one, so that nothing computed is lost to a later failu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from ._util import check_writable_dir, write_json, write_text
 from .data.dataset import FaceDataset
@@ -25,8 +25,19 @@ from .report.markdown import render_markdown
 from .report.write import write_results
 
 __all__ = [
-    "TASKS", "add_images", "build_index", "check_out", "check_task", "cloak", "cloak_settings", "evaluate", "parse_ks", "poisoning",
-    "protection", "query_index", "run_main",
+    "TASKS",
+    "add_images",
+    "build_index",
+    "check_out",
+    "check_task",
+    "cloak",
+    "cloak_settings",
+    "evaluate",
+    "parse_ks",
+    "poisoning",
+    "protection",
+    "query_index",
+    "run_main",
 ]
 
 #: The tasks of :func:`evaluate`, by their ``results.json`` name.
@@ -40,7 +51,9 @@ def check_out(out: str | Path) -> Path:
     try:
         return check_writable_dir(out)
     except OSError as exc:
-        raise UsageError("out", str(out), f"cannot write results there ({getattr(exc, 'strerror', None) or exc})") from None
+        raise UsageError(
+            "out", str(out), f"cannot write results there ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
 
 
 def check_task(task: str, **params: Any) -> None:
@@ -82,7 +95,7 @@ def evaluate(
     on_error: Echo | None = None,
     **params: Any,
 ) -> dict[str, Any]:
-    """Run ``task`` (``zeroshot``, ``verify`` or ``search``) for every model on ``dataset``; return ``results.json``'s document.
+    """Run ``task`` (``zeroshot``, ``verify`` or ``search``) for each model on ``dataset``; return the results document.
 
     ``params`` are the task's own: ``prompts``, ``distractors``, ``tau``, ``idia_k``, ``seed``
     (zeroshot); ``pairs`` (verify); ``gallery``, ``unknown``, ``seed`` (search). With ``out``,
@@ -115,7 +128,8 @@ def run_main(
     distractors: int = 100,
     echo: Echo = print,
 ) -> Path:
-    """The main job (every model that can run here) on ``dataset``: ``out/results.json`` and ``out/report.md``; returns the report's path."""
+    """The main job (every model that can run here) on ``dataset``: ``out/results.json`` and ``out/report.md``; returns
+    the report's path."""
     out = check_out(out)
     if not isinstance(dataset, FaceDataset):
         dataset = FaceDataset.from_folder(dataset)
@@ -128,15 +142,23 @@ def run_main(
         write_json(out / "results.json", doc)
         write_text(out / "report.md", render_markdown(doc))
 
-    doc = run_main_job(dataset, opts, include_test_models=include_test_models, distractors=distractors, echo=echo, on_update=save)
+    doc = run_main_job(
+        dataset, opts, include_test_models=include_test_models, distractors=distractors, echo=echo, on_update=save
+    )
     save(doc)
     return out / "report.md"
 
 
 # -- cloaking ---------------------------------------------------------------------------------------
 def cloak_settings(
-    method: str = "fawkes", mode: str = "low", *, no_budget: bool = False, region: str = "image", seed: int = 0,
-    steps: int | None = None, jitter: int = 0,
+    method: str = "fawkes",
+    mode: str = "low",
+    *,
+    no_budget: bool = False,
+    region: str = "image",
+    seed: int = 0,
+    steps: int | None = None,
+    jitter: int = 0,
 ) -> Any:
     """A checked :class:`~clipface.cloak.settings.CloakSettings` from the command line's choices."""
     from .cloak import fawkes, lowkey
@@ -149,14 +171,23 @@ def cloak_settings(
     params: Any = None
     if steps is not None:
         params = lowkey.LowKeyParams(steps=steps) if method == "lowkey" else fawkes.fawkes_params(mode, max_step=steps)
-    return CloakSettings(method=method, mode=mode, enforce_budget=not no_budget, region=region, seed=seed, params=params, jitter=jitter)
+    return CloakSettings(
+        method=method, mode=mode, enforce_budget=not no_budget, region=region, seed=seed, params=params, jitter=jitter
+    )
 
 
 def cloak(
-    src: str | Path, out: str | Path, settings: Any, surrogates: Sequence[str], opts: RunOptions | None = None,
-    *, target_dir: str | Path | None = None, cloak_batch: int = 4,
+    src: str | Path,
+    out: str | Path,
+    settings: Any,
+    surrogates: Sequence[str],
+    opts: RunOptions | None = None,
+    *,
+    target_dir: str | Path | None = None,
+    cloak_batch: int = 4,
 ) -> Any:
-    """Cloak a folder (identity sub-folders, or one person's photos) into ``out``; returns the :class:`~clipface.cloak.run.CloakRun`."""
+    """Cloak a folder (identity sub-folders, or one person's photos) into ``out``; returns the
+    :class:`~clipface.cloak.run.CloakRun`."""
     from .cloak.run import cloak_folder
 
     check_models(list(surrogates))
@@ -165,7 +196,9 @@ def cloak(
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
     check_out(out)
     opts = opts if opts is not None else RunOptions()
-    return cloak_folder(Path(src), Path(out), settings, list(surrogates), opts, Path(target_dir) if target_dir else None, cloak_batch)
+    return cloak_folder(
+        Path(src), Path(out), settings, list(surrogates), opts, Path(target_dir) if target_dir else None, cloak_batch
+    )
 
 
 def protection(
@@ -190,7 +223,9 @@ def protection(
 
     check_models([*models, *surrogates])
     if cloaked is None and not surrogates:
-        raise UsageError("surrogate", None, "give --surrogate (cloaks made here) or --cloaked DIR (cloaks made elsewhere)")
+        raise UsageError(
+            "surrogate", None, "give --surrogate (cloaks made here) or --cloaked DIR (cloaks made elsewhere)"
+        )
     check_float("test_frac", test_frac, 0.0, 1.0, low_open=True, high_open=True)
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
     out = check_out(out)
@@ -198,8 +233,17 @@ def protection(
     external = read_cloaked(Path(cloaked), dataset.root, settings.method) if cloaked is not None else None
     sets = [[s] for s in surrogates] if each_surrogate else [list(surrogates)]
     doc = evaluate_protection(
-        list(models), dataset, opts, settings, sets, Path(cloak_dir) if cloak_dir else out / "cloaks",
-        users=users, test_frac=test_frac, batch_size=cloak_batch, external=external, on_error=on_error,
+        list(models),
+        dataset,
+        opts,
+        settings,
+        sets,
+        Path(cloak_dir) if cloak_dir else out / "cloaks",
+        users=users,
+        test_frac=test_frac,
+        batch_size=cloak_batch,
+        external=external,
+        on_error=on_error,
     )
     write_results(doc, out)
     return doc
@@ -231,11 +275,16 @@ def poisoning(
     cloak_batch: int = 4,
     on_error: Echo | None = None,
 ) -> dict[str, Any]:
-    """Rank-1 against k poisons per person (mislabelled photos or cloaks); writes ``out/results.json`` and ``results.md``."""
+    """Rank-1 against k poisons per person (mislabelled photos or cloaks); writes ``out/results.json`` and
+    ``results.md``."""
     from .eval.poisoning import evaluate_poisoning
 
     check_models([*models, *surrogates])
-    ks = parse_ks(poison_k) if isinstance(poison_k, str) else [check_int("poison_k", k, 0, allow_none=False) for k in poison_k]
+    ks = (
+        parse_ks(poison_k)
+        if isinstance(poison_k, str)
+        else [check_int("poison_k", k, 0, allow_none=False) for k in poison_k]
+    )
     for kind in kinds:
         check_choice("kind", kind, ("mislabel", "cloak"))
     if "cloak" in kinds and not surrogates:
@@ -244,8 +293,17 @@ def poisoning(
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
     out = check_out(out)
     doc = evaluate_poisoning(
-        list(models), dataset, opts, ks, list(kinds), n_gallery, settings, list(surrogates),
-        Path(cloak_dir) if cloak_dir else out / "cloaks", cloak_batch, on_error=on_error,
+        list(models),
+        dataset,
+        opts,
+        ks,
+        list(kinds),
+        n_gallery,
+        settings,
+        list(surrogates),
+        Path(cloak_dir) if cloak_dir else out / "cloaks",
+        cloak_batch,
+        on_error=on_error,
     )
     write_results(doc, out)
     return doc
@@ -262,11 +320,17 @@ def _index_folder(index_dir: str | Path, must_exist: bool) -> Path:
 
 
 def build_index(
-    model: str, images: Any, index_dir: str | Path, opts: RunOptions | None = None, *, kind: str = "auto", overwrite: bool = False,
+    model: str,
+    images: Any,
+    index_dir: str | Path,
+    opts: RunOptions | None = None,
+    *,
+    kind: str = "auto",
+    overwrite: bool = False,
 ) -> tuple[Any, Any]:
     """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder."""
     from .models.runtime import load_encoder
-    from .search.faiss_backend import KINDS
+    from .search.faiss_backend import KINDS, Kind
     from .search.store import FaceIndex
 
     check_models([model])
@@ -275,8 +339,17 @@ def build_index(
     opts = opts if opts is not None else RunOptions()
     encoder = load_encoder(model, opts)
     return FaceIndex.build(
-        encoder, images, path, kind=kind, cache=opts.cache, align=opts.aligner, on_no_face=opts.on_no_face,  # type: ignore[arg-type]
-        overwrite=overwrite, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress,
+        encoder,
+        images,
+        path,
+        kind=cast(Kind, kind),
+        cache=opts.cache,
+        align=opts.aligner,
+        on_no_face=opts.on_no_face,
+        overwrite=overwrite,
+        batch_size=opts.batch_size,
+        workers=opts.workers,
+        progress=opts.progress,
     )
 
 
@@ -288,15 +361,23 @@ def add_images(index_dir: str | Path, images: Any, opts: RunOptions | None = Non
     opts = opts if opts is not None else RunOptions()
     weights = next(iter(opts.weights.values()), None)
     encoder = index.load_encoder(weights=weights, device=opts.device)
-    update = index.add(encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
+    update = index.add(
+        encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
+    )
     return index, update
 
 
 def query_index(
-    index_dir: str | Path, *, text: str | None = None, image: str | Path | None = None, k: int = 10,
-    weights: str | Path | None = None, device: str = "cpu",
+    index_dir: str | Path,
+    *,
+    text: str | None = None,
+    image: str | Path | None = None,
+    k: int = 10,
+    weights: str | Path | None = None,
+    device: str = "cpu",
 ) -> list[Any]:
-    """The ``k`` best images for a text (CLIP models) or a photo (any model), as :class:`~clipface.search.records.SearchHit`."""
+    """The ``k`` best images for a text (CLIP models) or a photo (any model), as
+    :class:`~clipface.search.records.SearchHit`."""
     from .data.images import load_image
     from .search.store import FaceIndex
 
@@ -307,4 +388,5 @@ def query_index(
     encoder = index.load_encoder(weights=weights, device=device)
     if text is not None:
         return index.query_text(encoder, text, k)
-    return index.query_image(encoder, load_image(Path(image)), k)  # type: ignore[arg-type]
+    assert image is not None
+    return index.query_image(encoder, load_image(Path(image)), k)

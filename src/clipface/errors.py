@@ -57,8 +57,11 @@ class UsageError(ClipfaceError, ValueError):
         return f"{flag} {value}: {self.problem}"
 
 
-def check_int(arg: str, value: int | None, low: int | None = None, high: int | None = None, allow_none: bool = True) -> int | None:
-    """``value`` if it is a whole number in ``[low, high]`` (``None`` allowed when ``allow_none``), else :class:`UsageError`."""
+def check_int(
+    arg: str, value: int | None, low: int | None = None, high: int | None = None, allow_none: bool = True
+) -> int | None:
+    """``value`` if it is a whole number in ``[low, high]`` (``None`` allowed when ``allow_none``), else
+    :class:`UsageError`."""
     if value is None:
         if allow_none:
             return None
@@ -73,8 +76,14 @@ def check_int(arg: str, value: int | None, low: int | None = None, high: int | N
     return value
 
 
-def check_float(arg: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
+def check_float(
+    arg: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` if it lies in the interval (open or closed at each end), else :class:`UsageError`."""
     value = float(value)
     if value != value:

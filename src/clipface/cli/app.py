@@ -18,7 +18,9 @@ import typer
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
 from .options import CacheDir, CliOptions, Dataset, IncludeTestModels, Quiet, flag_of
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="How well CLIP models and face recognisers recognise faces.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="How well CLIP models and face recognisers recognise faces."
+)
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate models on a face dataset.")
 app.add_typer(eval_app, name="eval")
 
@@ -56,7 +58,7 @@ def guard(fn: Callable[[], Any]) -> Any:
         fail(f"{where}{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         echo("interrupted: finished batches are cached; run the same command again to resume")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def summary(doc: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -89,7 +91,9 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-reada
     table = Table("model", "family", "params", "pretraining", "available", title="clipface models")
     for r in rows:
         name = r["name"] + (" [TEST MODEL]" if r["is_test"] else "")
-        table.add_row(name, r["family"], r["params"], r["pretraining"], ("yes: " if r["available"] else "no: ") + r["reason"])
+        table.add_row(
+            name, r["family"], r["params"], r["pretraining"], ("yes: " if r["available"] else "no: ") + r["reason"]
+        )
     Console(width=160).print(table)
 
 
@@ -108,7 +112,13 @@ def run_cmd(
         from ..api import run_main
 
         o.check()
-        path = run_main(o.load_dataset(), o.out or Path("runs/main"), o.run_options(), include_test_models=o.include_test_models, echo=echo)
+        path = run_main(
+            o.load_dataset(),
+            o.out or Path("runs/main"),
+            o.run_options(),
+            include_test_models=o.include_test_models,
+            echo=echo,
+        )
         echo(f"report: {path}")
 
     guard(go)

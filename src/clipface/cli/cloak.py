@@ -8,10 +8,10 @@ from .options import (
     Align,
     BatchSize,
     CacheDir,
+    CliOptions,
     CloakBatch,
     CloakIn,
     CloakOut,
-    CliOptions,
     Device,
     Jitter,
     Method,
@@ -61,7 +61,9 @@ def cloak_cmd(
 
     def go() -> None:
         opts = o.check().run_options()
-        settings = api.cloak_settings(o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter)
+        settings = api.cloak_settings(
+            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
+        )
         assert o.src is not None and o.out is not None
         run = api.cloak(o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch)
         s = run.summary()

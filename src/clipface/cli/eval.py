@@ -11,10 +11,10 @@ from .options import (
     Backend,
     BatchSize,
     CacheDir,
+    CliOptions,
     CloakBatch,
     CloakDir,
     Cloaked,
-    CliOptions,
     Dataset,
     Device,
     Distractors,
@@ -212,10 +212,23 @@ def eval_protection(
 
     def go() -> None:
         opts = o.check().run_options()
-        settings = api.cloak_settings(o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter)
+        settings = api.cloak_settings(
+            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
+        )
         doc = api.protection(
-            o.model, o.load_dataset(), opts, settings, o.surrogate, out=o.out, each_surrogate=o.each_surrogate, users=o.user,
-            test_frac=o.test_frac, cloak_dir=o.cloak_dir, cloaked=o.cloaked, cloak_batch=o.cloak_batch, on_error=error_line,
+            o.model,
+            o.load_dataset(),
+            opts,
+            settings,
+            o.surrogate,
+            out=o.out,
+            each_surrogate=o.each_surrogate,
+            users=o.user,
+            test_frac=o.test_frac,
+            cloak_dir=o.cloak_dir,
+            cloaked=o.cloaked,
+            cloak_batch=o.cloak_batch,
+            on_error=error_line,
         )
         for r in doc["results"]:
             echo(
@@ -265,10 +278,22 @@ def eval_poisoning(
     def go() -> None:
         opts = o.check().run_options()
         api.parse_ks(o.poison_k)
-        settings = api.cloak_settings(o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter)
+        settings = api.cloak_settings(
+            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
+        )
         doc = api.poisoning(
-            o.model, o.load_dataset(), opts, out=o.out, poison_k=o.poison_k, kinds=o.kind, n_gallery=o.gallery, settings=settings,
-            surrogates=o.surrogate, cloak_dir=o.cloak_dir, cloak_batch=o.cloak_batch, on_error=error_line,
+            o.model,
+            o.load_dataset(),
+            opts,
+            out=o.out,
+            poison_k=o.poison_k,
+            kinds=o.kind,
+            n_gallery=o.gallery,
+            settings=settings,
+            surrogates=o.surrogate,
+            cloak_dir=o.cloak_dir,
+            cloak_batch=o.cloak_batch,
+            on_error=error_line,
         )
         for r in doc["results"]:
             curve = ", ".join(f"{p['kind']} k={p['k']}: {p['rank1']:.3f}" for p in r["curve"])

@@ -1,4 +1,5 @@
-"""``clipface index build|add|query`` and ``clipface serve``: the face search engine's commands (options in, API calls)."""
+"""``clipface index build|add|query`` and ``clipface serve``: the face search engine's commands (options in, API
+calls)."""
 
 from __future__ import annotations
 
@@ -154,15 +155,25 @@ def serve_cmd(
 
         assert o.index is not None
         app_ = create_app(
-            o.index, token=None, require_token=not o.no_auth, opt_out=o.opt_out, rate_limit=o.rate_limit,
-            max_upload_bytes=int(o.max_upload_mb * 2**20), weights=o.weights[0] if o.weights else None, device=o.device,
+            o.index,
+            token=None,
+            require_token=not o.no_auth,
+            opt_out=o.opt_out,
+            rate_limit=o.rate_limit,
+            max_upload_bytes=int(o.max_upload_mb * 2**20),
+            weights=o.weights[0] if o.weights else None,
+            device=o.device,
         )
         if o.no_auth:
             echo(f"warning: no API token: anyone who can reach {o.host}:{o.port} can search this index")
         echo(f"serving {o.index} on http://{o.host}:{o.port}/ (API schema at /openapi.json)")
         uvicorn.run(
-            app_, host=o.host, port=o.port, log_level="warning",
-            proxy_headers=o.forwarded_allow_ips is not None, forwarded_allow_ips=o.forwarded_allow_ips or "",
+            app_,
+            host=o.host,
+            port=o.port,
+            log_level="warning",
+            proxy_headers=o.forwarded_allow_ips is not None,
+            forwarded_allow_ips=o.forwarded_allow_ips or "",
         )
 
     guard(go)

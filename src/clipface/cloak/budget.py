@@ -70,7 +70,8 @@ def budget_measure(region: str) -> str:
 
 
 def within_budget(records: Sequence[dict[str, Any]], budget: float | None) -> bool | None:
-    """Whether every cloak record is within ``budget`` on its budgeted measure (``None`` without a budget or records)."""
+    """Whether every cloak record is within ``budget`` on its budgeted measure (``None`` without a budget or
+    records)."""
     if budget is None or not records:
         return None
     return all(r[budget_measure(r["region"])] <= budget for r in records)

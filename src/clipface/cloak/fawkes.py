@@ -106,7 +106,10 @@ def optimise(
     """
     n = len(originals)
     w0 = [torch.atanh((x - 0.5) * TANH_CONSTANT) for x in originals]
-    mods = [(torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1).mul_(1e-4).to(x.device) for x, g in zip(originals, generators)]
+    mods = [
+        (torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1).mul_(1e-4).to(x.device)
+        for x, g in zip(originals, generators)
+    ]
     for m in mods:
         m.requires_grad_(True)
     limit = params.linf / 255.0
@@ -122,7 +125,8 @@ def optimise(
     cloaks: list[torch.Tensor] = list(originals)
     for step in range(1, params.max_step + 1):
         cloaks = [
-            x + (torch.tanh(w + m) / TANH_CONSTANT + 0.5 - x).clamp(-limit, limit) for x, w, m in zip(originals, w0, mods)
+            x + (torch.tanh(w + m) / TANH_CONSTANT + 0.5 - x).clamp(-limit, limit)
+            for x, w, m in zip(originals, w0, mods)
         ]
         feats = embed(cloaks, None)
         feature_loss = sum(((f - t) ** 2).sum(dim=1) / t.norm(dim=1) for f, t in zip(feats, targets))

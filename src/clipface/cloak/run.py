@@ -45,7 +45,9 @@ def load_surrogates(names: Sequence[str], opts: RunOptions) -> list[TorchEncoder
     for name in names:
         encoder = load_encoder(name, opts)
         if not isinstance(encoder, TorchEncoder):
-            raise ClipfaceError(f"surrogate {name} is not differentiable: use a torch model such as facenet-casia or a CLIP model")
+            raise ClipfaceError(
+                f"surrogate {name} is not differentiable: use a torch model such as facenet-casia or a CLIP model"
+            )
         # channels-last runs FaceNet's convolutions about twice as fast on CPU (same results)
         encoder.module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         out.append(encoder)
@@ -113,7 +115,11 @@ def _prepare(
     pil = load_image(im.path)
     original = np.asarray(pil)
     scale = min(1.0, settings.work_side / max(pil.size))
-    work = pil if scale == 1.0 else pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.LANCZOS)
+    work = (
+        pil
+        if scale == 1.0
+        else pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), Image.LANCZOS)
+    )
     work.filename = str(im.path)  # type: ignore[attr-defined]  # names the file in front-end errors
     if min(work.size) < WINDOW:
         raise ImageError(im.path, f"image too small to cloak ({pil.width}x{pil.height})")
@@ -180,11 +186,18 @@ def _cloak_batch(
 
     jitter = torch.Generator().manual_seed(seed_for(settings.seed, "jitter:" + str(items[0].image.path)))
 
-    def embed(images: list[torch.Tensor], transform: lowkey.Transform | None, exact: bool = False) -> list[torch.Tensor]:
+    def embed(
+        images: list[torch.Tensor], transform: lowkey.Transform | None, exact: bool = False
+    ) -> list[torch.Tensor]:
         fulls = [paste(i, img)[None] for i, img in enumerate(images)]
         out = []
         for s, enc in enumerate(surrogates):
-            views = [it.views[s] if exact else it.views[s].jittered(settings.jitter, jitter, it.work.shape[2], it.work.shape[1]) for it in items]
+            views = [
+                it.views[s]
+                if exact
+                else it.views[s].jittered(settings.jitter, jitter, it.work.shape[2], it.work.shape[1])
+                for it in items
+            ]
             inp = torch.cat([v(full) for v, full in zip(views, fulls)])
             inp = transform(inp) if transform is not None else inp
             out.append(enc.embed_pixels(inp.contiguous(memory_format=torch.channels_last)))
@@ -296,12 +309,21 @@ def cloak_images(
         dest = cloak_destination(out, root, im.path)
         record = load_record(dest)
         target = plan.get(im.path)
-        if record and record.get("settings_hash") == digest and record.get("target") == (target.identity if target else None):
+        if (
+            record
+            and record.get("settings_hash") == digest
+            and record.get("target") == (target.identity if target else None)
+        ):
             run.records.append(record)
             run.reused += 1
         else:
             todo.append((im, dest))
-    bar = tqdm(total=len(todo), desc=f"cloak {settings.method} {settings.mode}", unit="img", disable=not opts.progress or not todo)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"cloak {settings.method} {settings.mode}",
+        unit="img",
+        disable=not opts.progress or not todo,
+    )
     for i in range(0, len(todo), batch_size):
         items = []
         for im, dest in todo[i : i + batch_size]:
@@ -311,7 +333,9 @@ def cloak_images(
                 run.skipped.append(SkippedFile(str(im.path), exc.reason))
                 continue
             if settings.method == "fawkes" and item.target is None:
-                run.skipped.append(SkippedFile(str(im.path), "no target: the surrogates could not embed this person's photos"))
+                run.skipped.append(
+                    SkippedFile(str(im.path), "no target: the surrogates could not embed this person's photos")
+                )
             else:
                 items.append(item)
         if items:

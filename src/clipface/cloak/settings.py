@@ -50,9 +50,13 @@ class CloakSettings:
             raise ClipfaceError(f"jitter must be >= 0 pixels, got {self.jitter}")
         kind = fawkes.FawkesParams if self.method == "fawkes" else lowkey.LowKeyParams
         if self.params is None:
-            object.__setattr__(self, "params", fawkes.fawkes_params(self.mode) if self.method == "fawkes" else lowkey.LowKeyParams())
+            object.__setattr__(
+                self, "params", fawkes.fawkes_params(self.mode) if self.method == "fawkes" else lowkey.LowKeyParams()
+            )
         elif not isinstance(self.params, kind):
-            raise ClipfaceError(f"cloaking method {self.method} needs {kind.__name__}, not {type(self.params).__name__}")
+            raise ClipfaceError(
+                f"cloaking method {self.method} needs {kind.__name__}, not {type(self.params).__name__}"
+            )
 
     @property
     def budget(self) -> float | None:

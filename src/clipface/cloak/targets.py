@@ -64,7 +64,9 @@ def plan_targets(
         if not cands:
             raise ClipfaceError(f"no target identity for {user}: Fawkes needs images of other people (--target-dir)")
         rng = np.random.default_rng(seed_for(settings.seed, user))
-        target = fawkes.select_target(feats(mine), {c: feats(cims) for c, cims in cands.items()}, settings.params.target_top, rng)
+        target = fawkes.select_target(
+            feats(mine), {c: feats(cims) for c, cims in cands.items()}, settings.params.target_top, rng
+        )
         timgs = cands[target]
         for im, j in zip(ims, fawkes.pair_targets(len(ims), len(timgs), rng)):
             plan[im.path] = Target(target, timgs[j].path, [m[timgs[j].path] for m in per_model])

@@ -41,7 +41,9 @@ class View:
         s = self.size
         if self.resized is None:
             left, top, right, bottom = self.box
-            return F.interpolate(x[..., top:bottom, left:right], size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            return F.interpolate(
+                x[..., top:bottom, left:right], size=(s, s), mode="bilinear", align_corners=False, antialias=True
+            )
         w, h = self.resized
         if (w, h) != (x.shape[-1], x.shape[-2]):
             x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
@@ -88,7 +90,9 @@ def _aligned_view(aligner: Any, image: Image.Image, size: int) -> View:
             return _center_view(image.width, image.height, size)
     if isinstance(aligner, MtcnnAligner):
         return _mtcnn_view(aligner, image, size)
-    raise ClipfaceError(f"face front end {aligner.id} cannot be differentiated: cloaks support the mtcnn and centre-crop front ends")
+    raise ClipfaceError(
+        f"face front end {aligner.id} cannot be differentiated: cloaks support the mtcnn and centre-crop front ends"
+    )
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -107,5 +111,8 @@ def view_for(encoder: Encoder, image: Image.Image) -> View:
         mine = view(to_tensor(np.asarray(image.convert("RGB")))[None])[0].permute(1, 2, 0).numpy() * 255.0
     gap = float(np.abs(mine - reference).mean())
     if gap > VIEW_TOLERANCE:
-        raise ClipfaceError(f"{image_label(image)}: the cloak's copy of {encoder.name}'s front end differs from it (mean |diff| {gap:.1f} of 255)")
+        raise ClipfaceError(
+            f"{image_label(image)}: the cloak's copy of {encoder.name}'s front end differs from it (mean |diff| "
+            f"{gap:.1f} of 255)"
+        )
     return view

@@ -95,14 +95,16 @@ class FaceDataset:
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         validate: bool = True,
-    ) -> "FaceDataset":
+    ) -> FaceDataset:
         """Scan ``root`` (or ``bundled:NAME``), check every image header, then apply the filters."""
         path = resolve_dataset_path(root)
         images, skipped = _scan(path, max_pixels if validate else None)
         if not images and not skipped:
             raise DatasetError(f"{path}: no image files found (expected identity sub-folders of images)")
         ds = cls(root=path, images=images, skipped=skipped, name=str(root))
-        return ds.filter(min_images=min_images, max_identities=max_identities, max_per_identity=max_per_identity, seed=seed)
+        return ds.filter(
+            min_images=min_images, max_identities=max_identities, max_per_identity=max_per_identity, seed=seed
+        )
 
     def filter(
         self,
@@ -110,7 +112,7 @@ class FaceDataset:
         max_identities: int | None = None,
         max_per_identity: int | None = None,
         seed: int = 0,
-    ) -> "FaceDataset":
+    ) -> FaceDataset:
         """Keep identities with at least ``min_images``; sample identities and images per identity (seeded)."""
         rng = random.Random(seed)
         groups = {k: v for k, v in self.by_identity().items() if len(v) >= min_images}
@@ -140,7 +142,7 @@ class FaceDataset:
             groups[im.identity].append(im)
         return dict(groups)
 
-    def without(self, skipped: Iterable[SkippedFile]) -> "FaceDataset":
+    def without(self, skipped: Iterable[SkippedFile]) -> FaceDataset:
         """The dataset less files found unusable later (e.g. truncated at decode), listed as skipped."""
         new = list(skipped)
         bad = {s.path for s in new}

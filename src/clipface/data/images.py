@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageSource",
+    "as_image",
     "file_sha256",
     "is_image_path",
     "load_image",
@@ -113,7 +114,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) <= 65535) else float(arr.max(initial=1))
+        top = (
+            65535.0
+            if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) <= 65535)
+            else float(arr.max(initial=1))
+        )
         low = 0.0 if mode != "F" else float(arr.min(initial=0))
         scaled = np.clip((arr - low) * (255.0 / max(top - low, 1e-12)), 0, 255)
         return Image.fromarray(np.rint(scaled).astype(np.uint8), "L").convert("RGB")
@@ -163,3 +168,34 @@ def load_image(
     finally:
         opened.close()
     return rgb
+
+
+def as_image(image: ImageSource | Image.Image | np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB PIL image from a path, encoded bytes, a PIL image or an array.
+
+    Arrays are ``H x W x 3`` RGB (or ``H x W`` greyscale), ``uint8`` or floats in [0, 1]. A PIL
+    image keeps its ``filename``, so errors about it name the file.
+    """
+    if isinstance(image, Image.Image):
+        rgb = to_rgb(image)
+        if getattr(image, "filename", "") and not getattr(rgb, "filename", ""):
+            rgb.filename = image.filename  # PIL keeps no filename on converted copies
+        return rgb
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            arr = arr[:, :, :3]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3))) or arr.size == 0:
+            raise ImageError("<array>", f"expected an H x W x 3 (or H x W) image array, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating):
+                arr = np.clip(np.rint(np.nan_to_num(arr) * 255.0), 0, 255)
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise ImageError("<array>", f"image too large ({arr.shape[1]}x{arr.shape[0]} > {max_pixels / 1e6:.0f} Mpx)")
+        return Image.fromarray(np.ascontiguousarray(arr)).convert("RGB")
+    if isinstance(image, (str, Path, bytes, bytearray)):
+        return load_image(image, max_pixels=max_pixels)
+    raise ImageError(repr(type(image).__name__), "not an image: give a path, bytes, a PIL image or an array")

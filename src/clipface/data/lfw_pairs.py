@@ -52,9 +52,7 @@ def _image_number(field_: str, where: str, line: str) -> int:
     try:
         value = int(field_)
     except ValueError:
-        raise DatasetError(
-            f"{where}: image number {field_!r} is not an integer in line {_clip(line)!r}"
-        ) from None
+        raise DatasetError(f"{where}: image number {field_!r} is not an integer in line {_clip(line)!r}") from None
     if value < 1:
         raise DatasetError(f"{where}: image number {value} must be >= 1 in line {_clip(line)!r}")
     return value
@@ -100,8 +98,7 @@ def parse_pairs(pairs_file: Path) -> list[Pair]:
         n_folds, n_per_class = numbers
     else:
         raise DatasetError(
-            f"{where}: header must be 'n_folds n_per_class' (e.g. '10 300') or "
-            f"'n_per_class', got {_clip(header)!r}"
+            f"{where}: header must be 'n_folds n_per_class' (e.g. '10 300') or 'n_per_class', got {_clip(header)!r}"
         )
     if n_folds < 1 or n_per_class < 1:
         raise DatasetError(f"{where}: header numbers must be positive, got {_clip(header)!r}")
@@ -113,8 +110,7 @@ def parse_pairs(pairs_file: Path) -> list[Pair]:
         where = f"{pairs_file}:{no}"
         if k >= expected:
             raise DatasetError(
-                f"{where}: extra line after the {expected} pairs announced by header "
-                f"{header!r}: {_clip(line)!r}"
+                f"{where}: extra line after the {expected} pairs announced by header {header!r}: {_clip(line)!r}"
             )
         fold, pos = divmod(k, 2 * n_per_class)
         same = pos < n_per_class
@@ -152,8 +148,7 @@ def parse_pairs(pairs_file: Path) -> list[Pair]:
             )
     if len(pairs) < expected:
         raise DatasetError(
-            f"{pairs_file}: header {header!r} announces {expected} pairs but the file has "
-            f"only {len(pairs)}"
+            f"{pairs_file}: header {header!r} announces {expected} pairs but the file has only {len(pairs)}"
         )
     return pairs
 

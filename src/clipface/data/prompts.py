@@ -65,5 +65,7 @@ def get_prompts(spec: str | Sequence[str]) -> tuple[str, ...]:
     for t in templates:
         problem = _template_problem(t)
         if problem is not None:
-            raise UsageError("prompts", t, f"neither a prompt set ({', '.join(PROMPT_SETS)}) nor a usable template: {problem}")
+            raise UsageError(
+                "prompts", t, f"neither a prompt set ({', '.join(PROMPT_SETS)}) nor a usable template: {problem}"
+            )
     return templates

@@ -40,7 +40,10 @@ def gallery(
     split = split_gallery(labels, n_gallery=n_gallery, seed=seed, n_unknown_identities=unknown)
     emb = result.embeddings
     if len(split.probe_idx) == 0:
-        raise ClipfaceError(f"{dataset.root}: no probes: every person has at most {n_gallery} usable images (try --min-images {n_gallery + 1})")
+        raise ClipfaceError(
+            f"{dataset.root}: no probes: every person has at most {n_gallery} usable images (try --min-images "
+            f"{n_gallery + 1})"
+        )
     sr = identify(
         emb[split.gallery_idx],
         split.gallery_labels,

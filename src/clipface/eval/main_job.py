@@ -60,7 +60,12 @@ def run_main_job(
     if clip:
         echo(f"zero-shot name identification: {', '.join(clip)}")
         doc["sections"]["zeroshot"] = run_models(
-            "zeroshot", clip, dataset, opts, lambda e, d, o: zeroshot(e, d, o, prompts="paper", distractors=distractors), on_error=echo
+            "zeroshot",
+            clip,
+            dataset,
+            opts,
+            lambda e, d, o: zeroshot(e, d, o, prompts="paper", distractors=distractors),
+            on_error=echo,
         )
         if on_update is not None:
             on_update(doc)

@@ -40,19 +40,25 @@ def evaluate_poisoning(
     seed = settings.seed if settings is not None else 0
     gallery, pool, probes = poisoning_split(labels, n_gallery, max(ks), seed)
     if not probes:
-        raise ClipfaceError(f"{dataset.root}: no person has {n_gallery + max(ks) + 1} photos (gallery + poisons + a probe); try --min-images")
+        raise ClipfaceError(
+            f"{dataset.root}: no person has {n_gallery + max(ks) + 1} photos (gallery + poisons + a probe); try "
+            "--min-images"
+        )
     cloak_info = None
     cloaks: list[tuple[int, FaceImage]] = []  # (index of the source photo, its cloak)
     if "cloak" in kinds:
         if settings is None or not surrogates or cloak_root is None:
             raise ClipfaceError("poisons of kind cloak need a cloak method and --surrogate")
         sources = [i for idx in pool.values() for i in idx]
-        folder, run = make_cloaks([images[i] for i in sources], dataset, surrogates, settings, opts, cloak_root, batch_size)
+        folder, run = make_cloaks(
+            [images[i] for i in sources], dataset, surrogates, settings, opts, cloak_root, batch_size
+        )
         by_source = {Path(r["source"]): Path(r["cloak"]) for r in run.records}
         cloaks = [(i, FaceImage(by_source[images[i].path], labels[i])) for i in sources if images[i].path in by_source]
         cloak_info = {"folder": str(folder), **{k: v for k, v in run.summary().items() if k != "settings"}}
     everything = images + [c for _, c in cloaks]
     all_labels = labels + [c.identity for _, c in cloaks]
+
     def per_model(encoder: Encoder) -> dict[str, Any]:
         emb_map, res = embed_map(encoder, everything, opts)
         usable = [i for i, im in enumerate(everything) if im.path in emb_map]
@@ -67,7 +73,14 @@ def evaluate_poisoning(
         for kind in kinds:
             for k in ks:
                 poisons = [(i, lab) for i, lab in poison_gallery(kind, k, usable_pool, seed, cloak_of) if i in ok]
-                rows.append({"kind": kind, "k": k, "n_poisons": len(poisons), **poisoning_metrics(emb, all_labels, g, p, poisons)})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "k": k,
+                        "n_poisons": len(poisons),
+                        **poisoning_metrics(emb, all_labels, g, p, poisons),
+                    }
+                )
         base = {r["kind"]: r["rank1"] for r in rows if r["k"] == 0}
         for r in rows:
             r["drop"] = base[r["kind"]] - r["rank1"]

@@ -17,10 +17,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._util import versions, write_json
+from ..cloak.budget import budget_measure, within_budget
 from ..cloak.io import CloakedTriple
 from ..cloak.run import CloakRun, cloak_images, load_surrogates
 from ..cloak.settings import CloakSettings
-from ..cloak.budget import budget_measure, within_budget
 from ..data.dataset import FaceDataset, FaceImage
 from ..embed.options import RunOptions
 from ..embed.pipeline import embed_images
@@ -46,7 +46,9 @@ def make_cloaks(
     cloak_root: Path,
     batch_size: int,
 ) -> tuple[Path, CloakRun]:
-    """Cloak ``images`` with one surrogate set into ``cloak_root/METHOD-MODE-SURROGATES-HASH``; Fawkes targets other dataset identities.
+    """Cloak ``images`` with one surrogate set into ``cloak_root/METHOD-MODE-SURROGATES-HASH``.
+
+    Fawkes targets other identities of the dataset.
 
     ``HASH`` starts the settings' digest, so each setting has its own folder and is reused by any later run.
     """
@@ -58,16 +60,25 @@ def make_cloaks(
 
 
 def embed_map(encoder: Encoder, images: Sequence[FaceImage], opts: RunOptions) -> tuple[dict[Path, np.ndarray], Any]:
-    res = embed_images(encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress)
+    res = embed_images(
+        encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
+    )
     return {im.path: e for im, e in zip(res.images, res.embeddings)}, res
 
 
-def _zeroshot_pair(encoder: Encoder, dataset: FaceDataset, pairs: list[tuple[FaceImage, Path]], opts: RunOptions) -> dict[str, Any]:
+def _zeroshot_pair(
+    encoder: Encoder, dataset: FaceDataset, pairs: list[tuple[FaceImage, Path]], opts: RunOptions
+) -> dict[str, Any]:
     quiet = replace(opts, progress=False)
     orig = FaceDataset(root=dataset.root, images=[im for im, _ in pairs], name="originals of the cloaks")
     clk = FaceDataset(root=dataset.root, images=[FaceImage(c, im.identity) for im, c in pairs], name="cloaks")
     a, b = zeroshot(encoder, orig, quiet), zeroshot(encoder, clk, quiet)
-    return {"top1_original": a["top1"], "top1_cloaked": b["top1"], "n_original": a["n_images"], "n_cloaked": b["n_images"]}
+    return {
+        "top1_original": a["top1"],
+        "top1_cloaked": b["top1"],
+        "n_original": a["n_images"],
+        "n_cloaked": b["n_images"],
+    }
 
 
 def evaluate_protection(
@@ -83,7 +94,7 @@ def evaluate_protection(
     external: Sequence[CloakedTriple] | None = None,
     on_error: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Cloak each user's gallery photos with each surrogate set (or take ``external`` cloaks), then measure every target model.
+    """Cloak each user's gallery photos with each surrogate set (or take ``external`` cloaks); measure every target.
 
     Returns the ``results.json`` document: one entry per (surrogate set, target model) in
     ``results``, the cloak settings and the achieved budget with per-image statistics.
@@ -93,7 +104,11 @@ def evaluate_protection(
     users = list(users) if users else sorted(known)
     missing = [u for u in users if u not in known]
     if missing:
-        raise UsageError("user", missing[0], f"the protected user {missing[0]!r} is not in the dataset {dataset.root} (after filtering)")
+        raise UsageError(
+            "user",
+            missing[0],
+            f"the protected user {missing[0]!r} is not in the dataset {dataset.root} (after filtering)",
+        )
     is_probe = facecure_split([im.identity for im in images], test_frac, settings.seed)
     to_cloak = [im for im, p in zip(images, is_probe) if not p and im.identity in users]
 
@@ -135,7 +150,9 @@ def evaluate_protection(
                 "surrogates": row["surrogates"],
                 "white_box": encoder.name in row["surrogates"],
                 **protection_metrics(images, is_probe, users, original, cloaked),
-                "link": link_stats(orig_matrix, np.stack([v for _, v in linked]), [i for i, _ in linked]) if linked else None,
+                "link": link_stats(orig_matrix, np.stack([v for _, v in linked]), [i for i, _ in linked])
+                if linked
+                else None,
                 "zeroshot": _zeroshot_pair(encoder, dataset, pairs, opts) if encoder.has_text and pairs else None,
                 "n_cloaks": len(pairs),
                 "cloaks_unusable": [str(c) for _, c in pairs if c not in emb],

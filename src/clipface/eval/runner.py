@@ -91,8 +91,11 @@ def run_models(
     return payload(task, dataset, results, errors)
 
 
-def payload(task: str, dataset: FaceDataset, results: list[dict[str, Any]], errors: list[dict[str, str]]) -> dict[str, Any]:
-    """The ``results.json`` document: one entry per model in ``results``; with one model its fields also at top level."""
+def payload(
+    task: str, dataset: FaceDataset, results: list[dict[str, Any]], errors: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The ``results.json`` document: one entry per model in ``results``; with one model its fields also at top
+    level."""
     doc: dict[str, Any] = {"task": task, "dataset": dataset.name or str(dataset.root)}
     if len(results) == 1 and not errors:
         doc.update(results[0])

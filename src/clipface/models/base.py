@@ -154,7 +154,7 @@ class Encoder(ABC):
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, image_size={self.image_size})"
 
 
-def hash_state_dict(state: dict[str, "torch.Tensor"]) -> str:
+def hash_state_dict(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of a state dict, in name order."""
     import torch
 
@@ -171,7 +171,7 @@ def hash_state_dict(state: dict[str, "torch.Tensor"]) -> str:
 class TorchEncoder(Encoder):
     """An encoder backed by a PyTorch module, differentiable from input pixels to embedding."""
 
-    module: "torch.nn.Module"
+    module: torch.nn.Module
     #: Per-channel mean and std applied to pixels in [0, 1] (``None``: subclass normalises).
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -200,7 +200,7 @@ class TorchEncoder(Encoder):
             return "custom"
         return "meanstd" + ",".join(f"{v:.5g}" for v in (*self.mean, *self.std))
 
-    def normalize_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+    def normalize_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, 3, S, S)`` pixels in [0, 1] to the model's input scale."""
         import torch
 
@@ -210,10 +210,10 @@ class TorchEncoder(Encoder):
         return (x - mean) / std
 
     @abstractmethod
-    def forward_features(self, x: "torch.Tensor") -> "torch.Tensor":
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (unnormalised) features of model-scaled inputs ``(N, 3, S, S)``."""
 
-    def embed_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+    def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable: ``(N, 3, S, S)`` RGB pixels in [0, 1] to L2-normalised embeddings."""
         import torch.nn.functional as F
 
@@ -234,7 +234,7 @@ class TorchEncoder(Encoder):
 
         self._compiled = torch.compile(self.embed_pixels, dynamic=True, options={"freezing": True})
 
-    def _forward(self, x: "torch.Tensor") -> "torch.Tensor":
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is None or len(x) < self.compile_min_batch:
             return self.embed_pixels(x)
         try:

@@ -61,11 +61,11 @@ class HFCLIPEncoder(TorchEncoder):
         for p in self.module.parameters():
             p.requires_grad_(False)
 
-    def forward_features(self, x: "torch.Tensor") -> "torch.Tensor":
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.module.get_image_features(pixel_values=x.to(self.device))
         return out if _is_tensor(out) else out.pooler_output
 
-    def embed_pixels(self, x: "torch.Tensor") -> "torch.Tensor":
+    def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         return super().embed_pixels(x.to(self.device)).cpu()
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -121,7 +121,7 @@ def _tokenizer(directory: Path) -> Any:
     return clip_tokenizer()  # the same BPE that every CLIP checkpoint uses
 
 
-def offline_message(spec: "ModelSpec", detail: str = "") -> str:
+def offline_message(spec: ModelSpec, detail: str = "") -> str:
     """The one line shown when a CLIP model's weights cannot be had."""
     from huggingface_hub import constants
 
@@ -144,7 +144,7 @@ def cached_snapshot(hf_id: str) -> Path | None:
     return snapshot if _weight_files(snapshot) else None
 
 
-def _download(spec: "ModelSpec") -> Path:
+def _download(spec: ModelSpec) -> Path:
     from huggingface_hub import snapshot_download
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
@@ -165,7 +165,7 @@ def _download(spec: "ModelSpec") -> Path:
     return snapshot
 
 
-def resolve_weights(spec: "ModelSpec", weights: str | Path | None) -> Path:
+def resolve_weights(spec: ModelSpec, weights: str | Path | None) -> Path:
     """The local directory holding ``spec``'s weights (given, cached or downloaded)."""
     if weights is not None:
         directory = Path(weights).expanduser()
@@ -182,7 +182,7 @@ def resolve_weights(spec: "ModelSpec", weights: str | Path | None) -> Path:
     return cached_snapshot(spec.hf_id) or _download(spec)
 
 
-def availability(spec: "ModelSpec") -> tuple[bool, str]:
+def availability(spec: ModelSpec) -> tuple[bool, str]:
     """Whether ``spec``'s weights are in the local cache (no network is touched)."""
     if spec.hf_id and cached_snapshot(spec.hf_id):
         return True, "in Hugging Face cache"
@@ -197,7 +197,7 @@ def weights_dirname(name: str) -> str:
     return name.replace(":", "_").replace("/", "_")
 
 
-def load(spec: "ModelSpec", weights: str | Path | None = None, device: str = "cpu", **_: Any) -> HFCLIPEncoder:
+def load(spec: ModelSpec, weights: str | Path | None = None, device: str = "cpu", **_: Any) -> HFCLIPEncoder:
     """Load a registered CLIP checkpoint (see module docstring for where weights come from)."""
     from transformers import CLIPModel
 

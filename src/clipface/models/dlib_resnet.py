@@ -28,7 +28,7 @@ MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 N_PARAMS = 5_614_592
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sha256(path: str) -> str:
     return file_sha256(Path(path))
 

@@ -38,7 +38,7 @@ def tiny_config() -> Any:
 
 
 def load(
-    spec: "ModelSpec", weights: str | Path | None = None, device: str = "cpu", seed: int = 0, **_: Any
+    spec: ModelSpec, weights: str | Path | None = None, device: str = "cpu", seed: int = 0, **_: Any
 ) -> HFCLIPEncoder:
     """Build the tiny CLIP with weights drawn from ``seed`` (``weights`` is ignored)."""
     import torch
@@ -57,5 +57,5 @@ def load(
     )
 
 
-def availability(spec: "ModelSpec") -> tuple[bool, str]:
+def availability(spec: ModelSpec) -> tuple[bool, str]:
     return True, "built from a config (random weights, test model)"

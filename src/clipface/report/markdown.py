@@ -68,13 +68,31 @@ def verification_markdown(doc: dict[str, Any]) -> str:
     """``results.md`` of ``eval verify``: one row per model."""
     rows = [
         [
-            _model_cell(r), params_m(r["encoder"]["n_params"]), r["encoder"]["pretraining"], r["n_pairs"], r["n_missing"],
-            f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", r["auc"], r["eer"],
-            r["tar_at_far"].get("0.001"), r["tar_at_far"].get("0.01"),
+            _model_cell(r),
+            params_m(r["encoder"]["n_params"]),
+            r["encoder"]["pretraining"],
+            r["n_pairs"],
+            r["n_missing"],
+            f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}",
+            r["auc"],
+            r["eer"],
+            r["tar_at_far"].get("0.001"),
+            r["tar_at_far"].get("0.01"),
         ]
         for r in doc["results"]
     ]
-    headers = ["model", "params", "pretraining", "pairs", "pairs without embedding", "accuracy (mean ± std over folds)", "AUC", "EER", "TAR@FAR=1e-3", "TAR@FAR=1e-2"]
+    headers = [
+        "model",
+        "params",
+        "pretraining",
+        "pairs",
+        "pairs without embedding",
+        "accuracy (mean ± std over folds)",
+        "AUC",
+        "EER",
+        "TAR@FAR=1e-3",
+        "TAR@FAR=1e-2",
+    ]
     skipped = doc["results"][0]["skipped"] if doc["results"] else []
     lines = [f"# LFW verification on {doc['dataset']}", "", md_table(headers, rows), "", *_errors(doc)]
     lines += ["", "ROC curves: `roc.png`.", "", "## Skipped files", "", skipped_section(skipped), ""]
@@ -88,13 +106,40 @@ def search_markdown(doc: dict[str, Any]) -> str:
         dirs = r.get("dir_at_far") or {}
         rows.append(
             [
-                _model_cell(r), params_m(r["encoder"]["n_params"]), r["n_identities"], r["n_gallery"], r["n_probes"],
-                r["n_unknown_probes"], r.get("rank1"), r.get("rank5"), r.get("map"), dirs.get("0.01"), dirs.get("0.1"),
+                _model_cell(r),
+                params_m(r["encoder"]["n_params"]),
+                r["n_identities"],
+                r["n_gallery"],
+                r["n_probes"],
+                r["n_unknown_probes"],
+                r.get("rank1"),
+                r.get("rank5"),
+                r.get("map"),
+                dirs.get("0.01"),
+                dirs.get("0.1"),
             ]
         )
-    headers = ["model", "params", "people", "gallery", "probes", "unknown probes", "rank-1", "rank-5", "mAP", "DIR@FAR=0.01", "DIR@FAR=0.1"]
+    headers = [
+        "model",
+        "params",
+        "people",
+        "gallery",
+        "probes",
+        "unknown probes",
+        "rank-1",
+        "rank-5",
+        "mAP",
+        "DIR@FAR=0.01",
+        "DIR@FAR=0.1",
+    ]
     skipped = doc["results"][0]["skipped"] if doc["results"] else []
-    lines = [f"# Gallery identification (search engine) on {doc['dataset']}", "", md_table(headers, rows), "", *_errors(doc)]
+    lines = [
+        f"# Gallery identification (search engine) on {doc['dataset']}",
+        "",
+        md_table(headers, rows),
+        "",
+        *_errors(doc),
+    ]
     lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
     return "\n".join(lines)
 
@@ -122,7 +167,20 @@ def zeroshot_markdown(doc: dict[str, Any]) -> str:
                 f"{r['embeddings']['computed']}/{r['embeddings']['cached']}",
             ]
         )
-    headers = ["model", "params", "pretraining", "images", "people", "candidates", "top-1", "top-5", "top-1 macro", "IDIA TPR", "IDIA FPR", "computed/cached"]
+    headers = [
+        "model",
+        "params",
+        "pretraining",
+        "images",
+        "people",
+        "candidates",
+        "top-1",
+        "top-5",
+        "top-1 macro",
+        "IDIA TPR",
+        "IDIA FPR",
+        "computed/cached",
+    ]
     lines += [md_table(headers, rows), ""]
     for err in doc.get("errors", []):
         lines.append(f"- **{err['model']}** not evaluated: {err['error']}")
@@ -138,14 +196,27 @@ def zeroshot_markdown(doc: dict[str, Any]) -> str:
             md_table(
                 ["person", "images", "top-1", "top-5", "most confused with", "share", "prompts correct", "recognised"],
                 [
-                    [p["name"], p["n_images"], p["top1"], p["top5"], p["most_confused_with"], p["confused_share"], q["correct_prompts"], "yes" if q["recognised"] else "no"]
+                    [
+                        p["name"],
+                        p["n_images"],
+                        p["top1"],
+                        p["top5"],
+                        p["most_confused_with"],
+                        p["confused_share"],
+                        q["correct_prompts"],
+                        "yes" if q["recognised"] else "no",
+                    ]
                     for p, q in zip(r["per_identity"], inf["people"])
                 ],
             ),
             "",
             "Most frequent confusions:",
             "",
-            md_table(["true", "predicted", "images"], [[c["true"], c["predicted"], c["count"]] for c in r["confusions"][:10]]) if r["confusions"] else "None.",
+            md_table(
+                ["true", "predicted", "images"], [[c["true"], c["predicted"], c["count"]] for c in r["confusions"][:10]]
+            )
+            if r["confusions"]
+            else "None.",
         ]
     skipped = results[0]["skipped"] if results else []
     lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
@@ -160,14 +231,33 @@ def protection_markdown(doc: dict[str, Any]) -> str:
         link, zs = r.get("link") or {}, r.get("zeroshot") or {}
         rows.append(
             [
-                " + ".join(r["surrogates"]), _model_cell(r), "white-box" if r["white_box"] else "transfer",
-                r["protection_rate"], r["protection_rate_clean"], r["others_rank1"], r["n_users"], r["n_probes"],
-                link.get("mean_cosine"), link.get("nn_own_share"), zs.get("top1_original"), zs.get("top1_cloaked"),
+                " + ".join(r["surrogates"]),
+                _model_cell(r),
+                "white-box" if r["white_box"] else "transfer",
+                r["protection_rate"],
+                r["protection_rate_clean"],
+                r["others_rank1"],
+                r["n_users"],
+                r["n_probes"],
+                link.get("mean_cosine"),
+                link.get("nn_own_share"),
+                zs.get("top1_original"),
+                zs.get("top1_cloaked"),
             ]
         )
     headers = [
-        "surrogates", "target model", "setting", "protection rate", "clean baseline", "others' rank-1", "users", "probes",
-        "cloak-original cosine", "cloak's NN is its original", "zero-shot top-1 originals", "zero-shot top-1 cloaks",
+        "surrogates",
+        "target model",
+        "setting",
+        "protection rate",
+        "clean baseline",
+        "others' rank-1",
+        "users",
+        "probes",
+        "cloak-original cosine",
+        "cloak's NN is its original",
+        "zero-shot top-1 originals",
+        "zero-shot top-1 cloaks",
     ]
     budget = doc.get("budget")
     lines = [
@@ -175,7 +265,8 @@ def protection_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Cloaks: **{c['method']}**, mode `{c['mode']}` ({c['source']}"
         + (f", face-box jitter {c['jitter']} px" if c.get("jitter") else "")
-        + f"), DSSIM budget {fmt(budget, 4)} measured on the {c['region']} region. Protocol: FaceCure, {int(doc['protocol']['test_frac'] * 100)} % of each "
+        + f"), DSSIM budget {fmt(budget, 4)} measured on the {c['region']} region. Protocol: FaceCure, "
+        f"{int(doc['protocol']['test_frac'] * 100)} % of each "
         "person's photos are probes, the rest the gallery; each protected user's gallery photos are cloaked in turn; "
         "1-nearest-neighbour search. Protection rate = share of the user's clean probes whose nearest gallery photo "
         "is someone else's (clean baseline: the same with no cloaks).",
@@ -187,9 +278,15 @@ def protection_markdown(doc: dict[str, Any]) -> str:
         "## Achieved budget",
         "",
         f"DSSIM over the whole image: max {fmt(doc['dssim_max'], 5)}, mean {fmt(doc['dssim_mean'], 5)}; over the "
-        f"surrogates' crops (the face for face recognisers, where Fawkes measures it): max {fmt(doc['dssim_crop_max'], 5)}, "
+        "surrogates' crops (the face for face recognisers, where Fawkes measures it): max "
+        f"{fmt(doc['dssim_crop_max'], 5)}, "
         f"mean {fmt(doc['dssim_crop_mean'], 5)}"
-        + (f". Every cloak within {fmt(budget, 4)} on `{doc['budget_measure']}`: {'yes' if doc['within_budget'] else 'NO'}" if budget is not None else "")
+        + (
+            f". Every cloak within {fmt(budget, 4)} on `{doc['budget_measure']}`: "
+            f"{'yes' if doc['within_budget'] else 'NO'}"
+            if budget is not None
+            else ""
+        )
         + ".",
         "",
     ]
@@ -197,18 +294,34 @@ def protection_markdown(doc: dict[str, Any]) -> str:
         summ = s.get("summary")
         if summ:
             lines.append(
-                f"- {' + '.join(s['surrogates'])}: {summ['n_cloaks']} cloaks ({summ['computed']} made, {summ['reused']} reused), "
-                f"DSSIM max {fmt(summ['dssim_max'], 5)} mean {fmt(summ['dssim_mean'], 5)}, L-inf max {fmt(summ['linf_max'], 0)}, "
-                f"PSNR mean {fmt(summ['psnr_mean'], 1)} dB, {fmt(summ['seconds_per_image_when_made'], 1)} s per image when made; "
+                f"- {' + '.join(s['surrogates'])}: {summ['n_cloaks']} cloaks ({summ['computed']} made, "
+                f"{summ['reused']} reused), "
+                f"DSSIM max {fmt(summ['dssim_max'], 5)} mean {fmt(summ['dssim_mean'], 5)}, L-inf max "
+                f"{fmt(summ['linf_max'], 0)}, "
+                f"PSNR mean {fmt(summ['psnr_mean'], 1)} dB, {fmt(summ['seconds_per_image_when_made'], 1)} s per image "
+                "when made; "
                 f"folder `{s['folder']}`"
             )
     lines += ["", "## Per user", ""]
     user_rows = [
-        [" + ".join(r["surrogates"]), r["model"], u["user"], u["n_gallery_cloaks"], u["n_probes"], u["protection_rate"], u["protection_rate_clean"]]
+        [
+            " + ".join(r["surrogates"]),
+            r["model"],
+            u["user"],
+            u["n_gallery_cloaks"],
+            u["n_probes"],
+            u["protection_rate"],
+            u["protection_rate_clean"],
+        ]
         for r in doc["results"]
         for u in r["per_user"]
     ]
-    lines += [md_table(["surrogates", "target model", "user", "gallery cloaks", "probes", "protection rate", "clean baseline"], user_rows)]
+    lines += [
+        md_table(
+            ["surrogates", "target model", "user", "gallery cloaks", "probes", "protection rate", "clean baseline"],
+            user_rows,
+        )
+    ]
     skipped = doc["results"][0]["skipped"] if doc["results"] else []
     lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
     return "\n".join(lines)
@@ -217,7 +330,16 @@ def protection_markdown(doc: dict[str, Any]) -> str:
 def poisoning_markdown(doc: dict[str, Any]) -> str:
     """``results.md`` of ``eval poisoning``: rank-1 against k poisons per person."""
     rows = [
-        [_model_cell(r), params_m(r["encoder"]["n_params"]), p["kind"], p["k"], p["n_poisons"], p["rank1"], p["drop"], p["poison_hits"]]
+        [
+            _model_cell(r),
+            params_m(r["encoder"]["n_params"]),
+            p["kind"],
+            p["k"],
+            p["n_poisons"],
+            p["rank1"],
+            p["drop"],
+            p["poison_hits"],
+        ]
         for r in doc["results"]
         for p in r["curve"]
     ]
@@ -227,7 +349,8 @@ def poisoning_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Gallery: {proto['n_gallery_per_identity']} clean photos per person; k poisons per person are added "
         "(mislabel: photos of other people filed under the person's name; cloak: cloaks of the person's own photos). "
-        "Probes: the person's remaining clean photos. Rank-1 = share of probes whose nearest gallery photo carries their name.",
+        "Probes: the person's remaining clean photos. Rank-1 = share of probes whose nearest gallery photo carries "
+        "their name.",
         "",
         md_table(["model", "params", "poison", "k", "poisons", "rank-1", "drop vs k=0", "nearest is a poison"], rows),
         "",
@@ -242,19 +365,27 @@ def main_markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# clipface report",
         "",
-        f"Dataset `{d['dataset']}`: {d['n_images']} images of {d['n_identities']} people ({d['n_skipped']} files skipped).",
+        f"Dataset `{d['dataset']}`: {d['n_images']} images of {d['n_identities']} people ({d['n_skipped']} files "
+        "skipped).",
         "",
     ]
     if not doc["models_run"]:
         lines += ["**No model could run on this machine.** See the reasons below.", ""]
     zs = doc["sections"].get("zeroshot")
     if zs:
-        lines += ["## Zero-shot name identification (\"a photo of {name}.\")", ""]
+        lines += ['## Zero-shot name identification ("a photo of {name}.")', ""]
         lines.append(
             md_table(
                 ["model", "params", "people", "candidates", "top-1", "top-5"],
                 [
-                    [r["model"] + (" (TEST MODEL)" if r["is_test_model"] else ""), params_m(r["encoder"]["n_params"]), r["n_identities"], r["n_candidates"], r["top1"], r["top5"]]
+                    [
+                        r["model"] + (" (TEST MODEL)" if r["is_test_model"] else ""),
+                        params_m(r["encoder"]["n_params"]),
+                        r["n_identities"],
+                        r["n_candidates"],
+                        r["top1"],
+                        r["top5"],
+                    ]
                     for r in zs["results"]
                 ],
             )

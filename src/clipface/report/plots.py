@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 
-def new_figure(width: float = 6.4, height: float = 4.8) -> tuple["Figure", Any]:
+def new_figure(width: float = 6.4, height: float = 4.8) -> tuple[Figure, Any]:
     """A figure with one axes, on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -28,7 +28,7 @@ def new_figure(width: float = 6.4, height: float = 4.8) -> tuple["Figure", Any]:
     return fig, fig.add_subplot()
 
 
-def save_png(fig: "Figure", path: str | Path) -> Path:
+def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG (folders made as needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ def save_png(fig: "Figure", path: str | Path) -> Path:
     return path
 
 
-def png_bytes(fig: "Figure") -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """``fig`` encoded as PNG."""
     buf = io.BytesIO()
     fig.tight_layout()
@@ -45,7 +45,7 @@ def png_bytes(fig: "Figure") -> bytes:
     return buf.getvalue()
 
 
-def roc_figure(results: Sequence[Mapping[str, Any]], title: str = "Face verification ROC") -> "Figure":
+def roc_figure(results: Sequence[Mapping[str, Any]], title: str = "Face verification ROC") -> Figure:
     """One ROC curve per verification result (TAR against log-scale FAR), AUC in the legend.
 
     Each result carries ``model``, ``auc``, ``n_different``, ``tar_at_far`` and ``roc`` (``far``

@@ -1,1 +1,2 @@
-"""The face search engine's store: FAISS vectors with SQLite metadata, ingestion, shards, Ray, identification and audits."""
+"""The face search engine's store: FAISS vectors with SQLite metadata, ingestion, shards, Ray, identification and
+audits."""

@@ -49,9 +49,17 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "query": self.query, "k": self.k, "matches": self.matches,
-            f"precision_at_{self.k}": self.precision, "precision_at_k": self.precision, "in_index": self.in_index,
-            "chance": self.chance, "identifies": self.identifies, "verdict": self.verdict, "threshold": self.threshold,
+            "name": self.name,
+            "query": self.query,
+            "k": self.k,
+            "matches": self.matches,
+            f"precision_at_{self.k}": self.precision,
+            "precision_at_k": self.precision,
+            "in_index": self.in_index,
+            "chance": self.chance,
+            "identifies": self.identifies,
+            "verdict": self.verdict,
+            "threshold": self.threshold,
             "results": [h.to_dict() for h in self.results],
         }
 

@@ -11,7 +11,17 @@ import numpy as np
 from ..errors import BackendUnavailableError
 from .records import FaceIndexError
 
-__all__ = ["FLAT_MAX", "KINDS", "Kind", "choose_kind", "default_params", "faiss_module", "new_faiss_index", "read_faiss", "set_search_params"]
+__all__ = [
+    "FLAT_MAX",
+    "KINDS",
+    "Kind",
+    "choose_kind",
+    "default_params",
+    "faiss_module",
+    "new_faiss_index",
+    "read_faiss",
+    "set_search_params",
+]
 
 Kind = Literal["auto", "flat", "ivfpq", "hnsw"]
 KINDS: tuple[str, ...] = ("auto", "flat", "ivfpq", "hnsw")
@@ -59,7 +69,9 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, int]:
     return {}
 
 
-def new_faiss_index(kind: str, dim: int, train: np.ndarray, params: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
+def new_faiss_index(
+    kind: str, dim: int, train: np.ndarray, params: dict[str, int] | None = None
+) -> tuple[Any, dict[str, int]]:
     """An empty FAISS index of ``kind`` (inner product), trained on ``train`` where needed, and its parameters.
 
     ``ivfpq`` is an ``IndexRefineFlat`` over an ``IndexIVFPQ``: the compact PQ codes find
@@ -76,9 +88,13 @@ def new_faiss_index(kind: str, dim: int, train: np.ndarray, params: dict[str, in
         return index, params
     if kind == "ivfpq":
         if len(train) < IVFPQ_MIN:
-            raise FaceIndexError(f"an IVF-PQ index needs at least {IVFPQ_MIN} images to train on, got {len(train)}: use --kind flat")
+            raise FaceIndexError(
+                f"an IVF-PQ index needs at least {IVFPQ_MIN} images to train on, got {len(train)}: use --kind flat"
+            )
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.min_points_per_centroid = 1  # no warnings on small sets; the size rule above applies
         index.pq.cp.min_points_per_centroid = 1
         index.pq.cp.max_points_per_centroid = 128  # codebooks from 32k vectors: half FAISS's default, 2x faster

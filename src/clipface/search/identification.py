@@ -30,8 +30,12 @@ class IdentificationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n_probes": self.n_probes, "rank1": self.rank1, f"top{self.k}": self.topk, "k": self.k,
-            "per_probe": self.per_probe, "skipped": [s.to_dict() for s in self.skipped],
+            "n_probes": self.n_probes,
+            "rank1": self.rank1,
+            f"top{self.k}": self.topk,
+            "k": self.k,
+            "per_probe": self.per_probe,
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
 
@@ -61,13 +65,17 @@ def evaluate_index_identification(
         hits = index.search_vectors(vec, k, exclude=lambda im, sha=sha: im.sha256 == sha)[0]
         want = identity_key(probe.identity)
         top = hits[0] if hits else None
-        rows.append({
-            "probe": str(probe.path), "identity": probe.identity,
-            "top_identity": top.identity if top else None, "top_path": top.path if top else None,
-            "top_score": top.score if top else None,
-            "correct": bool(top and top.identity and identity_key(top.identity) == want),
-            "in_top_k": any(h.identity and identity_key(h.identity) == want for h in hits),
-        })
+        rows.append(
+            {
+                "probe": str(probe.path),
+                "identity": probe.identity,
+                "top_identity": top.identity if top else None,
+                "top_path": top.path if top else None,
+                "top_score": top.score if top else None,
+                "correct": bool(top and top.identity and identity_key(top.identity) == want),
+                "in_top_k": any(h.identity and identity_key(h.identity) == want for h in hits),
+            }
+        )
     n = len(rows)
     return IdentificationResult(
         n_probes=n,

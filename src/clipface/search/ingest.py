@@ -44,7 +44,8 @@ def collect_images(source: ImageSource) -> tuple[list[SourceImage], list[Skipped
     if isinstance(source, (str, Path)):
         root = resolve_dataset_path(source)
         files = sorted(
-            p for p in root.rglob("*")
+            p
+            for p in root.rglob("*")
             if p.is_file() and is_image_path(p) and not any(s.startswith(".") for s in p.relative_to(root).parts)
         )
         return [SourceImage(p, _rel(p, root), p.parent.name if p.parent != root else None) for p in files], []
@@ -104,8 +105,12 @@ def embed_source(
             fresh.append(r)
     by_path = {r.path: r for r in fresh}
     result = embed_images(
-        encoder, [FaceImage(Path(r.path), r.identity or "") for r in fresh], cache,
-        batch_size=batch_size, workers=workers, progress=progress,
+        encoder,
+        [FaceImage(Path(r.path), r.identity or "") for r in fresh],
+        cache,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
     )
     return Embedded(
         records=[by_path[str(im.path)] for im in result.images],

@@ -43,12 +43,16 @@ class EmbedWorker:
     def __init__(
         self, model_name: str, out_dir: str, weights: str | None, align: str | None, on_no_face: str, device: str
     ) -> None:
-        opts = LoadOptions(device=device, weights={model_name: weights} if weights else {}, aligner=align, on_no_face=on_no_face)
+        opts = LoadOptions(
+            device=device, weights={model_name: weights} if weights else {}, aligner=align, on_no_face=on_no_face
+        )
         self.encoder = load_encoder(model_name, opts)
         self.out_dir = Path(out_dir)
         self.meta = {
-            **EncoderId.of(self.encoder).__dict__, "is_test_model": self.encoder.is_test_model,
-            "align": align, "on_no_face": on_no_face,
+            **EncoderId.of(self.encoder).__dict__,
+            "is_test_model": self.encoder.is_test_model,
+            "align": align,
+            "on_no_face": on_no_face,
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -68,7 +72,11 @@ class EmbedWorker:
         skipped = [d for d in described if isinstance(d, SkippedFile)]
         records = {d.path: d for d in described if isinstance(d, ImageRecord)}
         result = embed_images(
-            self.encoder, [FaceImage(Path(p), r.identity or "") for p, r in records.items()], None, workers=1, progress=False
+            self.encoder,
+            [FaceImage(Path(p), r.identity or "") for p, r in records.items()],
+            None,
+            workers=1,
+            progress=False,
         )
         rows = [records[str(im.path)] for im in result.images]
         meta = {**self.meta, "skipped": [s.to_dict() for s in skipped + result.skipped]}
@@ -88,7 +96,7 @@ def embed_with_ray(
     device: str = "cpu",
     cpus_per_worker: float = 1.0,
 ) -> RayEmbedding:
-    """Embed ``image_paths`` (a folder, a dataset or a list of files) on ``num_workers`` Ray actors into ``out_dir`` shards.
+    """Embed ``image_paths`` (a folder, a dataset or files) on ``num_workers`` Ray actors into ``out_dir`` shards.
 
     Uses the running Ray cluster, or starts a local one. Identities follow
     :func:`clipface.search.ingest.collect_images` (parent folder name in a folder layout).
@@ -106,8 +114,12 @@ def embed_with_ray(
     ds = ray.data.from_items(items).map_batches(
         EmbedWorker,
         fn_constructor_kwargs={
-            "model_name": model_name, "out_dir": str(out), "weights": str(weights) if weights else None,
-            "align": align, "on_no_face": on_no_face, "device": device,
+            "model_name": model_name,
+            "out_dir": str(out),
+            "weights": str(weights) if weights else None,
+            "align": align,
+            "on_no_face": on_no_face,
+            "device": device,
         },
         batch_size=batch_size,
         batch_format="numpy",

@@ -90,7 +90,7 @@ class EncoderId:
     dim: int
 
     @classmethod
-    def of(cls, encoder: Encoder) -> "EncoderId":
+    def of(cls, encoder: Encoder) -> EncoderId:
         return cls(encoder.name, encoder.fingerprint, encoder.preprocess_id, int(encoder.dim))
 
     def describe(self) -> str:

@@ -44,7 +44,9 @@ def write_shard(path: Path, records: list[ImageRecord], vectors: np.ndarray, met
     import pyarrow.parquet as pq
 
     dim = int(meta["dim"])
-    columns: dict[str, Any] = {f: [getattr(r, f) for r in records] for f in ("path", "relpath", "identity", "width", "height", "sha256")}
+    columns: dict[str, Any] = {
+        f: [getattr(r, f) for r in records] for f in ("path", "relpath", "identity", "width", "height", "sha256")
+    }
     flat = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
     table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta)})
@@ -75,10 +77,16 @@ def read_shards(shard_dir: str | Path) -> ShardSet:
         cols = table.to_pydict()
         records += [
             ImageRecord(p, r, i, int(w), int(h), s)
-            for p, r, i, w, h, s in zip(cols["path"], cols["relpath"], cols["identity"], cols["width"], cols["height"], cols["sha256"])
+            for p, r, i, w, h, s in zip(
+                cols["path"], cols["relpath"], cols["identity"], cols["width"], cols["height"], cols["sha256"]
+            )
         ]
         emb = table.column("embedding").combine_chunks()
-        vectors.append(np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(table), int(meta["dim"])))
+        vectors.append(
+            np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
+                len(table), int(meta["dim"])
+            )
+        )
         skipped += [SkippedFile(s["file"], s["reason"]) for s in meta.get("skipped", [])]
     assert first is not None
     order = sorted(range(len(records)), key=lambda i: records[i].path)

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from .._util import select_in, write_json
+from .._util import file_lock, select_in, write_json
 from ..data.dataset import SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
 from ..errors import ImageError, NoFaceError
@@ -103,7 +103,7 @@ class FaceIndex:
         batch_size: int = 32,
         workers: int | None = None,
         progress: bool = False,
-    ) -> tuple["FaceIndex", IndexUpdate]:
+    ) -> tuple[FaceIndex, IndexUpdate]:
         """Embed every image of ``images`` with ``encoder`` and write a new index to ``index_dir``.
 
         ``cache`` defaults to the on-disk embedding cache (an interrupted build resumes).
@@ -113,50 +113,89 @@ class FaceIndex:
         index_dir = _fresh_dir(index_dir, overwrite)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
-        index = cls._create(index_dir, EncoderId.of(encoder), emb.vectors, kind, flat_max, encoder.is_test_model, align, on_no_face)
+        index = cls._create(
+            index_dir, EncoderId.of(encoder), emb.vectors, kind, flat_max, encoder.is_test_model, align, on_no_face
+        )
         return index, index._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
 
     @classmethod
     def build_from_shards(
-        cls, shard_dir: str | Path, index_dir: str | Path, kind: Kind = "auto", *, flat_max: int = FLAT_MAX, overwrite: bool = False
-    ) -> tuple["FaceIndex", IndexUpdate]:
+        cls,
+        shard_dir: str | Path,
+        index_dir: str | Path,
+        kind: Kind = "auto",
+        *,
+        flat_max: int = FLAT_MAX,
+        overwrite: bool = False,
+    ) -> tuple[FaceIndex, IndexUpdate]:
         """A new index from the embedding shards written by :func:`clipface.search.ray.embed_with_ray`."""
         shards = read_shards(shard_dir)
         index_dir = _fresh_dir(index_dir, overwrite)
         records, vectors, dups = _unique(shards.records, shards.vectors, set())
-        index = cls._create(index_dir, shards.encoder_id, vectors, kind, flat_max, shards.is_test_model, shards.align, shards.on_no_face)
+        index = cls._create(
+            index_dir, shards.encoder_id, vectors, kind, flat_max, shards.is_test_model, shards.align, shards.on_no_face
+        )
         return index, index._commit(records, vectors, shards.skipped, dups)
 
     @classmethod
     def _create(
-        cls, index_dir: Path, eid: EncoderId, vectors: np.ndarray, kind: str, flat_max: int,
-        is_test_model: bool, align: str | None, on_no_face: str,
-    ) -> "FaceIndex":
+        cls,
+        index_dir: Path,
+        eid: EncoderId,
+        vectors: np.ndarray,
+        kind: str,
+        flat_max: int,
+        is_test_model: bool,
+        align: str | None,
+        on_no_face: str,
+    ) -> FaceIndex:
         chosen = choose_kind(len(vectors), kind, flat_max)
         faiss_index, params = new_faiss_index(chosen, eid.dim, vectors)
         manifest = Manifest(
-            model=eid.model, fingerprint=eid.fingerprint, preprocess_id=eid.preprocess_id, dim=eid.dim, kind=chosen,
-            count=0, params=params, align=align, on_no_face=on_no_face, is_test_model=is_test_model,
+            model=eid.model,
+            fingerprint=eid.fingerprint,
+            preprocess_id=eid.preprocess_id,
+            dim=eid.dim,
+            kind=chosen,
+            count=0,
+            params=params,
+            align=align,
+            on_no_face=on_no_face,
+            is_test_model=is_test_model,
         )
         for name in (META, SKIPPED):
             (index_dir / name).unlink(missing_ok=True)
         return cls(index_dir, manifest, faiss_index)
 
     @classmethod
-    def load(cls, index_dir: str | Path, mmap: bool = True) -> "FaceIndex":
+    def load(cls, index_dir: str | Path, mmap: bool = True) -> FaceIndex:
         """Open an index folder; ``mmap`` memory-maps the vectors so a large index starts fast."""
         index_dir = Path(index_dir)
         path = index_dir / MANIFEST
         if not path.is_file():
-            raise FaceIndexError(f"{index_dir}: not an index folder (no {MANIFEST}); build one with `clipface index build`")
+            raise FaceIndexError(
+                f"{index_dir}: not an index folder (no {MANIFEST}); build one with `clipface index build`"
+            )
         try:
             manifest = Manifest(**json.loads(path.read_text()))
         except (ValueError, TypeError) as exc:
             raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
         if manifest.format != FORMAT:
             raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
-        index = cls(index_dir, manifest, read_faiss(index_dir / VECTORS, mmap=mmap), mmap=mmap)
-        n_rows = index._db().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        try:
+            vectors = read_faiss(index_dir / VECTORS, mmap=mmap)
+        except RuntimeError as exc:  # FAISS reports a missing, cut or foreign file this way
+            first = (str(exc).strip().splitlines() or ["unreadable"])[-1][:160]
+            raise FaceIndexError(
+                f"{index_dir / VECTORS}: not a readable FAISS index ({first}); rebuild the index"
+            ) from None
+        try:
+            index = cls(index_dir, manifest, vectors, mmap=mmap)
+            n_rows = index._db().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise FaceIndexError(
+                f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
+            ) from None
         if not index._faiss_index.ntotal == n_rows == manifest.count:
             raise FaceIndexError(
                 f"{index_dir}: inconsistent index ({index._faiss_index.ntotal} vectors, {n_rows} metadata rows, "
@@ -184,7 +223,9 @@ class FaceIndex:
     def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
         """Append the embedding shards of :func:`clipface.search.ray.embed_with_ray` (same encoder required)."""
         shards = read_shards(shard_dir)
-        return self.add_vectors(shards.records, shards.vectors, shards.encoder_id, shards.skipped, f"shards in {shard_dir}")
+        return self.add_vectors(
+            shards.records, shards.vectors, shards.encoder_id, shards.skipped, f"shards in {shard_dir}"
+        )
 
     def add_vectors(
         self,
@@ -196,13 +237,22 @@ class FaceIndex:
     ) -> IndexUpdate:
         """Append precomputed vectors of ``records`` (made by ``encoder_id``, checked); known SHA-256s are skipped."""
         self._check_id(encoder_id, what)
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(records), -1) if len(records) else np.zeros((0, self.manifest.dim), np.float32)
+        vectors = (
+            np.asarray(vectors, dtype=np.float32).reshape(len(records), -1)
+            if len(records)
+            else np.zeros((0, self.manifest.dim), np.float32)
+        )
         records, vectors, dups = _unique(list(records), vectors, self._known([r.sha256 for r in records]))
         return self._commit(records, vectors, list(skipped or []), dups)
 
     def _commit(
-        self, records: list[ImageRecord], vectors: np.ndarray, skipped: list[SkippedFile], duplicates: int,
-        computed: int = 0, cached: int = 0,
+        self,
+        records: list[ImageRecord],
+        vectors: np.ndarray,
+        skipped: list[SkippedFile],
+        duplicates: int,
+        computed: int = 0,
+        cached: int = 0,
     ) -> IndexUpdate:
         """Append vectors and metadata, then write the FAISS file, metadata and manifest.
 
@@ -218,7 +268,16 @@ class FaceIndex:
             if len(records):
                 self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
             rows = [
-                (start + i, r.path, r.relpath, r.identity, identity_key(r.identity) if r.identity else None, r.width, r.height, r.sha256)
+                (
+                    start + i,
+                    r.path,
+                    r.relpath,
+                    r.identity,
+                    identity_key(r.identity) if r.identity else None,
+                    r.width,
+                    r.height,
+                    r.sha256,
+                )
                 for i, r in enumerate(records)
             ]
             fd, tmp = tempfile.mkstemp(prefix=f".{VECTORS}.", suffix=".tmp", dir=self.dir)
@@ -238,27 +297,16 @@ class FaceIndex:
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
 
     def _writer_lock(self) -> Any:
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.dir / LOCK), timeout=WRITE_TIMEOUT)
-
-        class _Held:
-            def __enter__(inner) -> None:
-                try:
-                    lock.acquire()
-                except Timeout:
-                    raise FaceIndexError(
-                        f"{self.dir}: another process has been writing to this index for over {WRITE_TIMEOUT:.0f} s; "
-                        "try again when it has finished"
-                    ) from None
-
-            def __exit__(inner, *exc: object) -> None:
-                lock.release()
-
-        return _Held()
+        return file_lock(
+            self.dir / LOCK,
+            WRITE_TIMEOUT,
+            f"{self.dir}: another process has been writing to this index for over {WRITE_TIMEOUT:.0f} s; try again "
+            "when it has finished",
+        )
 
     def _reload_for_write(self) -> bool:
-        """Load the committed state before appending (the mapped vectors are read-only); whether another writer added rows."""
+        """Load the committed state before appending (the mapped vectors are read-only); whether another writer added
+        rows."""
         path = self.dir / MANIFEST
         on_disk = Manifest(**json.loads(path.read_text())) if path.is_file() else self.manifest
         changed = on_disk.count != self.manifest.count
@@ -278,12 +326,16 @@ class FaceIndex:
     def _check_id(self, eid: EncoderId, what: str) -> None:
         mine = self.manifest.encoder_id
         if (eid.fingerprint, eid.preprocess_id, eid.dim) != (mine.fingerprint, mine.preprocess_id, mine.dim):
-            raise EncoderMismatchError(f"index {self.dir} was built with {mine.describe()}, but {what} is {eid.describe()}")
+            raise EncoderMismatchError(
+                f"index {self.dir} was built with {mine.describe()}, but {what} is {eid.describe()}"
+            )
 
     def load_encoder(self, weights: str | Path | None = None, device: str = "cpu") -> Encoder:
         """Create the encoder the index was built with (same model and face front end), checked."""
         m = self.manifest
-        opts = LoadOptions(device=device, weights={m.model: str(weights)} if weights else {}, aligner=m.align, on_no_face=m.on_no_face)
+        opts = LoadOptions(
+            device=device, weights={m.model: str(weights)} if weights else {}, aligner=m.align, on_no_face=m.on_no_face
+        )
         encoder = load_encoder(m.model, opts)
         self.check_encoder(encoder)
         return encoder
@@ -330,12 +382,16 @@ class FaceIndex:
         """Images best matching ``text`` (CLIP models only)."""
         self.check_encoder(encoder)
         if not encoder.has_text:
-            raise QueryError(f"{encoder.name} has no text tower: text queries need a CLIP model (query with a photo instead)")
+            raise QueryError(
+                f"{encoder.name} has no text tower: text queries need a CLIP model (query with a photo instead)"
+            )
         if not text.strip():
             raise QueryError("empty text query")
         return self.search_vectors(encoder.encode_text([text]), k, exclude)[0]
 
-    def query_image(self, encoder: Encoder, image: Image.Image, k: int = 10, exclude: Exclude | None = None) -> list[SearchHit]:
+    def query_image(
+        self, encoder: Encoder, image: Image.Image, k: int = 10, exclude: Exclude | None = None
+    ) -> list[SearchHit]:
         """Images most similar to the face in ``image``, prepared by the encoder's own front end."""
         return self.search_vectors(self.embed_query_image(encoder, image), k, exclude)[0]
 
@@ -345,7 +401,9 @@ class FaceIndex:
         try:
             prepared = encoder.prepare(image.convert("RGB"))
         except NoFaceError:
-            raise QueryError(f"no face found in the query image ({encoder.name} needs a photo with a visible face)") from None
+            raise QueryError(
+                f"no face found in the query image ({encoder.name} needs a photo with a visible face)"
+            ) from None
         except ImageError as exc:
             raise QueryError(f"unusable query image: {exc.reason}") from None
         return encoder.embed_prepared(np.stack([prepared]))
@@ -380,8 +438,15 @@ class FaceIndex:
         """Summary for people and the API."""
         m = self.manifest
         return {
-            "model": m.model, "is_test_model": m.is_test_model, "fingerprint": m.fingerprint, "preprocess_id": m.preprocess_id,
-            "dim": m.dim, "kind": m.kind, "params": m.params, "count": m.count, "identities": self.n_identities(),
+            "model": m.model,
+            "is_test_model": m.is_test_model,
+            "fingerprint": m.fingerprint,
+            "preprocess_id": m.preprocess_id,
+            "dim": m.dim,
+            "kind": m.kind,
+            "params": m.params,
+            "count": m.count,
+            "identities": self.n_identities(),
             "skipped": len(self.skipped()),
         }
 
@@ -405,7 +470,9 @@ def _image(row: tuple[Any, ...]) -> IndexedImage:
     return IndexedImage(path=path, relpath=relpath, identity=identity, width=width, height=height, sha256=sha, id=i)
 
 
-def _unique(records: list[ImageRecord], vectors: np.ndarray, known: set[str]) -> tuple[list[ImageRecord], np.ndarray, int]:
+def _unique(
+    records: list[ImageRecord], vectors: np.ndarray, known: set[str]
+) -> tuple[list[ImageRecord], np.ndarray, int]:
     keep = []
     for i, r in enumerate(records):
         if r.sha256 not in known:
@@ -417,6 +484,8 @@ def _unique(records: list[ImageRecord], vectors: np.ndarray, known: set[str]) ->
 def _fresh_dir(index_dir: str | Path, overwrite: bool) -> Path:
     path = Path(index_dir)
     if (path / MANIFEST).exists() and not overwrite:
-        raise FaceIndexError(f"{path} already holds an index: add images with `clipface index add`, or rebuild with --overwrite")
+        raise FaceIndexError(
+            f"{path} already holds an index: add images with `clipface index add`, or rebuild with --overwrite"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path

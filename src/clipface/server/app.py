@@ -104,7 +104,9 @@ def create_app(
         docs_url=None,  # the interactive docs load scripts from a CDN; the schema stays at /openapi.json
         redoc_url=None,
         responses={
-            401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+            401: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
             429: {"model": ErrorResponse},
         },
     )
@@ -150,7 +152,9 @@ def create_app(
         return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
     @app.post("/api/search/image", response_model=SearchResponse)
-    def search_image(file: UploadFile = File(..., description="A photo with a face."), k: int = Form(10)) -> SearchResponse:
+    def search_image(
+        file: UploadFile = File(..., description="A photo with a face."), k: int = Form(10)
+    ) -> SearchResponse:
         """Images of the face most similar to the uploaded photo's."""
         k = checked_k(k)
         image = _read_image(file, limits)
@@ -170,8 +174,16 @@ def create_app(
         optout.refresh()
         r = audit_person(index, encoder, name, image=image, k=k, exclude=exclude)
         return AuditResponse(
-            name=r.name, query=r.query, k=r.k, matches=r.matches, precision_at_k=r.precision, in_index=r.in_index,
-            chance=r.chance, identifies=r.identifies, verdict=r.verdict, threshold=r.threshold,
+            name=r.name,
+            query=r.query,
+            k=r.k,
+            matches=r.matches,
+            precision_at_k=r.precision,
+            in_index=r.in_index,
+            chance=r.chance,
+            identifies=r.identifies,
+            verdict=r.verdict,
+            threshold=r.threshold,
             results=[result_of(h) for h in r.results],
         )
 
@@ -241,7 +253,9 @@ def _read_image(file: UploadFile, limits: _Limits) -> Image.Image:
         raise HTTPException(422, "empty upload: send an image file")
     with _DECODE_SLOTS:
         try:
-            return load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes, max_side=QUERY_MAX_SIDE)
+            return load_image(
+                data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes, max_side=QUERY_MAX_SIDE
+            )
         except ImageError as exc:
             status = 413 if exc.reason.startswith(("image too large", "file too large")) else 422
             raise HTTPException(status, exc.reason) from None

@@ -37,9 +37,7 @@ def json_error(status: int, error: str, headers: dict[str, str] | None = None) -
 class Gate:
     """ASGI middleware checking each API request before the app reads anything of it."""
 
-    def __init__(
-        self, app: ASGIApp, token: str | None, limiters: dict[str, RateLimiter | None], max_body: int
-    ) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, limiters: dict[str, RateLimiter | None], max_body: int) -> None:
         self.app, self.token, self.limiters, self.max_body = app, token, limiters, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,13 +86,17 @@ class Gate:
         limiter = self.limiters["image" if path.startswith("/api/image/") else "api"]
         client = (scope.get("client") or ("unknown", 0))[0]
         if limiter is not None and (wait := limiter.wait(client)) > 0:
-            return json_error(429, f"rate limit exceeded: retry in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))})
+            return json_error(
+                429, f"rate limit exceeded: retry in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))}
+            )
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.token is not None:
             sent = headers.get("authorization", "")
             scheme, _, value = sent.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
-                return json_error(401, "missing or wrong API token (send Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
+                return json_error(
+                    401, "missing or wrong API token (send Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"}
+                )
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return json_error(413, f"request body too large (limit {self.max_body // 2**20} MB)")

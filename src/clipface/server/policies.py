@@ -47,7 +47,9 @@ class OptOutList:
 
     def blocks(self, image: IndexedImage) -> bool:
         """Whether ``image`` must not appear in answers."""
-        return image.sha256 in self.hashes or (image.identity is not None and identity_key(image.identity) in self.identities)
+        return image.sha256 in self.hashes or (
+            image.identity is not None and identity_key(image.identity) in self.identities
+        )
 
     def __len__(self) -> int:
         return len(self.identities) + len(self.hashes)

@@ -51,6 +51,11 @@ class ErrorResponse(BaseModel):
 
 def result_of(hit: SearchHit) -> Result:
     return Result(
-        rank=hit.rank, id=hit.id, path=hit.relpath, identity=hit.identity, name=hit.name, score=hit.score,
+        rank=hit.rank,
+        id=hit.id,
+        path=hit.relpath,
+        identity=hit.identity,
+        name=hit.name,
+        score=hit.score,
         image_url=f"/api/image/{hit.id}",
     )

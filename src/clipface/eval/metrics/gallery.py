@@ -133,9 +133,7 @@ def split_gallery(
             raise ValueError(f"a share of unknown identities must be in [0, 1], got {share}")
         n_unknown = int(round(share * n_ids))
     else:
-        raise TypeError(
-            f"n_unknown_identities must be an int or a float, got {n_unknown_identities!r}"
-        )
+        raise TypeError(f"n_unknown_identities must be an int or a float, got {n_unknown_identities!r}")
     if not 0 <= n_unknown <= n_ids:
         raise ValueError(f"cannot hold out {n_unknown} of {n_ids} identities")
 
@@ -228,9 +226,7 @@ class SearchResult:
             out[f"rank{k}"] = float(rate)
         out["map"] = float(self.map)
         out["dir_at_far"] = (
-            None
-            if self.dir_at_far is None
-            else {_far_key(f): float(v) for f, v in self.dir_at_far.items()}
+            None if self.dir_at_far is None else {_far_key(f): float(v) for f, v in self.dir_at_far.items()}
         )
         out["dir_at_far_omitted"] = self.dir_omitted_reason
         out["n_unknown_probes"] = int(self.n_unknown_probes)
@@ -356,9 +352,7 @@ def identify(
     if unknown_probe_emb is not None:
         unknown = _unit_rows(unknown_probe_emb, "unknown_probe_emb")
         if unknown.shape[0] and unknown.shape[1] != dim:
-            raise ValueError(
-                f"unknown_probe_emb has dimension {unknown.shape[1]}, gallery_emb {dim}"
-            )
+            raise ValueError(f"unknown_probe_emb has dimension {unknown.shape[1]}, gallery_emb {dim}")
         unknown_scores = np.empty(unknown.shape[0], np.float32)
         for lo in range(0, unknown.shape[0], step):
             hi = min(lo + step, unknown.shape[0])
@@ -379,11 +373,7 @@ def identify(
             allowed = math.floor(far * n_unknown + 1e-9)
             # the next float32 above the (allowed+1)-th best unknown score: exact for float32
             # scores whether compared in float32 or float64
-            t = (
-                np.float32(-np.inf)
-                if allowed >= n_unknown
-                else np.nextafter(desc[allowed], np.float32(np.inf))
-            )
+            t = np.float32(-np.inf) if allowed >= n_unknown else np.nextafter(desc[allowed], np.float32(np.inf))
             dir_at_far[far] = float(np.mean(correct & (probe_scores >= t)))
             dir_thr[far] = float(t)
             far_got[far] = float(np.mean(desc >= t))

@@ -131,7 +131,9 @@ def protection_metrics(
     }
 
 
-def poisoning_split(labels: Sequence[str], n_gallery: int, n_pool: int, seed: int = 0) -> tuple[list[int], dict[str, list[int]], list[int]]:
+def poisoning_split(
+    labels: Sequence[str], n_gallery: int, n_pool: int, seed: int = 0
+) -> tuple[list[int], dict[str, list[int]], list[int]]:
     """Per person: ``n_gallery`` gallery photos, ``n_pool`` photos kept for poisons, the rest probes.
 
     People with fewer than ``n_gallery + n_pool + 1`` photos take no part.
@@ -173,9 +175,14 @@ def poison_gallery(
 
 
 def poisoning_metrics(
-    emb: np.ndarray, labels: Sequence[str], gallery: Sequence[int], probes: Sequence[int], poisons: Sequence[tuple[int, str]]
+    emb: np.ndarray,
+    labels: Sequence[str],
+    gallery: Sequence[int],
+    probes: Sequence[int],
+    poisons: Sequence[tuple[int, str]],
 ) -> dict[str, float]:
-    """Rank-1 identification of ``probes`` against ``gallery`` plus ``poisons``, and the share whose nearest image is a poison."""
+    """Rank-1 identification of ``probes`` against ``gallery`` plus ``poisons``, and the share whose nearest image is a
+    poison."""
     g_idx = list(gallery) + [i for i, _ in poisons]
     g_labels = np.asarray([labels[i] for i in gallery] + [lab for _, lab in poisons], dtype=object)
     nn = nearest(emb[g_idx], emb[list(probes)])

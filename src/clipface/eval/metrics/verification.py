@@ -115,7 +115,9 @@ def roc_points(far: np.ndarray, tar: np.ndarray, n: int = 200) -> dict[str, list
         return {"far": [float(v) for v in far], "tar": [float(v) for v in tar]}
     positive = far[far > 0]
     steps = np.geomspace(positive.min(), 1.0, n) if positive.size else np.array([1.0])
-    keep = np.unique(np.concatenate([[0, far.size - 1], np.searchsorted(far, steps, side="left").clip(0, far.size - 1)]))
+    keep = np.unique(
+        np.concatenate([[0, far.size - 1], np.searchsorted(far, steps, side="left").clip(0, far.size - 1)])
+    )
     return {"far": [float(v) for v in far[keep]], "tar": [float(v) for v in tar[keep]]}
 
 

@@ -91,7 +91,15 @@ def identity_inference(
         wrong = sum(1 for c, v in votes.items() if c != person and v >= settings.tau)
         accepted_true += correct >= settings.tau
         accepted_wrong += wrong
-        people.append({"label": person, "n_images": int(idx.size), "correct_prompts": correct, "recognised": correct >= settings.tau, "wrong_names_accepted": wrong})
+        people.append(
+            {
+                "label": person,
+                "n_images": int(idx.size),
+                "correct_prompts": correct,
+                "recognised": correct >= settings.tau,
+                "wrong_names_accepted": wrong,
+            }
+        )
     n = len(people)
     return {
         "tau": settings.tau,
@@ -124,7 +132,9 @@ def zeroshot_metrics(
     if image_emb.shape[0] != labels.shape[0]:
         raise ValueError("one label per image embedding is needed")
     if text_emb.shape[:2] != (len(prompts), len(candidates)):
-        raise ValueError(f"text embeddings {text_emb.shape[:2]} do not match {len(prompts)} prompts x {len(candidates)} names")
+        raise ValueError(
+            f"text embeddings {text_emb.shape[:2]} do not match {len(prompts)} prompts x {len(candidates)} names"
+        )
     scores = image_emb @ classifier_weights(text_emb).T
     top1 = topk_hits(scores, labels, 1)
     top5 = topk_hits(scores, labels, 5)
@@ -163,7 +173,8 @@ def zeroshot_metrics(
         "top5_macro": float(np.mean([r["top5"] for r in per_identity])) if per_identity else float("nan"),
         "per_identity": per_identity,
         "confusions": [
-            {"true": candidates[t], "predicted": candidates[p], "count": c} for (t, p), c in confusions.most_common(n_confusions)
+            {"true": candidates[t], "predicted": candidates[p], "count": c}
+            for (t, p), c in confusions.most_common(n_confusions)
         ],
         "per_prompt_top1": per_prompt,
         "identity_inference": inference,

@@ -219,7 +219,7 @@ class OnnxEncoder(Encoder):
     ) -> None:
         """Export (or reuse) ``encoder``'s image graph and open it.
 
-        ``threads``: intra-op threads (default :func:`~clipface.threads.inference_threads`);
+        ``threads``: intra-op threads (default :func:`~clipface.models.backends.threads.inference_threads`);
         ``cache_dir``: where graphs are kept (default :func:`onnx_dir`); ``save_optimized``: also
         keep ONNX Runtime's optimised graph beside the export and load that next time.
         """
@@ -251,7 +251,7 @@ class OnnxEncoder(Encoder):
         #: Graphs this instance had to export or quantise (empty when all came from the cache).
         self.written: list[Path] = []
         self._image = self._open("image")
-        self._text: "onnxruntime.InferenceSession | None" = None
+        self._text: onnxruntime.InferenceSession | None = None
 
     # -- identity and preparation: those of the wrapped encoder ------------------------------
     @property
@@ -316,7 +316,7 @@ class OnnxEncoder(Encoder):
             self.written.append(path)
         return path
 
-    def _options(self, level: "onnxruntime.GraphOptimizationLevel") -> "onnxruntime.SessionOptions":
+    def _options(self, level: onnxruntime.GraphOptimizationLevel) -> onnxruntime.SessionOptions:
         so = self._ort.SessionOptions()
         so.graph_optimization_level = level
         so.intra_op_num_threads = self.threads
@@ -325,7 +325,7 @@ class OnnxEncoder(Encoder):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return so
 
-    def _open(self, tower: str) -> "onnxruntime.InferenceSession":
+    def _open(self, tower: str) -> onnxruntime.InferenceSession:
         ort = self._ort
         path = self._graph(tower)
         if self.save_optimized:

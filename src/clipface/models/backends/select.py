@@ -43,6 +43,7 @@ def with_backend(
             encoder.compile()
     elif backend == "compile":
         raise BackendUnavailableError(
-            f"model {encoder.name}: the compile backend needs a PyTorch encoder, not {type(encoder).__name__}; use the torch backend"
+            f"model {encoder.name}: the compile backend needs a PyTorch encoder, not {type(encoder).__name__}; use the "
+            "torch backend"
         )
     return encoder

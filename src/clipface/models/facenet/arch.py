@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 # -- architecture (module names mirror the TensorFlow scopes, see convert) ---------------
 class ConvReLU(nn.Conv2d):
     """A TF-slim ``conv2d``: convolution with its batch norm folded into the bias, then ReLU."""

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch import Bottleneck, ConvReLU, InceptionResnetV1, ResidualBlock
 from ..._util import cache_root
 from ..fingerprint import file_fingerprint
+from .arch import Bottleneck, ConvReLU, InceptionResnetV1, ResidualBlock
 
 ROOT_SCOPE = "InceptionResnetV1"
 DT_FLOAT = 1

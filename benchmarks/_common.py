@@ -1,0 +1,49 @@
+"""Shared by every benchmark: what machine it ran on (CPU model, instruction sets, cores, load, versions).
+
+Timings move 20% or more between runs and machines here, so every result records this, and
+ratios are only quoted between paths measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, instruction sets that matter to GEMMs, load and library versions."""
+    import importlib.metadata as md
+
+    from clipface.models.backends.threads import physical_cores
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "fma"}),
+        "cpu_flags": sorted(flags),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        **{
+            pkg: version(pkg)
+            for pkg in ("torch", "onnxruntime", "onnx", "transformers", "numpy", "pillow", "dlib-bin", "faiss-cpu")
+        },
+    }

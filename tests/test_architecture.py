@@ -1,0 +1,194 @@
+"""The package's shape: no import cycles, data flowing one way between stages, small modules, a lazy public API."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "clipface"
+
+#: Stages in the order data flows; a module may import from its own stage or an earlier one only.
+STAGES = [
+    "errors",
+    "_util",
+    "data",
+    "models",
+    "embed",
+    "cloak",
+    "eval",
+    "report",
+    "search",
+    "server",
+    "facade",
+    "api",
+    "cli",
+]
+LAYER = {
+    "errors": 0,
+    "_util": 0,
+    "data": 1,
+    "models": 2,
+    "embed": 3,
+    "cloak": 4,
+    "eval": 5,
+    "report": 6,
+    "search": 7,
+    "server": 8,
+    "facade": 9,
+    "api": 9,
+    "cli": 10,
+    "assets": 0,
+}
+#: Modules allowed over the size limit.
+MAX_LINES = 420
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py") if "bundled" not in p.parts}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """clipface modules imported anywhere in the file (top level, functions, TYPE_CHECKING blocks)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:  # "from pkg import module" imports that module
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in known else target)
+    return {m for m in found if m in known and m != name}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
+def stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_import_cycles() -> None:
+    g = graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+
+    def strongconnect(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in g[v]:
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in g:
+        if v not in index:
+            strongconnect(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_detector_finds_a_planted_cycle(tmp_path: Path) -> None:
+    """The cycle test can fail: two modules importing each other inside functions are found."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("def f():\n    from .b import g\n")
+    b.write_text("from . import a\n")
+    known = {"pkg.a", "pkg.b"}
+    assert imports_of("pkg.a", a, known) == {"pkg.b"} and imports_of("pkg.b", b, known) == {"pkg.a"}
+
+
+def test_data_flows_one_way() -> None:
+    bad = []
+    for module, deps in graph().items():
+        if module in ("clipface", "clipface.__main__"):
+            continue
+        for dep in deps:
+            if dep == "clipface":
+                bad.append(f"{module} imports the package root")
+            elif LAYER[stage(dep)] > LAYER[stage(module)]:
+                bad.append(f"{module} ({stage(module)}) imports {dep} ({stage(dep)}), a later stage")
+    assert not bad, "\n".join(bad)
+
+
+def test_modules_are_small() -> None:
+    big = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_import_is_light_and_exports_resolve() -> None:
+    code = (
+        "import sys, clipface\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'import clipface loaded a model "
+        "library'\n"
+        "missing = [n for n in clipface.__all__ if not hasattr(clipface, n)]\n"
+        "assert not missing, missing\n"
+        "print(len(clipface.__all__))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 25
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "create_encoder",
+        "list_models",
+        "FaceDataset",
+        "EmbeddingCache",
+        "RunOptions",
+        "zeroshot",
+        "verification",
+        "gallery",
+        "FaceIndex",
+        "cloak",
+        "represent",
+        "verify",
+        "find",
+    ],
+)
+def test_readme_api_is_exported(name: str) -> None:
+    import clipface
+
+    assert name in clipface.__all__ and callable(getattr(clipface, name))
