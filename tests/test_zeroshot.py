@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from clipface.data.dataset import FaceDataset, display_name
@@ -115,10 +118,34 @@ def test_identity_inference_decision(tmp_path: Path) -> None:
     inf = r1["identity_inference"]
     assert [p["correct_prompts"] for p in inf["people"]] == [2, 2, 1, 1]
     assert inf["tpr"] == 1.0
-    # Cara -> "Dan Eve" and Dan -> "Cara Dunn" are accepted with tau=1: 2 of 4 x 3 wrong pairs
-    assert inf["fpr"] == pytest.approx(2 / 12)
+    # Cara -> "Dan Eve" and Dan -> "Cara Dunn" are accepted with tau=1: 2 of 4 x 3 wrong pairs (the figure
+    # that was called "fpr" before keeps its value under its own name)
+    assert inf["wrong_name_rate"] == pytest.approx(2 / 12)
+    assert inf["fpr"] is None and inf["n_non_members"] == 0  # no non-members given: no false positive rate
     r2 = zeroshot(enc, ds, RunOptions(progress=False), prompts=prompts, idia=IdiaSettings(tau=2))
-    assert r2["identity_inference"]["tpr"] == 0.5 and r2["identity_inference"]["fpr"] == 0.0
+    assert r2["identity_inference"]["tpr"] == 0.5 and r2["identity_inference"]["wrong_name_rate"] == 0.0
+    assert [(c["tau"], c["tpr"]) for c in r1["identity_inference"]["tau_curve"]] == [(1, 1.0), (2, 0.5)]
+    # Cara and Dan declared non-members: TPR over Anna and Ben, FPR over Cara and Dan (recognised by one prompt)
+    r3 = zeroshot(
+        enc,
+        ds,
+        RunOptions(progress=False),
+        prompts=prompts,
+        idia=IdiaSettings(tau=1),
+        non_members=["Cara_Dunn", "dan eve"],
+    )
+    inf3 = r3["identity_inference"]
+    assert (inf3["n_members"], inf3["n_non_members"], inf3["tpr"], inf3["fpr"]) == (2, 2, 1.0, 1.0)
+    assert r3["non_members"] == ["Cara Dunn", "Dan Eve"]
+    r4 = zeroshot(
+        enc,
+        ds,
+        RunOptions(progress=False),
+        prompts=prompts,
+        idia=IdiaSettings(tau=2),
+        non_members=["Cara_Dunn", "Dan_Eve"],
+    )
+    assert (r4["identity_inference"]["tpr"], r4["identity_inference"]["fpr"]) == (1.0, 0.0)
     assert r2["per_prompt_top1"] == {"a photo of {}.": 0.95, "{}": pytest.approx(9 / 20)}
 
 
@@ -131,6 +158,72 @@ def test_identity_inference_uses_k_images_and_majority() -> None:
     assert identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=1))["tpr"] == 1.0
     with pytest.raises(ValueError, match="tau"):
         identity_inference(img, labels, text, 1, IdiaSettings(tau=2))
+
+
+def old_identity_inference(preds: np.ndarray, labels: np.ndarray, n_identities: int, n_cand: int, tau: int) -> dict:
+    """The read-out as clipface computed it before (smallest index wins a tied vote; FPR over wrong names)."""
+    true, wrong = 0, 0
+    for person in range(n_identities):
+        idx = np.flatnonzero(labels == person)
+        answers = [int(np.bincount(preds[t, idx], minlength=n_cand).argmax()) for t in range(preds.shape[0])]
+        votes = Counter(answers)
+        true += votes.get(person, 0) >= tau
+        wrong += sum(1 for c, v in votes.items() if c != person and v >= tau)
+    return {"tpr": true / n_identities, "fpr": wrong / (n_identities * (n_cand - 1))}
+
+
+def test_tied_vote_is_skipped() -> None:
+    """Two images, one voting for the true name and one for a distractor: the attack skips the prompt."""
+    img = l2_normalize(np.array([[1, 0], [0, 1]], np.float32))
+    text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))  # candidate 0 = the person, 1 = a distractor
+    inf = identity_inference(img, np.zeros(2, np.int64), text, 1, IdiaSettings(tau=1))
+    assert inf["tpr"] == 0.0 and inf["people"][0]["tied_prompts"] == 1 and inf["people"][0]["correct_prompts"] == 0
+    old = old_identity_inference(np.array([[0, 1]]), np.zeros(2, np.int64), 1, 2, 1)
+    assert old["tpr"] == 1.0  # the bias this removes: the true name, listed first, won the tie
+
+
+def test_tpr_over_members_fpr_over_non_members() -> None:
+    """Four people, one image each and one prompt: people 0 and 2 are named right; 2 and 3 are non-members."""
+    rows = [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]]  # person 1 -> name 3, person 3 -> name 1
+    img = l2_normalize(np.array(rows, np.float32))
+    text = l2_normalize(np.eye(4, dtype=np.float32)[None])
+    labels = np.arange(4)
+    inf = identity_inference(img, labels, text, 4, IdiaSettings(tau=1), members=[True, True, False, False])
+    assert (inf["tpr"], inf["fpr"], inf["n_members"], inf["n_non_members"]) == (0.5, 0.5, 2, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_prompts=st.integers(1, 4), tau=st.integers(1, 4))
+def test_wrong_name_rate_keeps_the_old_fpr_value(seed: int, n_prompts: int, tau: int) -> None:
+    """Where no vote is tied, the new read-out's wrong-name rate equals what clipface called FPR before."""
+    rng = np.random.default_rng(seed)
+    tau = min(tau, n_prompts)
+    n_people, n_cand, per = 3, 5, 3  # 3 images per person: a tie needs all three different, avoided below
+    labels = np.repeat(np.arange(n_people), per)
+    preds = rng.integers(0, n_cand, (n_prompts, n_people * per))
+    for t in range(n_prompts):
+        for p in range(n_people):
+            preds[t, p * per + 1] = preds[t, p * per]  # two of three agree: no tie
+    text = l2_normalize(np.eye(n_cand, dtype=np.float32)[None].repeat(n_prompts, 0))
+    new = identity_inference(
+        np.zeros((len(labels), n_cand), np.float32), labels, text, n_people, IdiaSettings(tau=tau), predictions=preds
+    )
+    old = old_identity_inference(preds, labels, n_people, n_cand, tau)
+    assert new["wrong_name_rate"] == pytest.approx(old["fpr"]) and new["tpr"] == pytest.approx(old["tpr"])
+
+
+def test_curve_over_k_draws_images() -> None:
+    """Person 0's images are named right 2 times in 3; with k=1 about 2/3 of draws recognise them, with k=3 all."""
+    img = l2_normalize(np.array([[1, 0], [1, 0], [0, 1]], np.float32))
+    text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))
+    inf = identity_inference(
+        img, np.zeros(3, np.int64), text, 1, IdiaSettings(tau=1, ks=(1, 2, 3, 5), draws=300, seed=1)
+    )
+    curve = {c["k"]: c for c in inf["k_curve"]}
+    assert curve[1]["tpr"] == pytest.approx(2 / 3, abs=0.08)
+    assert curve[2]["tpr"] == pytest.approx(1 / 3, abs=0.08)  # k=2: both right w.p. 1/3, else a tie (skipped)
+    assert curve[3]["tpr"] == 1.0 and curve[3]["tpr_std"] == 0.0
+    assert curve[5]["n_members"] == 0 and curve[5]["tpr"] is None  # nobody has 5 images
 
 
 def test_prompt_sets_and_distractors() -> None:

@@ -152,27 +152,45 @@ def run_main(
 # -- cloaking ---------------------------------------------------------------------------------------
 def cloak_settings(
     method: str = "fawkes",
-    mode: str = "low",
+    mode: str = "mid",
     *,
     no_budget: bool = False,
     region: str = "image",
     seed: int = 0,
     steps: int | None = None,
-    jitter: int = 0,
+    jitter: int | None = None,
+    eot: str | Sequence[str] | None = None,
+    published: bool = False,
 ) -> Any:
-    """A checked :class:`~clipface.cloak.settings.CloakSettings` from the command line's choices."""
+    """A checked :class:`~clipface.cloak.settings.CloakSettings` from the command line's choices.
+
+    The robust setting (:data:`~clipface.cloak.settings.ROBUST`) is the default; ``published``
+    starts from the methods' published one instead; ``jitter`` and ``eot`` override either.
+    """
     from .cloak import fawkes, lowkey
-    from .cloak.settings import METHODS, MODES, CloakSettings
+    from .cloak.settings import METHODS, MODES, PUBLISHED, ROBUST, CloakSettings
 
     check_choice("method", method, METHODS)
     check_choice("mode", mode, tuple(MODES))
     check_int("steps", steps, 1)
-    check_int("jitter", jitter, 0, allow_none=False)
+    preset = PUBLISHED if published else ROBUST
+    names = (
+        preset["eot"]
+        if eot is None
+        else ([e.strip() for e in eot.split(",") if e.strip()] if isinstance(eot, str) else list(eot))
+    )
     params: Any = None
     if steps is not None:
         params = lowkey.LowKeyParams(steps=steps) if method == "lowkey" else fawkes.fawkes_params(mode, max_step=steps)
     return CloakSettings(
-        method=method, mode=mode, enforce_budget=not no_budget, region=region, seed=seed, params=params, jitter=jitter
+        method=method,
+        mode=mode,
+        enforce_budget=not no_budget,
+        region=region,
+        seed=seed,
+        params=params,
+        jitter=preset["jitter"] if jitter is None else jitter,
+        eot=tuple(names),
     )
 
 
@@ -215,9 +233,13 @@ def protection(
     cloak_dir: str | Path | None = None,
     cloaked: str | Path | None = None,
     cloak_batch: int = 4,
+    repost_jpeg: int | None = None,
     on_error: Echo | None = None,
 ) -> dict[str, Any]:
-    """FaceCure protection of cloaked users against every model; writes ``out/results.json`` and ``results.md``."""
+    """FaceCure protection of cloaked users against every model; writes ``out/results.json`` and ``results.md``.
+
+    ``repost_jpeg``: the targets see each cloak re-encoded as a JPEG of this quality (1-100).
+    """
     from .cloak.io import originals_only, read_cloaked
     from .eval.protection import evaluate_protection
 
@@ -228,6 +250,7 @@ def protection(
         )
     check_float("test_frac", test_frac, 0.0, 1.0, low_open=True, high_open=True)
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
+    check_int("repost_jpeg", repost_jpeg, 1, 100)
     out = check_out(out)
     dataset = originals_only(dataset)
     external = read_cloaked(Path(cloaked), dataset.root, settings.method) if cloaked is not None else None
@@ -244,6 +267,7 @@ def protection(
         batch_size=cloak_batch,
         external=external,
         on_error=on_error,
+        repost_quality=repost_jpeg,
     )
     write_results(doc, out)
     return doc

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -120,6 +120,25 @@ def run_cmd(
             echo=echo,
         )
         echo(f"report: {path}")
+
+    guard(go)
+
+
+@app.command("download")
+def download_cmd(
+    models: List[str] = typer.Argument(
+        ..., help="Model names or presets (default, paper, all); see `clipface models`."
+    ),
+) -> None:
+    """Fetch CLIP checkpoints into the Hugging Face cache (with progress); face recognisers come with their packages."""
+
+    def go() -> None:
+        from ..models.download import download_models
+        from ..models.registry import resolve_models
+
+        fetched = download_models(resolve_models(models), echo=echo)
+        if not all(f.ok for f in fetched):
+            raise typer.Exit(1)
 
     guard(go)
 

@@ -13,12 +13,14 @@ from .options import (
     CloakIn,
     CloakOut,
     Device,
+    Eot,
     Jitter,
     Method,
     Mode,
     NoBudget,
     NoCache,
     OnNoFace,
+    Published,
     Quiet,
     Region,
     Seed,
@@ -42,7 +44,9 @@ def cloak_cmd(
     region: Region = "image",
     no_budget: NoBudget = False,
     steps: Steps = None,
-    jitter: Jitter = 0,
+    jitter: Jitter = None,
+    eot: Eot = None,
+    published: Published = False,
     seed: Seed = 0,
     cloak_batch: CloakBatch = 4,
     batch_size: BatchSize = 32,
@@ -61,9 +65,7 @@ def cloak_cmd(
 
     def go() -> None:
         opts = o.check().run_options()
-        settings = api.cloak_settings(
-            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
-        )
+        settings = o.cloak_settings()
         assert o.src is not None and o.out is not None
         run = api.cloak(o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch)
         s = run.summary()

@@ -19,6 +19,7 @@ from .options import (
     Device,
     Distractors,
     EachSurrogate,
+    Eot,
     FaceSelect,
     Flip,
     Gallery,
@@ -39,8 +40,10 @@ from .options import (
     PoisonKinds,
     Precision,
     Prompts,
+    Published,
     Quiet,
     Region,
+    RepostJpeg,
     Seed,
     Steps,
     Surrogates,
@@ -187,10 +190,13 @@ def eval_protection(
     test_frac: TestFrac = 0.3,
     cloak_dir: CloakDir = None,
     cloaked: Cloaked = None,
+    repost_jpeg: RepostJpeg = None,
     region: Region = "image",
     no_budget: NoBudget = False,
     steps: Steps = None,
-    jitter: Jitter = 0,
+    jitter: Jitter = None,
+    eot: Eot = None,
+    published: Published = False,
     min_images: MinImages = 1,
     max_identities: MaxIdentities = None,
     max_per_identity: MaxPerIdentity = None,
@@ -212,9 +218,7 @@ def eval_protection(
 
     def go() -> None:
         opts = o.check().run_options()
-        settings = api.cloak_settings(
-            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
-        )
+        settings = o.cloak_settings()
         doc = api.protection(
             o.model,
             o.load_dataset(),
@@ -228,6 +232,7 @@ def eval_protection(
             cloak_dir=o.cloak_dir,
             cloaked=o.cloaked,
             cloak_batch=o.cloak_batch,
+            repost_jpeg=o.repost_jpeg,
             on_error=error_line,
         )
         for r in doc["results"]:
@@ -255,7 +260,9 @@ def eval_poisoning(
     region: Region = "image",
     no_budget: NoBudget = False,
     steps: Steps = None,
-    jitter: Jitter = 0,
+    jitter: Jitter = None,
+    eot: Eot = None,
+    published: Published = False,
     min_images: MinImages = 1,
     max_identities: MaxIdentities = None,
     max_per_identity: MaxPerIdentity = None,
@@ -278,9 +285,7 @@ def eval_poisoning(
     def go() -> None:
         opts = o.check().run_options()
         api.parse_ks(o.poison_k)
-        settings = api.cloak_settings(
-            o.method, o.mode, no_budget=o.no_budget, region=o.region, seed=o.seed, steps=o.steps, jitter=o.jitter
-        )
+        settings = o.cloak_settings()
         doc = api.poisoning(
             o.model,
             o.load_dataset(),

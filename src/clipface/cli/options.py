@@ -125,11 +125,25 @@ Steps = Annotated[
     ),
 ]
 Jitter = Annotated[
-    int,
+    Optional[int],
     typer.Option(
         "--jitter",
         help="Move each edge of the face box by up to this many pixels at every step, so the cloak survives the face "
-        "being detected again (0: as published).",
+        "being detected again (default 6, the robust setting; 0 with --published).",
+    ),
+]
+Eot = Annotated[
+    Optional[str],
+    typer.Option("--eot", help="Also average over resize and/or jpeg (comma-separated), as photo sites apply them."),
+]
+Published = Annotated[
+    bool,
+    typer.Option("--published", help="The methods as published: the exact face crop, no jitter, no transformation."),
+]
+RepostJpeg = Annotated[
+    Optional[int],
+    typer.Option(
+        "--repost-jpeg", help="Targets see each cloak re-encoded as JPEG of this quality, as photo sites serve it."
     ),
 ]
 CloakBatch = Annotated[int, typer.Option("--cloak-batch", help="Images cloaked together in one optimisation.")]
@@ -264,8 +278,11 @@ class CliOptions:
     region: str = "image"
     no_budget: bool = False
     steps: int | None = None
-    jitter: int = 0
+    jitter: int | None = None
+    eot: str | None = None
+    published: bool = False
     cloak_batch: int = 4
+    repost_jpeg: int | None = None
     cloak_dir: Path | None = None
     target_dir: Path | None = None
     src: Path | None = None
@@ -360,6 +377,22 @@ class CliOptions:
 
             check_out(self.out)
         return self
+
+    def cloak_settings(self) -> Any:
+        """The :class:`~clipface.cloak.settings.CloakSettings` of the cloak options (robust unless ``--published``)."""
+        from ..api import cloak_settings
+
+        return cloak_settings(
+            self.method,
+            self.mode,
+            no_budget=self.no_budget,
+            region=self.region,
+            seed=self.seed,
+            steps=self.steps,
+            jitter=self.jitter,
+            eot=self.eot,
+            published=self.published,
+        )
 
     def load_dataset(self, echo: Any = None) -> Any:
         """The filtered dataset, announced on stderr with its skipped files."""

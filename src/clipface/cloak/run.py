@@ -28,6 +28,7 @@ from ..models.base import TorchEncoder
 from ..models.runtime import load_encoder
 from . import fawkes, lowkey
 from .budget import budget_measure, fit_budget, image_stats, within_budget
+from .eot import apply_eot
 from .io import cloak_destination, load_record, save_cloak, scan_input
 from .settings import CloakSettings
 from .ssim import WINDOW, dssim, ssim_map
@@ -199,6 +200,8 @@ def _cloak_batch(
                 for it in items
             ]
             inp = torch.cat([v(full) for v, full in zip(views, fulls)])
+            if settings.eot and not exact:
+                inp = apply_eot(inp, settings.eot, jitter)
             inp = transform(inp) if transform is not None else inp
             out.append(enc.embed_pixels(inp.contiguous(memory_format=torch.channels_last)))
         return out

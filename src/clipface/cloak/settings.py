@@ -10,14 +10,20 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from ..errors import ClipfaceError
+from ..errors import ClipfaceError, check_choice, check_int
 from ..models.base import Encoder
 from . import fawkes, lowkey
+from .eot import EOT_TRANSFORMS
 
-__all__ = ["METHODS", "MODES", "REGIONS", "CloakSettings"]
+__all__ = ["METHODS", "MODES", "PUBLISHED", "REGIONS", "ROBUST", "CloakSettings"]
 
 MODES: dict[str, float] = {"low": 0.004, "mid": 0.012, "high": 0.017}
 METHODS = ("fawkes", "lowkey")
+#: The default, robust setting: the face-box jitter and the photo-site transformations (measured in
+#: ``benchmarks/results/protection/``: white-box protection 0.87 -> 0.97 with the jitter alone).
+ROBUST: dict[str, Any] = {"jitter": 6, "eot": ()}
+#: The methods as published (``--published``): the exact face crop, nothing else.
+PUBLISHED: dict[str, Any] = {"jitter": 0, "eot": ()}
 #: Where the DSSIM budget is measured: the whole image, or the union of the surrogates' crops.
 REGIONS = ("image", "face")
 #: Largest mean absolute difference (0-255 scale) allowed between a :class:`View` of an image and
@@ -37,17 +43,18 @@ class CloakSettings:
     #: Largest random move, in pixels, of each edge of a face box at every step (0: as published).
     #: Front ends detect the face again on the cloak and find a box a few pixels off; optimising
     #: over such moves (an expectation over transformations) keeps the cloak aligned with them.
-    jitter: int = 0
+    jitter: int = ROBUST["jitter"]
+    #: Further transformations averaged over (:mod:`~clipface.cloak.eot`: ``resize``, ``jpeg``).
+    eot: tuple[str, ...] = ROBUST["eot"]
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ClipfaceError(f"unknown cloaking method {self.method!r}: choose {' or '.join(METHODS)}")
-        if self.mode not in MODES:
-            raise ClipfaceError(f"unknown cloaking mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        if self.region not in REGIONS:
-            raise ClipfaceError(f"unknown budget region {self.region!r}: choose {' or '.join(REGIONS)}")
-        if self.jitter < 0:
-            raise ClipfaceError(f"jitter must be >= 0 pixels, got {self.jitter}")
+        check_choice("method", self.method, METHODS)
+        check_choice("mode", self.mode, tuple(MODES))
+        check_choice("region", self.region, REGIONS)
+        check_int("jitter", self.jitter, 0, 64, allow_none=False)
+        for name in self.eot:
+            check_choice("eot", name, EOT_TRANSFORMS)
+        object.__setattr__(self, "eot", tuple(sorted(set(self.eot))))
         kind = fawkes.FawkesParams if self.method == "fawkes" else lowkey.LowKeyParams
         if self.params is None:
             object.__setattr__(
@@ -69,9 +76,16 @@ class CloakSettings:
         p = self.params
         return p.max_step if isinstance(p, fawkes.FawkesParams) else p.steps  # type: ignore[union-attr]
 
+    @property
+    def published(self) -> bool:
+        """Whether this is the methods' published setting (no face-box jitter, no other transformation)."""
+        return self.jitter == 0 and not self.eot
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["eot"] = list(self.eot)
         out["budget"] = self.budget
+        out["setting"] = "published" if self.published else "robust"
         return out
 
     def digest(self, surrogates: Sequence[Encoder]) -> str:

@@ -55,6 +55,11 @@ def display_name(folder: str) -> str:
     return name.title() if name == name.lower() else name
 
 
+def identity_key(name: str) -> str:
+    """Case- and separator-insensitive form of a person's name: ``George_W_Bush`` -> ``george w bush``."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
 def bundled_path(name: str = "lfw-mini") -> Path:
     """Path of a dataset shipped inside the package."""
     if name not in BUNDLED:
@@ -151,6 +156,16 @@ class FaceDataset:
             self,
             images=[im for im in self.images if str(im.path) not in bad],
             skipped=self.skipped + [s for s in new if s.path not in known],
+        )
+
+    def union(self, other: FaceDataset) -> FaceDataset:
+        """This dataset with ``other``'s images and skipped files added (same identity names are merged)."""
+        seen = {im.path for im in self.images}
+        return replace(
+            self,
+            images=self.images + [im for im in other.images if im.path not in seen],
+            skipped=self.skipped + other.skipped,
+            name=f"{self.name} + {other.name}",
         )
 
     def summary(self) -> dict[str, object]:

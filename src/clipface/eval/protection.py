@@ -8,6 +8,8 @@ on originals versus cloaks (:func:`clipface.eval.zeroshot.zeroshot`) for CLIP ta
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import time
 from dataclasses import replace
@@ -16,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._util import versions, write_json
+from .._util import atomic_write_bytes, versions, write_json
 from ..cloak.budget import budget_measure, within_budget
 from ..cloak.io import CloakedTriple
 from ..cloak.run import CloakRun, cloak_images, load_surrogates
@@ -59,6 +61,23 @@ def make_cloaks(
     return folder, run
 
 
+def repost(cloaks: dict[Path, Path], folder: Path, quality: int) -> dict[Path, Path]:
+    """Each cloak re-encoded as a JPEG of ``quality`` in ``folder`` (kept for later runs); source -> JPEG."""
+    from ..data.images import load_image
+
+    out = {}
+    for source, cloak in cloaks.items():
+        digest = hashlib.sha256(str(Path(cloak).resolve()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        dest = folder / f"{Path(cloak).stem}-{digest}.jpg"
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            load_image(Path(cloak)).save(buf, format="JPEG", quality=quality)
+            atomic_write_bytes(dest, buf.getvalue())
+        out[source] = dest
+    return out
+
+
 def embed_map(encoder: Encoder, images: Sequence[FaceImage], opts: RunOptions) -> tuple[dict[Path, np.ndarray], Any]:
     res = embed_images(
         encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
@@ -93,11 +112,14 @@ def evaluate_protection(
     batch_size: int = 4,
     external: Sequence[CloakedTriple] | None = None,
     on_error: Callable[[str], None] | None = None,
+    repost_quality: int | None = None,
 ) -> dict[str, Any]:
     """Cloak each user's gallery photos with each surrogate set (or take ``external`` cloaks); measure every target.
 
     Returns the ``results.json`` document: one entry per (surrogate set, target model) in
     ``results``, the cloak settings and the achieved budget with per-image statistics.
+    ``repost_quality``: the targets see each cloak after JPEG re-encoding at this quality, as a
+    photo site would serve it (:func:`repost`); the budget figures stay those of the saved cloaks.
     """
     images = list(dataset.images)
     known = set(dataset.identities)
@@ -130,6 +152,10 @@ def evaluate_protection(
                     "summary": {k: v for k, v in run.summary().items() if k != "settings"},
                 }
             )
+
+    if repost_quality is not None:
+        for row in rows:
+            row["cloaks"] = repost(row["cloaks"], cloak_root / f"reposted-jpeg{repost_quality}", repost_quality)
 
     def per_model(encoder: Encoder) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
@@ -171,7 +197,13 @@ def evaluate_protection(
     doc: dict[str, Any] = {
         "task": "protection",
         "dataset": dataset.name or str(dataset.root),
-        "protocol": {"test_frac": test_frac, "seed": settings.seed, "users": users, "classifier": "1-NN, cosine"},
+        "protocol": {
+            "test_frac": test_frac,
+            "seed": settings.seed,
+            "users": users,
+            "classifier": "1-NN, cosine",
+            "repost_jpeg_quality": repost_quality,
+        },
         "cloak": {**settings.to_dict(), "source": "external" if external is not None else "clipface"},
         "budget": settings.budget if external is None else None,
         "budget_measure": budget_measure(settings.region),

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.dataset import FaceDataset, display_name
+from ..data.dataset import FaceDataset, display_name, identity_key
 from ..data.names import distractor_names, max_distractors
 from ..data.prompts import get_prompts
 from ..embed.options import RunOptions
@@ -36,8 +36,14 @@ def zeroshot(
     distractors: int = 0,
     seed: int = 0,
     idia: IdiaSettings = IdiaSettings(),
+    non_members: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Zero-shot name identification of ``dataset``'s people with ``encoder`` (needs a text tower)."""
+    """Zero-shot name identification of ``dataset``'s people with ``encoder`` (needs a text tower).
+
+    ``non_members``: identities of the dataset (folder or display names) known not to be in the
+    model's training data; identity inference then reports its FPR over them (and its TPR over
+    the others, the members).
+    """
     templates = check_zeroshot_args(prompts, distractors, idia)
     if not encoder.has_text:
         raise ClipfaceError(f"model {encoder.name} has no text tower: zero-shot name identification needs a CLIP model")
@@ -51,11 +57,16 @@ def zeroshot(
     texts = [t.format(n) for t in templates for n in candidates]
     text_emb, n_text = embed_texts(encoder, texts, opts.cache)
     text_emb = text_emb.reshape(len(templates), len(candidates), -1)
-    metrics = zeroshot_metrics(result.embeddings, labels, text_emb, candidates, len(people), templates, idia)
+    outside = {identity_key(n) for n in non_members}
+    members = np.array([identity_key(p) not in outside for p in people], bool)
+    metrics = zeroshot_metrics(
+        result.embeddings, labels, text_emb, candidates, len(people), templates, idia, members=members
+    )
     out = {"task": "zeroshot", **model_header(encoder, result, ds, time.perf_counter() - start)}
     out.update(metrics)
     out["prompts"] = list(templates)
     out["distractors"] = distractors
     out["seed"] = seed
+    out["non_members"] = [display_name(p) for p, m in zip(people, members) if not m]
     out["text_embeddings"] = {"computed": n_text, "cached": len(texts) - n_text}
     return out

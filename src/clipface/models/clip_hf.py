@@ -144,7 +144,8 @@ def cached_snapshot(hf_id: str) -> Path | None:
     return snapshot if _weight_files(snapshot) else None
 
 
-def _download(spec: ModelSpec) -> Path:
+def download_snapshot(spec: ModelSpec) -> Path:
+    """Fetch ``spec``'s checkpoint into the Hugging Face cache (with progress bars); its snapshot folder."""
     from huggingface_hub import snapshot_download
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
@@ -179,7 +180,7 @@ def resolve_weights(spec: ModelSpec, weights: str | Path | None) -> Path:
         return directory
     if spec.hf_id is None:
         raise WeightsUnavailableError(f"model {spec.name}: no Hugging Face id registered; pass --weights DIR")
-    return cached_snapshot(spec.hf_id) or _download(spec)
+    return cached_snapshot(spec.hf_id) or download_snapshot(spec)
 
 
 def availability(spec: ModelSpec) -> tuple[bool, str]:

@@ -10,7 +10,7 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ModelNotFoundError
 
@@ -95,6 +95,50 @@ def get_spec(name: str) -> ModelSpec:
     raise ModelNotFoundError(
         f"unknown model {name!r}{hint} (see `clipface models`; any Hugging Face CLIP can be named hf:ORG/NAME)"
     )
+
+
+#: Model sets of ``clipface run --models`` (``default`` also takes every installed face recogniser).
+PRESETS: dict[str, tuple[str, ...]] = {
+    # about 1.2 GB of weights: the two ViT-B/32 checkpoints, OpenAI's and LAION's (0.6 GB each)
+    "default": ("ViT-B-32:openai", "ViT-B-32:laion2b_s34b_b79k"),
+    # the paper's nine (Bhat and Jain, 2023): OpenAI B/32 to L/14-336, LAION B/32 to bigG/14
+    "paper": (
+        "ViT-B-32:openai",
+        "ViT-B-16:openai",
+        "ViT-L-14:openai",
+        "ViT-L-14-336:openai",
+        "ViT-B-32:laion2b_s34b_b79k",
+        "ViT-L-14:laion2b_s32b_b82k",
+        "ViT-H-14:laion2b_s32b_b79k",
+        "ViT-g-14:laion2b_s12b_b42k",
+        "ViT-bigG-14:laion2b_s39b_b160k",
+    ),
+}
+
+
+def resolve_models(specs: Sequence[str], include_test: bool = False) -> list[str]:
+    """Model names from presets (``default``, ``paper``, ``all``) and names, comma-separated or repeated, in order.
+
+    ``default`` and ``all`` include every registered face recogniser (``all``: every real model);
+    ``include_test`` adds the random-weight test model. Unknown names are
+    :class:`~clipface.errors.ModelNotFoundError`.
+    """
+    out: list[str] = []
+    for spec in specs:
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if part == "all":
+                names = [s.name for s in list_models(include_test=False)]
+            elif part in PRESETS:
+                names = [*PRESETS[part], *(s.name for s in list_models(include_test=False) if s.family == "face")]
+                names = names if part == "default" else list(PRESETS[part])
+            else:
+                names = [get_spec(part).name]
+            out += [n for n in names if n not in out]
+    if include_test:
+        out += [s.name for s in list_models() if s.is_test and s.name not in out]
+    return out
 
 
 def create_encoder(

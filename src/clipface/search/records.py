@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from ..data.dataset import SkippedFile, display_name
+from ..data.dataset import SkippedFile, display_name, identity_key
 from ..errors import ClipfaceError
 from ..models.base import Encoder
 
@@ -38,11 +38,6 @@ class EncoderMismatchError(FaceIndexError):
 
 class QueryError(FaceIndexError):
     """A query the index cannot answer: text for a model without a text tower, a photo without a face."""
-
-
-def identity_key(name: str) -> str:
-    """Case- and separator-insensitive form of a person's name: ``George_W_Bush`` -> ``george w bush``."""
-    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,18 @@ Candidates are the dataset's people plus optional distractor names. Two read-out
 * **Classification.** Each name's classifier is the mean of its normalised prompt embeddings
   (renormalised); an image's prediction ranks all candidates by cosine similarity. Top-1 and
   top-5 accuracy, micro (over images) and macro (mean over people), per person and per prompt.
-* **Identity inference** ("Does CLIP Know My Face?"). For each prompt separately, each of a
-  person's ``k`` images predicts a name; the majority vote over those images is that prompt's
-  answer. A name is *accepted* for the person when at least ``tau`` prompts answer it. The true
-  positive rate is the share of people whose own name is accepted; the false positive rate the
-  share of (person, other candidate) pairs in which the other name is accepted.
+* **Identity inference**, as the attack of "Does CLIP Know My Face?" (Hintersdorf et al.) defines
+  it in its released code (``D0miH/does-clip-know-my-face``, ``laion400m_experiments/
+  02_idia_laion_multiprompt.ipynb``, ``check_for_correct_prompt_majority``): for each prompt
+  separately, each of a person's ``k`` images predicts a name (argmax over all candidates); the
+  prompt's answer is the single most frequent name, and **a prompt whose top count is tied is
+  skipped**. A person is *recognised* when at least ``tau`` prompts answer their own name. The
+  true positive rate is the share of **members** recognised, the false positive rate the share of
+  **non-members** (real people known not to be in the training data, whose photos and names are
+  tested alike) recognised. The attack draws ``k`` images per person at random, 20 times for each
+  ``k``, and plots the rates against ``k`` (:func:`idia_curve`); :func:`tau_curve` gives them for
+  every ``tau``. ``wrong_name_rate`` (named ``fpr`` before) is the share of (person, other
+  candidate) pairs whose other name is answered by at least ``tau`` prompts.
 """
 
 from __future__ import annotations
@@ -26,14 +33,24 @@ from ...models.base import l2_normalize
 
 @dataclass(frozen=True)
 class IdiaSettings:
-    """Identity-inference decision: ``tau`` agreeing prompts over ``k`` images per person."""
+    """Identity-inference decision: ``tau`` agreeing prompts over ``k`` images per person, and its curves.
+
+    ``ks``: the numbers of images per person of the curve over ``k`` (each drawn ``draws`` times,
+    seeded by ``seed``; the attack uses 1, 3, ..., 29, 30 and 20 draws).
+    """
 
     tau: int = 1
     k: int | None = None  # None: all images of the person
+    ks: tuple[int, ...] = ()
+    draws: int = 20
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_int("tau", self.tau, 1, allow_none=False)
         check_int("idia_k", self.k, 1)
+        for k in self.ks:
+            check_int("idia_k", k, 1, allow_none=False)
+        check_int("idia_draws", self.draws, 1, allow_none=False)
 
     def check(self, n_prompts: int) -> None:
         """:class:`~clipface.errors.UsageError` unless ``tau`` is at most the number of prompts."""
@@ -53,14 +70,37 @@ def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
-def majority(preds: np.ndarray, n_classes: int) -> int:
-    """Most frequent prediction (smallest index among ties)."""
-    return int(np.bincount(preds, minlength=n_classes).argmax())
+def prompt_vote(preds: np.ndarray) -> int | None:
+    """The single most frequent of ``preds``, or ``None`` when the top count is tied (the attack skips that prompt)."""
+    values, counts = np.unique(np.asarray(preds), return_counts=True)
+    winners = values[counts == counts.max()]
+    return int(winners[0]) if len(winners) == 1 else None
 
 
 def prompt_predictions(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     """``(T, M)``: each prompt template's own top-1 candidate for each image."""
     return np.stack([np.argmax(image_emb @ l2_normalize(text_emb[t]).T, axis=1) for t in range(text_emb.shape[0])])
+
+
+def _answers(per_prompt_pred: np.ndarray, idx: np.ndarray) -> list[int | None]:
+    return [prompt_vote(per_prompt_pred[t, idx]) for t in range(per_prompt_pred.shape[0])]
+
+
+def _rates(recognised: dict[int, bool], members: np.ndarray) -> tuple[float | None, float | None, int, int]:
+    mem = [v for p, v in recognised.items() if members[p]]
+    non = [v for p, v in recognised.items() if not members[p]]
+    tpr = float(np.mean(mem)) if mem else None
+    fpr = float(np.mean(non)) if non else None
+    return tpr, fpr, len(mem), len(non)
+
+
+def _members(n_identities: int, members: np.ndarray | Sequence[bool] | None) -> np.ndarray:
+    if members is None:
+        return np.ones(n_identities, bool)
+    out = np.asarray(members, bool)
+    if out.shape != (n_identities,):
+        raise ValueError(f"members must be {n_identities} booleans, one per identity")
+    return out
 
 
 def identity_inference(
@@ -70,46 +110,117 @@ def identity_inference(
     n_identities: int,
     settings: IdiaSettings,
     predictions: np.ndarray | None = None,
+    members: np.ndarray | Sequence[bool] | None = None,
 ) -> dict[str, Any]:
-    """The identity-inference decision for every person (labels ``0..n_identities-1``).
+    """The identity-inference decision for every person (labels ``0..n_identities-1``), as the attack makes it.
 
-    ``predictions`` is :func:`prompt_predictions` of the same inputs, when already computed.
+    ``members[p]`` says whether person ``p`` is a member (default: everyone); ``predictions`` is
+    :func:`prompt_predictions` of the same inputs, when already computed. With ``settings.k`` the
+    first ``k`` images of each person vote (the curves draw at random instead).
     """
     n_prompts, n_cand = text_emb.shape[:2]
     settings.check(n_prompts)
+    member = _members(n_identities, members)
     per_prompt_pred = predictions if predictions is not None else prompt_predictions(image_emb, text_emb)
-    accepted_true, accepted_wrong, people = 0, 0, []
+    accepted_wrong, people = 0, []
+    recognised: dict[int, bool] = {}
+    correct_counts: dict[int, int] = {}
     for person in range(n_identities):
         idx = np.flatnonzero(labels == person)
         if settings.k is not None:
             idx = idx[: settings.k]
         if idx.size == 0:
             continue
-        answers = [majority(per_prompt_pred[t, idx], n_cand) for t in range(n_prompts)]
-        votes = Counter(answers)
+        answers = _answers(per_prompt_pred, idx)
+        votes = Counter(a for a in answers if a is not None)
         correct = votes.get(person, 0)
         wrong = sum(1 for c, v in votes.items() if c != person and v >= settings.tau)
-        accepted_true += correct >= settings.tau
         accepted_wrong += wrong
+        recognised[person] = correct >= settings.tau
+        correct_counts[person] = correct
         people.append(
             {
                 "label": person,
+                "member": bool(member[person]),
                 "n_images": int(idx.size),
                 "correct_prompts": correct,
-                "recognised": correct >= settings.tau,
+                "tied_prompts": sum(a is None for a in answers),
+                "recognised": recognised[person],
                 "wrong_names_accepted": wrong,
             }
         )
     n = len(people)
+    tpr, fpr, n_mem, n_non = _rates(recognised, member)
     return {
         "tau": settings.tau,
         "k": settings.k,
         "n_prompts": n_prompts,
         "n_people": n,
-        "tpr": accepted_true / n if n else float("nan"),
-        "fpr": accepted_wrong / (n * (n_cand - 1)) if n and n_cand > 1 else float("nan"),
+        "n_members": n_mem,
+        "n_non_members": n_non,
+        "tpr": tpr,
+        "fpr": fpr,
+        "wrong_name_rate": accepted_wrong / (n * (n_cand - 1)) if n and n_cand > 1 else None,
+        "tau_curve": tau_curve(correct_counts, member, n_prompts),
+        "k_curve": idia_curve(per_prompt_pred, labels, n_identities, settings, member) if settings.ks else [],
         "people": people,
     }
+
+
+def tau_curve(correct: dict[int, int], members: np.ndarray, n_prompts: int) -> list[dict[str, Any]]:
+    """TPR and FPR for every ``tau`` from 1 to the number of prompts, from each person's count of correct prompts."""
+    out = []
+    for tau in range(1, n_prompts + 1):
+        tpr, fpr, _, _ = _rates({p: c >= tau for p, c in correct.items()}, members)
+        out.append({"tau": tau, "tpr": tpr, "fpr": fpr})
+    return out
+
+
+def idia_curve(
+    per_prompt_pred: np.ndarray, labels: np.ndarray, n_identities: int, settings: IdiaSettings, members: np.ndarray
+) -> list[dict[str, Any]]:
+    """TPR and FPR against the number ``k`` of images per person, ``settings.draws`` random draws each (mean, std).
+
+    As in the attack, each draw takes ``k`` of a person's images without replacement; people with
+    fewer than ``k`` images take no part at that ``k`` (the counts are reported).
+    """
+    rng = np.random.default_rng(settings.seed)
+    by_person = {p: np.flatnonzero(labels == p) for p in range(n_identities)}
+    out = []
+    for k in sorted(set(settings.ks)):
+        eligible = [p for p, idx in by_person.items() if idx.size >= k]
+        tprs, fprs = [], []
+        for _ in range(settings.draws):
+            rec = {}
+            for p in eligible:
+                idx = rng.choice(by_person[p], size=k, replace=False)
+                rec[p] = sum(a == p for a in _answers(per_prompt_pred, idx)) >= settings.tau
+            tpr, fpr, n_mem, n_non = _rates(rec, members)
+            tprs.append(tpr)
+            fprs.append(fpr)
+        out.append(
+            {
+                "k": k,
+                "draws": settings.draws,
+                "n_members": sum(bool(members[p]) for p in eligible),
+                "n_non_members": sum(not members[p] for p in eligible),
+                "tpr": _mean(tprs),
+                "tpr_std": _std(tprs),
+                "fpr": _mean(fprs),
+                "fpr_std": _std(fprs),
+            }
+        )
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.std(vals)) if vals else None
 
 
 def zeroshot_metrics(
@@ -121,6 +232,7 @@ def zeroshot_metrics(
     prompts: Sequence[str],
     idia: IdiaSettings = IdiaSettings(),
     n_confusions: int = 20,
+    members: np.ndarray | Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """All zero-shot metrics from embeddings.
 
@@ -160,7 +272,7 @@ def zeroshot_metrics(
     confusions = Counter((int(t), int(p)) for t, p in zip(labels, pred) if t != p)
     predictions = prompt_predictions(image_emb, text_emb)
     per_prompt = {tpl: float((predictions[t] == labels).mean()) for t, tpl in enumerate(prompts)}
-    inference = identity_inference(image_emb, labels, text_emb, n_identities, idia, predictions)
+    inference = identity_inference(image_emb, labels, text_emb, n_identities, idia, predictions, members)
     for row in inference["people"]:
         row["name"] = candidates[row.pop("label")]
     return {
