@@ -16,7 +16,31 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
-from .options import CacheDir, CliOptions, Dataset, IncludeTestModels, Quiet, flag_of
+from .options import (
+    BatchSize,
+    CacheDir,
+    CliOptions,
+    CloakDir,
+    CloakMethods,
+    CloakMode,
+    CloakPerPerson,
+    CloakSetting,
+    Dataset,
+    Device,
+    Distractors,
+    IdiaK,
+    IncludeTestModels,
+    ModelSets,
+    NonMembers,
+    NonMembersDir,
+    Quiet,
+    Results,
+    Steps,
+    StudyCloaked,
+    Surrogates,
+    Workers,
+    flag_of,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="How well CLIP models and face recognisers recognise faces."
@@ -101,25 +125,76 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-reada
 def run_cmd(
     dataset: Dataset = "bundled:lfw-mini",
     out: Optional[Path] = typer.Option(Path("runs/main"), "--out", "-o", help="Output folder of the report."),
+    models: ModelSets = ["default"],  # noqa: B006 (typer reads the default; it is never mutated)
     include_test_models: IncludeTestModels = False,
+    distractors: Distractors = 100,
+    idia_k: IdiaK = "1,3,5,7,9,10",
+    non_members: NonMembers = None,
+    non_members_dir: NonMembersDir = None,
+    cloak: CloakMethods = "fawkes,lowkey",
+    cloak_mode: CloakMode = "mid",
+    cloak_setting: CloakSetting = "both",
+    surrogate: Surrogates = ["facenet-casia"],  # noqa: B006
+    cloak_per_person: CloakPerPerson = 2,
+    steps: Steps = None,
+    cloaked: StudyCloaked = None,
+    cloak_dir: CloakDir = None,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
     cache_dir: CacheDir = None,
+    device: Device = "cpu",
     quiet: Quiet = False,
 ) -> None:
-    """The main job: every available real model (CLIP and face recognisers) on a dataset, one report."""
+    """The study: every chosen model on a dataset, clean and cloaked (report.md, report.html, results.json)."""
     o = CliOptions.of(locals())
 
     def go() -> None:
         from ..api import run_main
 
-        o.check()
+        opts = o.check().run_options()
+        k, ks = o.idia()
+        methods = [m.strip() for m in o.cloak.split(",") if m.strip() and m.strip() != "none"]
         path = run_main(
             o.load_dataset(),
             o.out or Path("runs/main"),
-            o.run_options(),
+            opts,
+            models=o.models,
             include_test_models=o.include_test_models,
+            distractors=o.distractors,
+            idia_ks=ks or ((k,) if k else ()),
+            non_members=o.non_member_names(),
+            non_members_dir=o.non_members_dir,
+            cloak_methods=methods,
+            cloak_mode=o.cloak_mode,
+            cloak_setting=o.cloak_setting,
+            surrogates=o.surrogate,
+            cloak_per_person=o.cloak_per_person,
+            cloak_steps=o.steps,
+            cloaked=o.cloaked,
+            cloak_dir=o.cloak_dir,
             echo=echo,
         )
-        echo(f"report: {path}")
+        echo(f"report: {path} and {path.with_name('report.html')}")
+
+    guard(go)
+
+
+@app.command("report")
+def report_cmd(
+    results: Results,
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Folder of the re-rendered report (default: beside it)."
+    ),
+) -> None:
+    """Re-render the Markdown and HTML report of a saved results.json."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        from ..api import report
+
+        assert o.results is not None
+        for path in report(o.results, o.out):
+            echo(f"wrote {path}")
 
     guard(go)
 

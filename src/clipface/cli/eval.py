@@ -33,6 +33,8 @@ from .options import (
     Models,
     NoBudget,
     NoCache,
+    NonMembers,
+    NonMembersDir,
     OnNoFace,
     Out,
     Pairs,
@@ -68,6 +70,8 @@ def eval_zeroshot(
     distractors: Distractors = 0,
     tau: Tau = 1,
     idia_k: IdiaK = None,
+    non_members: NonMembers = None,
+    non_members_dir: NonMembersDir = None,
     min_images: MinImages = 1,
     max_identities: MaxIdentities = None,
     max_per_identity: MaxPerIdentity = None,
@@ -92,9 +96,17 @@ def eval_zeroshot(
 
     def go() -> None:
         opts = o.check().run_options()
-        params = dict(prompts=o.prompts, distractors=o.distractors, tau=o.tau, idia_k=o.idia_k, seed=o.seed)
+        k, ks = o.idia()
+        params = dict(prompts=o.prompts, distractors=o.distractors, tau=o.tau, idia_k=k, idia_ks=ks, seed=o.seed)
         api.check_task("zeroshot", **params)  # every task argument checked before the dataset is scanned
-        doc = api.evaluate("zeroshot", o.model, o.load_dataset(), opts, o.out, on_error=error_line, **params)
+        names = o.non_member_names()
+        ds = o.load_dataset()
+        if o.non_members_dir is not None:
+            from ..data.dataset import FaceDataset
+
+            outside = FaceDataset.from_folder(o.non_members_dir)
+            ds, names = ds.union(outside), [*names, *outside.identities]
+        doc = api.evaluate("zeroshot", o.model, ds, opts, o.out, on_error=error_line, non_members=names, **params)
         summary(doc, ("top1", "top5"))
         finish(doc, o.out)
 

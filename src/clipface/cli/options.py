@@ -88,7 +88,20 @@ Tau = Annotated[
     int, typer.Option("--tau", help="Identity inference: prompts that must agree for a name to be accepted.")
 ]
 IdiaK = Annotated[
-    Optional[int], typer.Option("--idia-k", help="Identity inference: images per person voting (default all).")
+    Optional[str],
+    typer.Option(
+        "--idia-k",
+        help="Identity inference: images per person voting (default all); several, comma-separated (1,3,5), "
+        "give the curve over k (20 random draws each).",
+    ),
+]
+NonMembers = Annotated[
+    Optional[Path],
+    typer.Option("--non-members", help="File of identity names (one a line) known not to be in the training data."),
+]
+NonMembersDir = Annotated[
+    Optional[Path],
+    typer.Option("--non-members-dir", help="Identity folders of people known not to be in the training data (added)."),
 ]
 Pairs = Annotated[Optional[Path], typer.Option("--pairs", help="pairs.txt (default: DATASET/pairs.txt).")]
 Gallery = Annotated[int, typer.Option("--gallery", help="Photos enrolled per person; the rest are probes.")]
@@ -223,6 +236,23 @@ ForwardedAllowIps = Annotated[
 ]
 
 # -- the main job ---------------------------------------------------------------------------------
+ModelSets = Annotated[
+    List[str],
+    typer.Option("--models", help="Presets (default, paper, all) or model names, comma-separated or repeated."),
+]
+CloakMethods = Annotated[
+    str, typer.Option("--cloak", help="Cloak methods for the poisoned half: fawkes,lowkey or none.")
+]
+CloakMode = Annotated[str, typer.Option("--cloak-mode", help="DSSIM budget of the study's cloaks: low, mid or high.")]
+CloakSetting = Annotated[
+    str, typer.Option("--cloak-setting", help="robust (the default cloaks), published (as the papers), or both.")
+]
+CloakPerPerson = Annotated[int, typer.Option("--cloak-per-person", help="Photos cloaked (and enrolled) per person.")]
+StudyCloaked = Annotated[
+    Optional[Path],
+    typer.Option("--cloaked", help="Cloaks made elsewhere: NAME_cloaked.png / NAME_attacked.png beside NAME.jpg."),
+]
+Results = Annotated[Path, typer.Argument(help="A results.json written by clipface.")]
 IncludeTestModels = Annotated[bool, typer.Option("--include-test-models", help="Also run test-tiny-random.")]
 
 #: Flags whose name differs from their field's.
@@ -267,7 +297,9 @@ class CliOptions:
     prompts: str = "paper"
     distractors: int = 0
     tau: int = 1
-    idia_k: int | None = None
+    idia_k: str | None = None
+    non_members: Path | None = None
+    non_members_dir: Path | None = None
     pairs: Path | None = None
     gallery: int = 5
     unknown: float = 0.1
@@ -308,8 +340,14 @@ class CliOptions:
     rate_limit: float = 60.0
     max_upload_mb: float = 10.0
     forwarded_allow_ips: str | None = None
-    # the main job
+    # the study (main job)
+    models: list[str] = field(default_factory=lambda: ["default"])
     include_test_models: bool = False
+    cloak: str = "fawkes,lowkey"
+    cloak_mode: str = "mid"
+    cloak_setting: str = "both"
+    cloak_per_person: int = 2
+    results: Path | None = None
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> CliOptions:
@@ -393,6 +431,31 @@ class CliOptions:
             eot=self.eot,
             published=self.published,
         )
+
+    def idia(self) -> tuple[int | None, tuple[int, ...]]:
+        """``--idia-k`` as ``(k, ks)``: one number votes with ``k`` images; several give the curve ``ks``."""
+        if self.idia_k is None or not str(self.idia_k).strip():
+            return None, ()
+        try:
+            values = [int(v) for v in str(self.idia_k).split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(
+                "idia_k", self.idia_k, "expected a whole number or comma-separated whole numbers"
+            ) from None
+        for v in values:
+            if v < 1:
+                raise UsageError("idia_k", v, "must be at least 1")
+        return (values[0], ()) if len(values) == 1 else (None, tuple(values))
+
+    def non_member_names(self) -> list[str]:
+        """The names in ``--non-members`` (one a line; a byte-order mark and blank lines are fine)."""
+        if self.non_members is None:
+            return []
+        try:
+            text = Path(self.non_members).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError("non_members", str(self.non_members), f"cannot read the file ({exc})") from None
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
     def load_dataset(self, echo: Any = None) -> Any:
         """The filtered dataset, announced on stderr with its skipped files."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from . import study
+from .study import params_m
+
 __all__ = [
     "fmt",
     "main_markdown",
@@ -39,11 +42,6 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def params_m(n: int | None) -> str:
-    """Parameter count in millions."""
-    return "—" if not n else f"{n / 1e6:.1f}M"
 
 
 def skipped_section(skipped: Sequence[dict[str, str]], limit: int = 50) -> str:
@@ -164,6 +162,7 @@ def zeroshot_markdown(doc: dict[str, Any]) -> str:
                 r["top1_macro"],
                 inf["tpr"],
                 inf["fpr"],
+                inf.get("wrong_name_rate"),
                 f"{r['embeddings']['computed']}/{r['embeddings']['cached']}",
             ]
         )
@@ -177,8 +176,9 @@ def zeroshot_markdown(doc: dict[str, Any]) -> str:
         "top-1",
         "top-5",
         "top-1 macro",
-        "IDIA TPR",
-        "IDIA FPR",
+        "IDIA TPR (members)",
+        "IDIA FPR (non-members)",
+        "wrong-name rate",
         "computed/cached",
     ]
     lines += [md_table(headers, rows), ""]
@@ -361,40 +361,72 @@ def poisoning_markdown(doc: dict[str, Any]) -> str:
 
 
 def main_markdown(doc: dict[str, Any]) -> str:
+    """``report.md`` of the study: models, zero-shot and identity inference, clean vs cloaked, protection."""
     d = doc["dataset"]
     lines = [
-        "# clipface report",
+        "# clipface study",
         "",
         f"Dataset `{d['dataset']}`: {d['n_images']} images of {d['n_identities']} people ({d['n_skipped']} files "
-        "skipped).",
+        "skipped). "
+        f"The same figures are in `report.html` with plots, and in `results.json`.",
         "",
     ]
     if not doc["models_run"]:
         lines += ["**No model could run on this machine.** See the reasons below.", ""]
-    zs = doc["sections"].get("zeroshot")
-    if zs:
-        lines += ['## Zero-shot name identification ("a photo of {name}.")', ""]
-        lines.append(
-            md_table(
-                ["model", "params", "people", "candidates", "top-1", "top-5"],
-                [
-                    [
-                        r["model"] + (" (TEST MODEL)" if r["is_test_model"] else ""),
-                        params_m(r["encoder"]["n_params"]),
-                        r["n_identities"],
-                        r["n_candidates"],
-                        r["top1"],
-                        r["top5"],
-                    ]
-                    for r in zs["results"]
-                ],
+    headers, rows = study.models_table(doc)
+    lines += ["## Models", "", md_table(headers, rows), ""]
+    headers, rows = study.zeroshot_table(doc)
+    if rows:
+        s = doc["settings"]
+        lines += [
+            "## Zero-shot name identification and identity inference",
+            "",
+            f"The paper's prompt (\"a photo of {{}}.\") among the dataset's people and {s['distractors']} distractor "
+            "names; "
+            'identity inference as in "Does CLIP Know My Face?" (21 prompts, per prompt the most frequent name over a '
+            "person's images, a tied vote skipped, recognised when tau = 1 prompt names them; TPR over members, FPR "
+            "over "
+            f"non-members: {', '.join(s['non_members']) or 'none given'}).",
+            "",
+            md_table(headers, rows),
+            "",
+        ]
+    names = study.cloak_names(doc)
+    if names:
+        headers, rows = study.cloak_table(doc)
+        lines += [
+            "## Clean and cloaked photos",
+            "",
+            f"Each person's first {doc['settings']['cloaked_per_person']} photos are cloaked. Zero-shot: those photos, "
+            "clean "
+            "and cloaked. Gallery: those photos enrolled (clean, or their cloaks), the person's other photos as "
+            "probes.",
+            "",
+            md_table(headers, rows),
+            "",
+            "Cloaks:",
+            "",
+        ]
+        for c in doc["cloaks"]:
+            summ, st = c.get("summary") or {}, c.get("settings") or {}
+            detail = (
+                f", mode {st.get('mode')}, {st.get('setting')} setting (jitter {st.get('jitter')}, "
+                f"EOT {', '.join(st.get('eot') or []) or 'none'}), DSSIM max {fmt(summ.get('dssim_max'), 4)} "
+                f"(budget {fmt(summ.get('budget'), 3)})"
+                if st
+                else ""
             )
-        )
-        lines += [f"- {e['model']}: {e['error']}" for e in zs["errors"]] + [""]
-    if "search" in doc["sections"]:
-        lines += [search_markdown(doc["sections"]["search"]).replace("# Gallery", "## Gallery", 1), ""]
+            lines.append(f"- `{c['name']}`: {c['n_cloaks']} cloaks, {c.get('source', '?')}{detail}")
+        rows_, cols, values = study.protection_matrix(doc)
+        lines += ["", "Protection rate (share of probes not identified, 1 - rank-1):", ""]
+        lines += [md_table(["cloaks", *cols], [[r, *v] for r, v in zip(rows_, values)]), ""]
+    errors = [f"- **{e['model']}** failed: {e['error']}" for e in doc.get("errors", [])]
+    if errors:
+        lines += ["## Errors", "", *errors, ""]
     lines += ["## Models not run", ""]
     lines += [f"- **{m['model']}**: {m['reason']}" for m in doc["models_skipped"]] or ["None."]
+    skipped = [s for r in doc.get("results", [])[:1] for s in r.get("skipped", [])]
+    lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
     return "\n".join(lines) + "\n"
 
 

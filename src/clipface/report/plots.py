@@ -78,3 +78,118 @@ def roc_figure(results: Sequence[Mapping[str, Any]], title: str = "Face verifica
 def plot_roc(results: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "Face verification ROC") -> Path:
     """:func:`roc_figure` written to ``path`` as PNG; returns the path."""
     return save_png(roc_figure(results, title), path)
+
+
+def accuracy_params_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Zero-shot top-1 against parameter count (log axis), one series per pretraining source.
+
+    The paper's "bigger is not always better" figure.
+
+    Each row: ``model``, ``params``, ``pretraining``, ``top1`` (and optionally ``top5``, drawn dashed).
+    """
+    fig, ax = new_figure(6.8, 4.4)
+    by_source: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by_source.setdefault(str(r["pretraining"]), []).append(r)
+    for source, items in sorted(by_source.items()):
+        items = sorted(items, key=lambda r: r["params"])
+        x = [r["params"] / 1e6 for r in items]
+        line = ax.plot(x, [r["top1"] for r in items], marker="o", label=f"{source}: top-1")[0]
+        if all(r.get("top5") is not None for r in items):
+            ax.plot(
+                x,
+                [r["top5"] for r in items],
+                marker="^",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{source}: top-5",
+            )
+        for r, xi in zip(items, x):
+            ax.annotate(
+                str(r["model"]).split(":")[0], (xi, r["top1"]), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+    ax.set_xscale("log")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("zero-shot accuracy")
+    ax.set_title("Zero-shot name identification against model size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def idia_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """Identity inference TPR (solid) and FPR (dashed, where non-members were given) against images per person."""
+    fig, ax = new_figure(6.4, 4.2)
+    for model, curve in curves.items():
+        ks = [c["k"] for c in curve if c.get("tpr") is not None]
+        if not ks:
+            continue
+        tpr = [c["tpr"] for c in curve if c.get("tpr") is not None]
+        err = [c.get("tpr_std") or 0.0 for c in curve if c.get("tpr") is not None]
+        line = ax.errorbar(ks, tpr, yerr=err, marker="o", capsize=3, label=f"{model}: TPR")[0]
+        fp = [(c["k"], c["fpr"]) for c in curve if c.get("fpr") is not None]
+        if fp:
+            ax.plot(
+                [k for k, _ in fp],
+                [v for _, v in fp],
+                linestyle="--",
+                marker="x",
+                color=line.get_color(),
+                label=f"{model}: FPR",
+            )
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("images per person (k)")
+    ax.set_ylabel("rate")
+    ax.set_title("Identity inference (21 prompts, tau = 1)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def grouped_bars_figure(groups: Mapping[str, Mapping[str, float | None]], ylabel: str, title: str) -> Figure:
+    """One group of bars per model, one bar per condition (clean, fawkes, lowkey, ...)."""
+    fig, ax = new_figure(max(6.4, 1.3 * len(groups) + 2), 4.2)
+    conditions: list[str] = []
+    for values in groups.values():
+        conditions += [c for c in values if c not in conditions]
+    width = 0.8 / max(1, len(conditions))
+    for j, cond in enumerate(conditions):
+        xs = [i + j * width for i in range(len(groups))]
+        ys = [groups[m].get(cond) for m in groups]
+        ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width, label=cond)
+    ax.set_xticks([i + width * (len(conditions) - 1) / 2 for i in range(len(groups))])
+    ax.set_xticklabels([m.split(":")[0] if len(m) > 18 else m for m in groups], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def heatmap_figure(
+    rows: Sequence[str], columns: Sequence[str], values: Sequence[Sequence[float | None]], title: str
+) -> Figure:
+    """A labelled heat map (rows x columns) of values in [0, 1], each cell printed; ``None`` cells are grey."""
+    fig, ax = new_figure(max(5.0, 1.2 * len(columns) + 2.5), max(2.6, 0.55 * len(rows) + 1.6))
+    data = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(data), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=8)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            v = data[i, j]
+            ax.text(
+                j,
+                i,
+                "—" if np.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                color="white" if v < 0.6 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title)
+    return fig

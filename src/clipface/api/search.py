@@ -1,0 +1,94 @@
+"""Search-engine jobs: build an index, add images to it, query it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from ..embed.options import RunOptions
+from ..errors import UsageError, check_choice, check_int
+from ..models.runtime import check_models
+
+__all__ = ["add_images", "build_index", "query_index"]
+
+
+def _index_folder(index_dir: str | Path, must_exist: bool) -> Path:
+    path = Path(index_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError("index", str(path), "is a file, not an index folder")
+    if must_exist and not path.is_dir():
+        raise UsageError("index", str(path), "no such index folder (build one with `clipface index build`)")
+    return path
+
+
+def build_index(
+    model: str,
+    images: Any,
+    index_dir: str | Path,
+    opts: RunOptions | None = None,
+    *,
+    kind: str = "auto",
+    overwrite: bool = False,
+) -> tuple[Any, Any]:
+    """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder."""
+    from ..models.runtime import load_encoder
+    from ..search.faiss_backend import KINDS, Kind
+    from ..search.store import FaceIndex
+
+    check_models([model])
+    check_choice("kind", kind, KINDS)
+    path = _index_folder(index_dir, must_exist=False)
+    opts = opts if opts is not None else RunOptions()
+    encoder = load_encoder(model, opts)
+    return FaceIndex.build(
+        encoder,
+        images,
+        path,
+        kind=cast(Kind, kind),
+        cache=opts.cache,
+        align=opts.aligner,
+        on_no_face=opts.on_no_face,
+        overwrite=overwrite,
+        batch_size=opts.batch_size,
+        workers=opts.workers,
+        progress=opts.progress,
+    )
+
+
+def add_images(index_dir: str | Path, images: Any, opts: RunOptions | None = None) -> tuple[Any, Any]:
+    """Append new images to an index (files already indexed are skipped); returns the index and what was done."""
+    from ..search.store import FaceIndex
+
+    index = FaceIndex.load(_index_folder(index_dir, must_exist=True), mmap=False)
+    opts = opts if opts is not None else RunOptions()
+    weights = next(iter(opts.weights.values()), None)
+    encoder = index.load_encoder(weights=weights, device=opts.device)
+    update = index.add(
+        encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
+    )
+    return index, update
+
+
+def query_index(
+    index_dir: str | Path,
+    *,
+    text: str | None = None,
+    image: str | Path | None = None,
+    k: int = 10,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+) -> list[Any]:
+    """The ``k`` best images for a text (CLIP models) or a photo (any model), as
+    :class:`~clipface.search.records.SearchHit`."""
+    from ..data.images import load_image
+    from ..search.store import FaceIndex
+
+    if (text is None) == (image is None):
+        raise UsageError("text", text, "give exactly one of --text and --image")
+    check_int("k", k, 1, 10_000, allow_none=False)
+    index = FaceIndex.load(_index_folder(index_dir, must_exist=True))
+    encoder = index.load_encoder(weights=weights, device=device)
+    if text is not None:
+        return index.query_text(encoder, text, k)
+    assert image is not None
+    return index.query_image(encoder, load_image(Path(image)), k)
