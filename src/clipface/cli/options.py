@@ -75,7 +75,10 @@ Backend = Annotated[
     typer.Option("--backend", help="Inference backend: torch (eager), compile (torch.compile) or onnx (ONNX Runtime)."),
 ]
 Precision = Annotated[
-    str, typer.Option("--precision", help="fp32, or int8 (dynamic quantisation; needs --backend onnx).")
+    str,
+    typer.Option(
+        "--precision", help="fp32; int8 (dynamic quantisation, --backend onnx); bf16 (torch, CPU or CUDA); fp16 (CUDA)."
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 

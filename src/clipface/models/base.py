@@ -214,13 +214,47 @@ class TorchEncoder(Encoder):
         """Raw (unnormalised) features of model-scaled inputs ``(N, 3, S, S)``."""
 
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable: ``(N, 3, S, S)`` RGB pixels in [0, 1] to L2-normalised embeddings."""
+        """Differentiable: ``(N, 3, S, S)`` RGB pixels in [0, 1] to L2-normalised float32 embeddings."""
         import torch.nn.functional as F
 
-        return F.normalize(self.forward_features(self.normalize_pixels(x)), dim=-1)
+        dtype = self.dtype
+        x = x if x.dtype == dtype else x.to(dtype)
+        return F.normalize(self.forward_features(self.normalize_pixels(x)).float(), dim=-1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32 unless :meth:`set_precision` chose a half precision)."""
+        import torch
+
+        return getattr(self, "_dtype", torch.float32)
+
+    def set_precision(self, precision: str) -> None:
+        """Run in ``fp16`` (CUDA only) or ``bf16`` (CUDA or CPU): the weights are cast, embeddings stay float32.
+
+        The fingerprint changes with the precision, so cached float32 embeddings are not mixed in.
+        """
+        import torch
+
+        dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+        if precision not in dtypes:
+            raise ValueError(f"precision must be one of {', '.join(dtypes)}, not {precision!r}")
+        device = str(getattr(self, "device", "cpu"))
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise BackendUnavailableError(
+                f"model {self.name}: fp16 needs a CUDA device (--device cuda); on a CPU use bf16"
+            )
+        base = self.fingerprint
+        self.module.to(dtypes[precision])
+        self._dtype = dtypes[precision]
+        self._precision = precision
+        self._fingerprint = hashlib.sha256(f"{base}|{precision}".encode()).hexdigest() if precision != "fp32" else base
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "backend": "compile" if self._compiled is not None else "torch"}
+        return {
+            **super().info(),
+            "backend": "compile" if self._compiled is not None else "torch",
+            "precision": getattr(self, "_precision", "fp32"),
+        }
 
     def compile(self) -> None:
         """Run :meth:`encode_prepared` through ``torch.compile`` (inductor, frozen weights, dynamic batch).

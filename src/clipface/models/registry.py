@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ModelNotFoundError
+from .zoo import ARCHS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Encoder
@@ -156,7 +157,8 @@ def create_encoder(
     return spec.load_fn()(spec, weights=weights, device=device, **kwargs)
 
 
-def _clip(arch: str, pretrained: str, hf_id: str, data: str, size: int, dim: int, params: float) -> None:
+def _clip(arch: str, pretrained: str, hf_id: str, data: str) -> None:
+    a = ARCHS[arch]
     register(
         ModelSpec(
             name=f"{arch}:{pretrained}",
@@ -167,24 +169,25 @@ def _clip(arch: str, pretrained: str, hf_id: str, data: str, size: int, dim: int
             hf_id=hf_id,
             arch=arch,
             pretrained=pretrained,
-            image_size=size,
-            embed_dim=dim,
-            approx_params_m=params,
+            image_size=a.image_size,
+            embed_dim=a.embed_dim,
+            approx_params_m=a.params_m,
+            extra={"quick_gelu": pretrained == "openai"},
         ),
         aliases=(hf_id,),
     )
 
 
-_clip("ViT-B-32", "openai", "openai/clip-vit-base-patch32", "OpenAI WIT-400M", 224, 512, 151)
-_clip("ViT-B-16", "openai", "openai/clip-vit-base-patch16", "OpenAI WIT-400M", 224, 512, 150)
-_clip("ViT-L-14", "openai", "openai/clip-vit-large-patch14", "OpenAI WIT-400M", 224, 768, 428)
-_clip("ViT-L-14-336", "openai", "openai/clip-vit-large-patch14-336", "OpenAI WIT-400M", 336, 768, 428)
-_clip("ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "LAION-2B (en)", 224, 512, 151)
-_clip("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "LAION-2B (en)", 224, 512, 150)
-_clip("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "LAION-2B (en)", 224, 768, 428)
-_clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "LAION-2B (en)", 224, 1024, 986)
-_clip("ViT-g-14", "laion2b_s12b_b42k", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K", "LAION-2B (en)", 224, 1024, 1367)
-_clip("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "LAION-2B (en)", 224, 1280, 2540)
+_clip("ViT-B-32", "openai", "openai/clip-vit-base-patch32", "OpenAI WIT-400M")
+_clip("ViT-B-16", "openai", "openai/clip-vit-base-patch16", "OpenAI WIT-400M")
+_clip("ViT-L-14", "openai", "openai/clip-vit-large-patch14", "OpenAI WIT-400M")
+_clip("ViT-L-14-336", "openai", "openai/clip-vit-large-patch14-336", "OpenAI WIT-400M")
+_clip("ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "LAION-2B (en)")
+_clip("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "LAION-2B (en)")
+_clip("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "LAION-2B (en)")
+_clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "LAION-2B (en)")
+_clip("ViT-g-14", "laion2b_s12b_b42k", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K", "LAION-2B (en)")
+_clip("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "LAION-2B (en)")
 
 register(
     ModelSpec(

@@ -15,28 +15,38 @@ from ..base import Encoder, TorchEncoder
 from .threads import configure_torch_threads
 
 BACKENDS = ("torch", "compile", "onnx")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+#: Half precisions of torch encoders: fp16 on CUDA, bf16 on CUDA or CPU.
+HALF = ("fp16", "bf16")
 
 
 def with_backend(
     encoder: Encoder, backend: str = "torch", precision: str = "fp32", threads: int | None = None
 ) -> Encoder:
-    """``encoder`` run by ``backend`` (see the module docstring) at ``precision`` (``"fp32"`` or ``"int8"``).
+    """``encoder`` run by ``backend`` (see the module docstring) at ``precision`` (fp32, int8, fp16, bf16).
 
     ``torch`` returns ``encoder`` itself, with torch's threads set to the physical cores (or
     ``threads``); ``compile`` also switches its inference to ``torch.compile``; ``onnx`` wraps
-    it in an :class:`~clipface.models.backends.onnx.OnnxEncoder`. int8 needs ``onnx``.
+    it in an :class:`~clipface.models.backends.onnx.OnnxEncoder`. int8 needs ``onnx``; fp16 and bf16
+    cast a torch encoder's weights (:meth:`~clipface.models.base.TorchEncoder.set_precision`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if backend == "onnx":
-        from .onnx import OnnxEncoder
+        from .onnx import ONNX_PRECISIONS, OnnxEncoder
+
+        if precision not in ONNX_PRECISIONS:
+            raise BackendUnavailableError(f"model {encoder.name}: the onnx backend runs fp32 or int8, not {precision}")
 
         return OnnxEncoder(encoder, precision=precision, threads=threads)
-    if precision != "fp32":
-        raise BackendUnavailableError(f"model {encoder.name}: precision {precision} needs the onnx backend")
+    if precision == "int8":
+        raise BackendUnavailableError(f"model {encoder.name}: precision int8 needs the onnx backend")
+    if precision in HALF:
+        if not isinstance(encoder, TorchEncoder):
+            raise BackendUnavailableError(f"model {encoder.name}: precision {precision} needs a PyTorch encoder")
+        encoder.set_precision(precision)
     if isinstance(encoder, TorchEncoder):
         configure_torch_threads(threads)
         if backend == "compile":
