@@ -353,3 +353,44 @@ def test_jittered_view_moves_each_edge_within_bounds():
     assert centre.jittered(3, gen, 40, 40) is centre
     with pytest.raises(ClipfaceError, match="jitter=-1: must be at least 0"):
         CloakSettings(jitter=-1)
+
+
+def test_robust_setting_is_the_default_and_published_is_one_flag_away() -> None:
+    from clipface.api import cloak_settings
+    from clipface.cloak.settings import ROBUST
+
+    default = cloak_settings("fawkes", "high")
+    assert (default.jitter, default.eot, default.published) == (ROBUST["jitter"], tuple(ROBUST["eot"]), False)
+    assert default.to_dict()["setting"] == "robust" and CloakSettings().jitter == ROBUST["jitter"]
+    published = cloak_settings("fawkes", "high", published=True)
+    assert (published.jitter, published.eot, published.published) == (0, (), True)
+    both = cloak_settings("lowkey", "mid", eot="jpeg, resize", jitter=3)
+    assert both.eot == ("jpeg", "resize") and both.jitter == 3
+    assert len({s.digest([]) for s in (default, published, both)}) == 3  # each setting has its own cloak folder
+    with pytest.raises(ClipfaceError, match="eot='blur'"):
+        cloak_settings("fawkes", "low", eot="blur")
+
+
+def test_eot_transforms_keep_shape_and_pass_gradients() -> None:
+    import io
+
+    from clipface.cloak.eot import apply_eot, jpeg_bpda, random_resize
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    y = random_resize(x, gen)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    x2 = torch.rand(1, 3, 32, 32, requires_grad=True)
+    z = jpeg_bpda(x2, torch.Generator().manual_seed(1))
+    z.sum().backward()
+    assert torch.equal(x2.grad, torch.ones_like(x2))  # BPDA: the backward pass is the identity
+    q = int(round(60 + 35 * float(torch.rand((), generator=torch.Generator().manual_seed(1)))))
+    buf = io.BytesIO()
+    Image.fromarray((x2.detach()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+        buf, "JPEG", quality=q
+    )
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255
+    np.testing.assert_allclose(z.detach()[0].permute(1, 2, 0).numpy(), decoded, atol=1e-6)  # forward: the real JPEG
+    assert apply_eot(x, (), gen) is x
