@@ -213,6 +213,11 @@ register(
         image_size=150,
         embed_dim=128,
         approx_params_m=5.6,
+        verify_threshold=0.9223377569429646,
+        verify_threshold_source=(
+            "FAR 1e-3 on LFW deep-funneled pairs.txt (TAR 0.973, accuracy 0.9908): `clipface eval verify --model "
+            "dlib --on-no-face center`, benchmarks/results/lfw-verify/dlib.json"
+        ),
     ),
     aliases=("dlib-resnet",),
 )
