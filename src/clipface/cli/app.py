@@ -16,10 +16,9 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
-from .options import (
+from .flags import (
     BatchSize,
     CacheDir,
-    CliOptions,
     CloakDir,
     CloakMethods,
     CloakMode,
@@ -43,8 +42,8 @@ from .options import (
     StudyCloaked,
     Surrogates,
     Workers,
-    flag_of,
 )
+from .options import CliOptions, flag_of
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="How well CLIP models and face recognisers recognise faces."

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from .. import api
 from .app import app, echo, guard
-from .options import (
+from .flags import (
     Align,
     BatchSize,
     CacheDir,
-    CliOptions,
     CloakBatch,
     CloakIn,
     CloakOut,
@@ -31,6 +30,7 @@ from .options import (
     Weights,
     Workers,
 )
+from .options import CliOptions
 
 
 @app.command("cloak")

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from .. import api
 from .app import echo, error_line, eval_app, finish, guard, summary
-from .options import (
+from .flags import (
     Align,
     Backend,
     BatchSize,
     CacheDir,
-    CliOptions,
     CloakBatch,
     CloakDir,
     Cloaked,
@@ -57,6 +56,7 @@ from .options import (
     Weights,
     Workers,
 )
+from .options import CliOptions
 
 DEFAULT_OUT = Path("runs/latest")
 

@@ -10,12 +10,11 @@ import typer
 
 from .. import api
 from .app import app, echo, guard
-from .options import (
+from .flags import (
     Align,
     AsJson,
     BatchSize,
     CacheDir,
-    CliOptions,
     Device,
     ForwardedAllowIps,
     Host,
@@ -38,6 +37,7 @@ from .options import (
     Weights,
     Workers,
 )
+from .options import CliOptions
 
 index_app = typer.Typer(no_args_is_help=True, help="Build, extend and query a face search index.")
 app.add_typer(index_app, name="index")

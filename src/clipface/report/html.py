@@ -14,7 +14,8 @@ import html
 from typing import Any, Sequence
 
 from . import plots, study
-from .markdown import fmt, render_markdown
+from .markdown import render_markdown
+from .tables import fmt
 
 __all__ = ["render_html"]
 

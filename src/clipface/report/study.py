@@ -4,12 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def params_m(n: int | None) -> str:
-    """Parameter count in millions."""
-    return "—" if not n else f"{n / 1e6:.1f}M"
-
-
 __all__ = [
     "cloak_names",
     "cloak_table",

@@ -1,0 +1,130 @@
+"""Markdown reports of the study (the main job) and of a search-engine audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import study
+from .tables import fmt, md_table, skipped_section
+
+
+def main_markdown(doc: dict[str, Any]) -> str:
+    """``report.md`` of the study: models, zero-shot and identity inference, clean vs cloaked, protection."""
+    d = doc["dataset"]
+    lines = [
+        "# clipface study",
+        "",
+        f"Dataset `{d['dataset']}`: {d['n_images']} images of {d['n_identities']} people ({d['n_skipped']} files "
+        "skipped). "
+        f"The same figures are in `report.html` with plots, and in `results.json`.",
+        "",
+    ]
+    if not doc["models_run"]:
+        lines += ["**No model could run on this machine.** See the reasons below.", ""]
+    headers, rows = study.models_table(doc)
+    lines += ["## Models", "", md_table(headers, rows), ""]
+    headers, rows = study.zeroshot_table(doc)
+    if rows:
+        s = doc["settings"]
+        lines += [
+            "## Zero-shot name identification and identity inference",
+            "",
+            f"The paper's prompt (\"a photo of {{}}.\") among the dataset's people and {s['distractors']} distractor "
+            "names; "
+            'identity inference as in "Does CLIP Know My Face?" (21 prompts, per prompt the most frequent name over a '
+            "person's images, a tied vote skipped, recognised when tau = 1 prompt names them; TPR over members, FPR "
+            "over "
+            f"non-members: {', '.join(s['non_members']) or 'none given'}).",
+            "",
+            md_table(headers, rows),
+            "",
+        ]
+    names = study.cloak_names(doc)
+    if names:
+        headers, rows = study.cloak_table(doc)
+        lines += [
+            "## Clean and cloaked photos",
+            "",
+            f"Each person's first {doc['settings']['cloaked_per_person']} photos are cloaked. Zero-shot: those photos, "
+            "clean "
+            "and cloaked. Gallery: those photos enrolled (clean, or their cloaks), the person's other photos as "
+            "probes.",
+            "",
+            md_table(headers, rows),
+            "",
+            "Cloaks:",
+            "",
+        ]
+        for c in doc["cloaks"]:
+            summ, st = c.get("summary") or {}, c.get("settings") or {}
+            detail = (
+                f", mode {st.get('mode')}, {st.get('setting')} setting (jitter {st.get('jitter')}, "
+                f"EOT {', '.join(st.get('eot') or []) or 'none'}), DSSIM max {fmt(summ.get('dssim_max'), 4)} "
+                f"(budget {fmt(summ.get('budget'), 3)})"
+                if st
+                else ""
+            )
+            lines.append(f"- `{c['name']}`: {c['n_cloaks']} cloaks, {c.get('source', '?')}{detail}")
+        rows_, cols, values = study.protection_matrix(doc)
+        lines += ["", "Protection rate (share of probes not identified, 1 - rank-1):", ""]
+        lines += [md_table(["cloaks", *cols], [[r, *v] for r, v in zip(rows_, values)]), ""]
+    errors = [f"- **{e['model']}** failed: {e['error']}" for e in doc.get("errors", [])]
+    if errors:
+        lines += ["## Errors", "", *errors, ""]
+    lines += ["## Models not run", ""]
+    lines += [f"- **{m['model']}**: {m['reason']}" for m in doc["models_skipped"]] or ["None."]
+    skipped = [s for r in doc.get("results", [])[:1] for s in r.get("skipped", [])]
+    lines += ["", "## Skipped files", "", skipped_section(skipped), ""]
+    return "\n".join(lines) + "\n"
+
+
+def audit_markdown(doc: dict[str, Any]) -> str:
+    """``results.md`` of ``clipface audit``: the exposure of one person by a search engine, per query kind."""
+    rows = [
+        [
+            kind,
+            q["queries"],
+            q["answered"],
+            q["n_errors"],
+            q["precision_at_k"],
+            q["images_found"],
+            q["found_with_name_in_caption"],
+        ]
+        for kind, q in doc["queries"].items()
+    ]
+    lines = [
+        f"# Audit of {doc['engine']} (index `{doc['indice']}`) for {doc['person']}",
+        "",
+        f"**Verdict: {doc['verdict']}.** {len(doc['photos'])} photos of the person; each result judged by "
+        f"{doc['model']} (a face within cosine {doc['threshold']:.4f} of one of them, its LFW threshold at FAR 1e-3); "
+        f"top {doc['k']} results per query; {doc['n_unreadable']} results whose image could not be read.",
+        "",
+        md_table(
+            [
+                "query kind",
+                "queries",
+                "answered",
+                "errors",
+                f"precision at {doc['k']}",
+                "distinct images of the person",
+                "with the name in the caption",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    for kind, q in doc["queries"].items():
+        if q["examples"]:
+            lines += [f"Examples ({kind} queries):", ""]
+            lines += [
+                md_table(
+                    ["query", "rank", "id", "engine similarity", "face similarity", "caption"],
+                    [
+                        [e["query"], e["rank"], e["id"], e["similarity"], e["face_similarity"], e["caption"]]
+                        for e in q["examples"]
+                    ],
+                ),
+                "",
+            ]
+        lines += [f"- {e['query']}: {e['error']}" for e in q["errors"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,275 @@
+"""Audit any clip-retrieval-compatible search engine: does it hand out a person's photos for their name or face?
+
+The paper's warning is about engines such as LAION-5B's k-NN back end, built with clip-retrieval
+(``rom1504/clip-retrieval``, ``clip_back.py``). Such an engine is asked, through its own API
+(``POST /knn-service``), for the person's name in every prompt of the paper and of the identity
+inference attack (text queries) and for each of their photos (image queries). Every result's
+image is read (base64 ``image``, else a local ``image_path``, else its ``url`` where reachable;
+what cannot be read is counted and listed), and a face recogniser decides whether it shows the
+person: any face in it (group photos count) within the recogniser's LFW threshold at FAR 1e-3 of
+one of the person's photos. The exposure is reported per query kind: precision at k, how many
+distinct images of the person were found, how many of them carry the name in their caption, and
+examples.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .._util import versions
+from ..data.dataset import display_name
+from ..data.images import load_image
+from ..data.prompts import IDIA, PAPER
+from ..errors import ClipfaceError, ImageError, UsageError
+from ..models.align import faces_of
+from ..models.base import Encoder
+
+__all__ = ["EngineClient", "EngineError", "audit_engine", "result_image"]
+
+#: Largest image fetched from a result's URL.
+MAX_FETCH_BYTES = 20 * 2**20
+
+
+class EngineError(ClipfaceError):
+    """A search engine that cannot be reached or answers something other than clip-retrieval's JSON."""
+
+
+@dataclass
+class EngineClient:
+    """clip-retrieval's back-end API, as ``ClipClient`` speaks it: ``POST /knn-service``, ``GET /indices-list``."""
+
+    url: str  # the knn-service URL, e.g. http://127.0.0.1:8000/knn-service
+    indice: str
+    timeout: float = 60.0
+    token: str | None = None
+
+    @property
+    def base(self) -> str:
+        return re.sub(r"/knn-service/?$", "", self.url.rstrip("/"))
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def indices(self) -> list[str]:
+        """The engine's index names (``GET /indices-list``)."""
+        import httpx
+
+        try:
+            resp = httpx.get(f"{self.base}/indices-list", timeout=self.timeout, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise EngineError(f"{self.base}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
+        return list(self._json(resp, "/indices-list"))
+
+    def knn(self, *, text: str | None = None, image: bytes | None = None, num_images: int = 10) -> list[dict[str, Any]]:
+        """The results of one query (text, or image bytes sent as base64) in the engine's image index."""
+        import httpx
+
+        payload: dict[str, Any] = {"modality": "image", "num_images": num_images, "indice_name": self.indice}
+        if text is not None:
+            payload["text"] = text
+        if image is not None:
+            payload["image"] = base64.b64encode(image).decode("ascii")
+        try:
+            resp = httpx.post(self.url, json=payload, timeout=self.timeout, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise EngineError(f"{self.url}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
+        answer = self._json(resp, "/knn-service")
+        if not isinstance(answer, list):
+            raise EngineError(f"{self.url}: expected a list of results, got {type(answer).__name__}")
+        return [r for r in answer if isinstance(r, dict)]
+
+    def _json(self, resp: Any, route: str) -> Any:
+        try:
+            body = resp.json()
+        except ValueError:
+            kind = resp.headers.get("content-type", "?")
+            raise EngineError(f"{route}: HTTP {resp.status_code} with a non-JSON answer ({kind})") from None
+        if resp.status_code != 200:
+            detail = body.get("error") or body.get("message") if isinstance(body, dict) else body
+            raise EngineError(f"{route}: HTTP {resp.status_code}: {detail}")
+        return body
+
+
+def result_image(result: dict[str, Any], fetch_urls: bool = True, timeout: float = 20.0) -> tuple[bytes | None, str]:
+    """A result's image bytes and where they came from (``image``, ``image_path``, ``url``), or ``None`` and why not."""
+    if isinstance(result.get("image"), str):
+        try:
+            return base64.b64decode(result["image"], validate=False), "image"
+        except (ValueError, TypeError):
+            return None, "the image field is not base64"
+    path = result.get("image_path")
+    if isinstance(path, str) and path:
+        try:
+            return Path(path).read_bytes(), "image_path"
+        except OSError as exc:
+            reason = f"image_path not readable here ({exc.strerror or exc})"
+            if not result.get("url"):
+                return None, reason
+    url = result.get("url")
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        if not fetch_urls:
+            return None, "url not fetched (--no-fetch)"
+        import httpx
+
+        try:
+            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as resp:
+                if resp.status_code != 200:
+                    return None, f"url answered HTTP {resp.status_code}"
+                data = b""
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_FETCH_BYTES:
+                        return None, f"url image over {MAX_FETCH_BYTES // 2**20} MB"
+                return data, "url"
+        except httpx.HTTPError as exc:
+            return None, f"url not reachable ({type(exc).__name__})"
+    return None, "no image, image_path or url in the result"
+
+
+def _key(result: dict[str, Any], data: bytes | None) -> str:
+    return hashlib.sha256(data).hexdigest() if data is not None else f"id:{result.get('id')}"
+
+
+def _name_in(caption: Any, name: str) -> bool:
+    if not isinstance(caption, str):
+        return False
+    tokens = [t for t in re.split(r"[\s_]+", name.casefold()) if t]
+    text = caption.casefold()
+    return bool(tokens) and all(t in text for t in tokens)
+
+
+class _Judge:
+    """Whether an image shows the person: any face within ``threshold`` of one of their reference faces."""
+
+    def __init__(self, encoder: Encoder, references: np.ndarray, threshold: float) -> None:
+        self.encoder, self.references, self.threshold = encoder, references, threshold
+        self._memo: dict[str, tuple[float | None, str | None]] = {}
+
+    def __call__(self, key: str, data: bytes) -> tuple[float | None, str | None]:
+        if key not in self._memo:
+            try:
+                image = load_image(data, max_side=2048)
+                crops = faces_of(self.encoder.aligner, image, self.encoder.image_size)
+            except ImageError as exc:
+                self._memo[key] = (None, exc.reason)
+            else:
+                emb = self.encoder.embed_prepared(np.stack([c.crop for c in crops]))
+                self._memo[key] = (float((emb @ self.references.T).max()), None)
+        return self._memo[key]
+
+
+def audit_engine(
+    client: EngineClient,
+    photos: Sequence[Path],
+    encoder: Encoder,
+    threshold: float,
+    name: str,
+    k: int = 10,
+    prompts: Sequence[str] = (*PAPER, *IDIA),
+    fetch_urls: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Ask the engine for ``name`` (each prompt) and for each of ``photos``; judge every result with ``encoder``.
+
+    Returns the ``results.json`` document of the audit (task ``audit``).
+    """
+    if k < 1:
+        raise UsageError("k", k, "must be at least 1")
+    refs, usable = [], []
+    for p in photos:
+        try:
+            image = load_image(p)
+            refs.append(encoder.embed_prepared(encoder.prepare(image)[None])[0])
+            usable.append(p)
+        except ImageError as exc:
+            echo(f"  skipped {p}: {exc.reason}")
+    if not refs:
+        raise UsageError("person", str(photos[0].parent) if photos else "", "no photo with a usable face")
+    judge = _Judge(encoder, np.stack(refs), threshold)
+    person = display_name(name)
+    queries = [("text", t.format(person), None) for t in dict.fromkeys(prompts)]
+    queries += [("image", str(p), p.read_bytes()) for p in usable]
+    kinds: dict[str, dict[str, Any]] = {}
+    found_all: set[str] = set()
+    unreadable: list[dict[str, Any]] = []
+    for kind, label, data in queries:
+        entry = kinds.setdefault(
+            kind, {"queries": 0, "answered": 0, "errors": [], "precision": [], "found": {}, "examples": []}
+        )
+        entry["queries"] += 1
+        try:
+            results = client.knn(text=label if kind == "text" else None, image=data, num_images=k)
+        except EngineError as exc:
+            entry["errors"].append({"query": label, "error": str(exc)})
+            continue
+        entry["answered"] += 1
+        hits = 0
+        for rank, r in enumerate(results[:k], start=1):
+            img, source = result_image(r, fetch_urls)
+            key = _key(r, img)
+            if img is None:
+                unreadable.append({"query": label, "id": r.get("id"), "reason": source})
+                continue
+            sim, why = judge(key, img)
+            if sim is None:
+                continue
+            if sim >= threshold:
+                hits += 1
+                named = _name_in(r.get("caption"), person)
+                entry["found"][key] = named
+                found_all.add(key)
+                if len(entry["examples"]) < 8:
+                    entry["examples"].append(
+                        {
+                            "query": label,
+                            "rank": rank,
+                            "id": r.get("id"),
+                            "similarity": r.get("similarity"),
+                            "face_similarity": sim,
+                            "caption": r.get("caption"),
+                            "url": r.get("url"),
+                            "name_in_caption": named,
+                            "source": source,
+                        }
+                    )
+        entry["precision"].append(hits / max(1, min(k, len(results))) if results else 0.0)
+    summary = {
+        kind: {
+            "queries": e["queries"],
+            "answered": e["answered"],
+            "errors": e["errors"][:10],
+            "n_errors": len(e["errors"]),
+            "precision_at_k": float(np.mean(e["precision"])) if e["precision"] else None,
+            "images_found": len(e["found"]),
+            "found_with_name_in_caption": sum(e["found"].values()),
+            "examples": e["examples"],
+        }
+        for kind, e in kinds.items()
+    }
+    return {
+        "task": "audit",
+        "engine": client.url,
+        "indice": client.indice,
+        "person": person,
+        "photos": [str(p) for p in usable],
+        "model": encoder.name,
+        "threshold": threshold,
+        "k": k,
+        "queries": summary,
+        "images_found": len(found_all),
+        "unreadable": unreadable[:200],
+        "n_unreadable": len(unreadable),
+        "verdict": (
+            f"the engine returns {len(found_all)} distinct images of {person}"
+            if found_all
+            else f"the engine returned no image of {person}"
+        ),
+        "versions": versions(),
+    }
