@@ -27,7 +27,7 @@ from ..errors import ClipfaceError, ImageError, NoFaceError
 from ..models.base import TorchEncoder
 from ..models.runtime import load_encoder
 from . import fawkes, lowkey
-from .budget import budget_measure, fit_budget, image_stats, within_budget
+from .budget import budget_measure, fit_budget_region, image_stats, within_budget
 from .eot import apply_eot
 from .io import cloak_destination, load_record, save_cloak, scan_input
 from .settings import CloakSettings
@@ -230,19 +230,15 @@ def _cloak_batch(
     for it, delta, box in zip(items, deltas, boxes):
         own_start = time.perf_counter()
         h, w = it.original.shape[:2]
-        crop = _union([box], 1.0 / it.scale, w, h)
-        d = torch.zeros_like(it.work)
-        left, top, right, bottom = box
-        d[:, top:bottom, left:right] = delta.detach()
-        d = d[None]
-        if d.shape[-2:] != (h, w):
-            d = F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)
-        d = d[0].permute(1, 2, 0).cpu().numpy() * 255.0
-        if face:
-            outside = np.ones((h, w), bool)
-            outside[crop[1] : crop[3], crop[0] : crop[2]] = False
-            d[outside] = 0.0
-        cloak, scale, _ = fit_budget(it.original, d, settings.budget, crop if face else None)
+        crop = _union([box], 1.0 / it.scale, w, h)  # the perturbed box at full resolution
+        patch = delta.detach()[None]
+        size = (crop[3] - crop[1], crop[2] - crop[0])
+        if patch.shape[-2:] != size:  # only the box is brought to full resolution, never the whole photo
+            patch = F.interpolate(patch, size=size, mode="bilinear", align_corners=False)
+        d = patch[0].permute(1, 2, 0).cpu().numpy() * 255.0
+        del patch
+        cloak, scale, _ = fit_budget_region(it.original, d, crop, settings.budget, face=face)
+        del d
         seconds = shared + time.perf_counter() - own_start  # the batch's optimisation, shared, and this budget fit
         record = {
             "source": str(it.image.path),
@@ -256,7 +252,7 @@ def _cloak_batch(
             "surrogates": [s.name for s in surrogates],
             "size": [w, h],
             "work_scale": it.scale,
-            **image_stats(it.original, cloak, crop),
+            **image_stats(it.original, cloak, crop, changed=crop),
             "crop": list(crop),
             "budget_scale": scale,
             "steps": settings.steps,
