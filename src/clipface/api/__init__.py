@@ -6,6 +6,7 @@ one) and that ``out`` can be written, then runs, writing its results as it goes.
 
 from __future__ import annotations
 
+from .audit import audit
 from .cloaking import cloak, cloak_settings, parse_ks, poisoning, protection
 from .search import add_images, build_index, query_index
 from .study import run_main
@@ -14,6 +15,7 @@ from .tasks import TASKS, check_out, check_task, evaluate, report
 __all__ = [
     "TASKS",
     "add_images",
+    "audit",
     "build_index",
     "check_out",
     "check_task",

@@ -229,6 +229,17 @@ ForwardedAllowIps = Annotated[
     ),
 ]
 
+Engine = Annotated[str, typer.Option("--engine", help="The engine's knn-service URL (clip-retrieval's API).")]
+Indice = Annotated[str, typer.Option("--indice", help="The engine's index to search (see its /indices-list).")]
+Person = Annotated[Path, typer.Option("--person", help="Folder of the person's photos.")]
+PersonName = Annotated[
+    Optional[str], typer.Option("--name", help="The person's full name (default: the folder's name).")
+]
+NoFetch = Annotated[bool, typer.Option("--no-fetch", help="Do not download result images from their URLs.")]
+Token = Annotated[
+    Optional[str], typer.Option("--token", help="Bearer token for the engine (default $CLIPFACE_API_TOKEN).")
+]
+
 # -- the main job ---------------------------------------------------------------------------------
 ModelSets = Annotated[
     List[str],

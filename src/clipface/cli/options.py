@@ -102,6 +102,12 @@ class CliOptions:
     rate_limit: float = 60.0
     max_upload_mb: float = 10.0
     forwarded_allow_ips: str | None = None
+    engine: str | None = None
+    indice: str | None = None
+    person: Path | None = None
+    name: str | None = None
+    no_fetch: bool = False
+    token: str | None = None
     # the study (main job)
     models: list[str] = field(default_factory=lambda: ["default"])
     include_test_models: bool = False

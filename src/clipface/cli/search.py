@@ -4,6 +4,7 @@ calls)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -16,23 +17,30 @@ from .flags import (
     BatchSize,
     CacheDir,
     Device,
+    Engine,
     ForwardedAllowIps,
     Host,
     Images,
     IndexDir,
     IndexKind,
+    Indice,
     MaxUploadMb,
     Model,
     NoAuth,
     NoCache,
+    NoFetch,
     OnNoFace,
     OptOut,
+    Out,
     Overwrite,
+    Person,
+    PersonName,
     Port,
     QueryImage,
     QueryText,
     Quiet,
     RateLimit,
+    Token,
     TopK,
     Weights,
     Workers,
@@ -175,5 +183,46 @@ def serve_cmd(
             proxy_headers=o.forwarded_allow_ips is not None,
             forwarded_allow_ips=o.forwarded_allow_ips or "",
         )
+
+    guard(go)
+
+
+@app.command("audit")
+def audit_cmd(
+    engine: Engine,
+    indice: Indice,
+    person: Person,
+    name: PersonName = None,
+    model: Model = "dlib",
+    k: TopK = 10,
+    out: Out = Path("runs/audit"),
+    no_fetch: NoFetch = False,
+    token: Token = None,
+) -> None:
+    """Audit a clip-retrieval-compatible engine: which of its results for a person's name or photos show them."""
+    o = CliOptions.of(locals())
+
+    def go() -> None:
+        assert o.engine is not None and o.indice is not None and o.person is not None
+        o.check()
+        doc = api.audit(
+            o.engine,
+            o.indice,
+            o.person,
+            name=o.name,
+            model=o.model[0],
+            k=o.k,
+            out=o.out,
+            fetch_urls=not o.no_fetch,
+            token=o.token,
+            echo=echo,
+        )
+        for kind, q in doc["queries"].items():
+            echo(
+                f"{kind} queries: precision at {o.k} {q['precision_at_k'] or 0:.3f}, {q['images_found']} images of "
+                f"{doc['person']} found ({q['found_with_name_in_caption']} with the name in the caption), "
+                f"{q['n_errors']} errors"
+            )
+        echo(f"{doc['verdict']}; wrote {o.out / 'results.json'}")
 
     guard(go)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import write_json, write_text
+from .html import render_html
 from .markdown import render_markdown
 from .plots import plot_roc
 
@@ -20,6 +21,7 @@ def write_results(doc: dict[str, Any], out: str | Path, markdown_name: str = "re
     out = Path(out)
     written = [write_json(out / "results.json", doc)]
     written.append(write_text(out / markdown_name, render_markdown(doc)))
+    written.append(write_text(out / "report.html", render_html(doc)))
     if doc.get("task") == "verify":
         with_roc = [r for r in doc.get("results", []) if r.get("roc")]
         if with_roc:
