@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util import key_bytes
 from ..data.dataset import FaceImage, SkippedFile
 from ..embed.pipeline import embed_images
 from ..errors import BackendUnavailableError
@@ -61,7 +62,7 @@ class EmbedWorker:
             for p, r, i in zip(batch["path"], batch["relpath"], batch["identity"])
         ]
         h = hashlib.sha256(f"{self.meta['fingerprint']}|{self.meta['preprocess_id']}".encode())
-        h.update("\n".join(str(e.path) for e in entries).encode())
+        h.update(key_bytes("\n".join(str(e.path) for e in entries)))
         shard = self.out_dir / f"{SHARD_PREFIX}{h.hexdigest()[:24]}.parquet"
         if not shard.exists():
             self._write(shard, entries)
