@@ -156,8 +156,11 @@ def shrink(img: Image.Image, max_side: int) -> Image.Image:
     if img.mode in _PICK_MODES:
         img.thumbnail((max_side, max_side), Image.NEAREST)
         return img
+    if img.mode.startswith("I;16"):  # neither reduce nor thumbnail (which reduces) takes 16-bit modes
+        scale = max_side / max(img.size)
+        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     factor = max(img.size) // max_side
-    if factor > 1 and not img.mode.startswith("I;16"):
+    if factor > 1:
         img = img.reduce(factor)
     if max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.BILINEAR)
