@@ -52,6 +52,9 @@ MAX_K = 100
 #: Pixels of uploads being decoded at once, for every app in this process together.
 _DECODING = PixelBudget(DECODE_BUDGET)
 RATE_LIMIT = 60
+#: Image types the decoder reads, declared as the ``file`` part's content type in the schema.
+PHOTO_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
+PHOTO_PART = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": PHOTO_TYPES}}}}}}
 THUMBNAIL_FACTOR = 20
 THUMBNAIL_SIZE = 256
 
@@ -169,7 +172,7 @@ def create_app(
         hits = index.query_text(encoder, body.query, k, exclude)
         return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
-    @app.post("/api/search/image", response_model=SearchResponse)
+    @app.post("/api/search/image", response_model=SearchResponse, openapi_extra=PHOTO_PART)
     def search_image(
         file: UploadFile = File(..., description="A photo with a face."), k: int = k_form
     ) -> SearchResponse:
@@ -180,11 +183,11 @@ def create_app(
         hits = index.query_image(encoder, image, k, exclude)
         return SearchResponse(query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
-    @app.post("/api/audit", response_model=AuditResponse)
+    @app.post("/api/audit", response_model=AuditResponse, openapi_extra=PHOTO_PART)
     def audit(
-        name: str = Form(..., min_length=1, max_length=200, description="The person's name."),
+        name: str = Form(..., min_length=1, max_length=200, pattern=r"\S", description="The person's name."),
         k: int = k_form,
-        file: UploadFile | None = File(None, description="Optional photo of the person (else the name is the query)."),
+        file: UploadFile = File(None, description="Optional photo of the person (else the name is the query)."),
     ) -> AuditResponse:
         """How many of the top-k results for a name (or a photo) are that person, and the verdict."""
         k = checked_k(k)

@@ -11,7 +11,9 @@ __all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQu
 
 
 class TextQuery(BaseModel):
-    query: str = Field(..., min_length=1, max_length=500, description="Text to search for, e.g. a person's name.")
+    query: str = Field(
+        ..., min_length=1, max_length=500, pattern=r"\S", description="Text to search for, e.g. a person's name."
+    )
     k: int = Field(10, ge=1, le=100, description="Number of results.")
 
 
