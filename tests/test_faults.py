@@ -305,3 +305,16 @@ def test_exif_orientation_survives_reduced_decoding(orientation: int, upright: t
     full = load_image(out.getvalue()).resize(small.size, Image.BILINEAR)
     assert small.size == upright
     assert np.abs(np.asarray(small, np.int16) - np.asarray(full, np.int16)).mean() < 8
+
+
+def test_shards_keep_names_that_are_not_utf8(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from clipface.search.records import ImageRecord
+    from clipface.search.shards import read_shards, write_shard
+
+    odd = os.fsdecode(b"/data/Folder\xe9Latin1/uniq\xff\xfe.jpg")
+    records = [ImageRecord(odd, odd[6:], os.fsdecode(b"Folder\xe9Latin1"), 4, 3, "a" * 64)]
+    meta = {"model": "m", "fingerprint": "f", "preprocess_id": "p", "dim": 2, "skipped": [{"file": odd, "reason": "x"}]}
+    write_shard(tmp_path / "shard-1.parquet", records, np.ones((1, 2), np.float32), meta)
+    back = read_shards(tmp_path)
+    assert back.records == records and back.skipped[0].path == odd

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 from typing import Any
 
@@ -34,6 +35,7 @@ QUERY_MAX_SIDE = 2048
 DECODE_BUDGET = 48_000_000
 #: Heap allocations above this many bytes are memory-mapped, so that freeing them returns them to the system.
 MMAP_THRESHOLD = 1 << 20
+MMAP_ENV = "CLIPFACE_MMAP_THRESHOLD"
 #: Decodes of more pixels than this are followed by a heap trim.
 TRIM_AFTER_PIXELS = 4_000_000
 
@@ -53,9 +55,14 @@ def _glibc() -> Any:
 
 
 def limit_heap() -> bool:
-    """Memory-map large allocations from now on (fixed threshold, no growth); whether it could be set (glibc)."""
+    """Memory-map large allocations from now on (fixed threshold, no growth); whether it was set (glibc).
+
+    ``$CLIPFACE_MMAP_THRESHOLD`` (bytes) overrides :data:`MMAP_THRESHOLD`; ``0`` leaves glibc's own
+    (growing) threshold, for comparison.
+    """
+    threshold = int(os.environ.get(MMAP_ENV) or MMAP_THRESHOLD)
     lib = _glibc()
-    return bool(lib) and lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return bool(lib) and threshold > 0 and lib.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
 
 
 def trim_heap() -> None:
