@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from ..data.images import load_image
+from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..errors import ClipfaceError, ImageError
 from ..models.base import Encoder
 from ..search.audit import THRESHOLD, audit_person
@@ -39,7 +39,7 @@ from ..search.store import FaceIndex
 from .gate import Gate, TooLarge, json_error
 from .policies import OptOutList, RateLimiter
 from .schemas import AuditResponse, ErrorResponse, SearchResponse, result_of, text_query_model
-from .uploads import DECODE_BUDGET, PixelBudget, decode_upload, is_too_large, limit_heap
+from .uploads import DECODE_BUDGET, PixelBudget, decode_bounded, decode_upload, is_too_large, limit_heap
 
 __all__ = ["create_app"]
 
@@ -306,7 +306,7 @@ class _OptOutReport:
 
 def _thumbnail(image: IndexedImage) -> bytes:
     try:
-        img = load_image(Path(image.path), max_side=2 * THUMBNAIL_SIZE)
+        img = decode_bounded(Path(image.path), _DECODING, 2 * THUMBNAIL_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES)
     except ImageError:
         raise HTTPException(404, f"image {image.id} is no longer readable") from None
     img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))

@@ -5,8 +5,9 @@ to 38.5 Mpx, and Pillow decodes a PNG, WebP or TIFF frame whole (3 to 16 bytes a
 mode) before it can be shrunk. So:
 
 * the header is read first: images over ``max_pixels`` are refused (413) before decoding;
-* a :class:`PixelBudget` caps the pixels being decoded at once across all requests
-  (:data:`DECODE_BUDGET` Mpx): ordinary photos decode side by side, large ones take turns;
+* a :class:`PixelBudget` caps the pixels being decoded at once across all requests, uploads
+  and thumbnails of indexed images alike (:data:`DECODE_BUDGET`): ordinary photos decode side
+  by side, large ones take turns;
 * every image is shrunk to :data:`QUERY_MAX_SIDE` on its longer side while decoding (JPEG
   draft mode decodes at 1/2, 1/4 or 1/8 scale inside the decoder) or right after;
 * the C heap hands large freed buffers back to the system: allocations over
@@ -20,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -27,7 +29,7 @@ from PIL import Image
 from ..data.images import load_image, probe_image
 from ..errors import ImageError
 
-__all__ = ["DECODE_BUDGET", "QUERY_MAX_SIDE", "PixelBudget", "decode_upload", "limit_heap"]
+__all__ = ["DECODE_BUDGET", "QUERY_MAX_SIDE", "PixelBudget", "decode_bounded", "decode_upload", "limit_heap"]
 
 #: Longer side of a query photo after decoding (a face needs far fewer pixels than a 40 Mpx photo).
 QUERY_MAX_SIDE = 2048
@@ -104,16 +106,23 @@ class PixelBudget:
             self._cond.notify_all()
 
 
-def decode_upload(data: bytes, max_pixels: int, max_bytes: int, budget: PixelBudget) -> Image.Image:
-    """An RGB image of at most :data:`QUERY_MAX_SIDE` a side from an upload's bytes, or :class:`ImageError`."""
-    width, height = probe_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+def decode_bounded(
+    source: bytes | Path, budget: PixelBudget, max_side: int, max_pixels: int, max_bytes: int
+) -> Image.Image:
+    """An RGB image of at most ``max_side`` a side, decoded under ``budget``; or :class:`ImageError`."""
+    width, height = probe_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
     n = budget.take(width * height)
     try:
-        return load_image(data, max_pixels=max_pixels, max_bytes=max_bytes, max_side=QUERY_MAX_SIDE)
+        return load_image(source, max_pixels=max_pixels, max_bytes=max_bytes, max_side=max_side)
     finally:
         budget.give(n)
         if width * height > TRIM_AFTER_PIXELS:
             trim_heap()
+
+
+def decode_upload(data: bytes, max_pixels: int, max_bytes: int, budget: PixelBudget) -> Image.Image:
+    """A query photo from an upload's bytes, at most :data:`QUERY_MAX_SIDE` a side."""
+    return decode_bounded(data, budget, QUERY_MAX_SIDE, max_pixels, max_bytes)
 
 
 def is_too_large(exc: ImageError) -> bool:
