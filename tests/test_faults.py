@@ -76,14 +76,15 @@ def small_index(tiny, tmp_path: Path):
     return index
 
 
-def _slow_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writers stay inside the critical section for a while, so that a second one arrives while the first writes."""
+def _slow_commits(monkeypatch: pytest.MonkeyPatch, pause=lambda: time.sleep(0.5)) -> None:
+    """Writers stay inside the critical section a while (``pause``), so that a second one arrives while the first
+    writes."""
     from clipface.search import store
 
     real = store.write_vectors
 
     def slow(*args, **kwargs):
-        time.sleep(0.5)
+        pause()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "write_vectors", slow)
@@ -128,7 +129,8 @@ def test_without_the_lock_concurrent_adds_collide(
 
     from clipface.search import store
 
-    _slow_commits(monkeypatch)
+    both_inside = threading.Barrier(2, timeout=30)  # both writers in the critical section at once
+    _slow_commits(monkeypatch, pause=both_inside.wait)
     monkeypatch.setattr(store, "write_lock", lambda *a, **k: contextlib.nullcontext())
     folders = [_people(tmp_path, ["Colin_Powell"]), _people(tmp_path, ["Ariel_Sharon"])]
     errors = _add_concurrently(small_index.dir, tiny, folders, EmbeddingCache(tmp_path))
