@@ -88,7 +88,10 @@ def create_app(
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
     ``require_token=True`` and no token this raises. ``rate_limit``: API requests per minute
-    per client IP (``None`` or 0: no limit).
+    per client IP (``None`` or 0: no limit). The client IP is the connection's: run uvicorn with
+    ``proxy_headers=False`` unless a reverse proxy is named in ``forwarded_allow_ips`` (as
+    ``clipface serve --forwarded-allow-ips`` does), since uvicorn otherwise believes
+    ``X-Forwarded-For`` from 127.0.0.1 and any local client could choose its own bucket.
     """
     token = token or os.environ.get(TOKEN_ENV) or None
     if require_token and not token:
