@@ -9,7 +9,9 @@ server's resident memory (``VmRSS``) from ``/proc`` every 10 ms, and its lifetim
 1. ``search``: ``--searches`` image searches with LFW-mini photos (k=10); each must be a 200;
 2. ``pixel-bomb``: ``--bombs`` uploads of a 49 kB single-colour 7000 x 5500 PNG (38.5 Mpx, under
    the 40 Mpx limit); each must be a 200 or a 413;
-3. ``search-after``: the searches again, to see that the bombs left nothing behind.
+3. ``pixel-bomb-rgba``: the same with an alpha channel (163 kB; Pillow holds 4 bytes a pixel and
+   compositing on white copies the frame), the costliest PNG to decode;
+4. ``search-after``: the searches again, to see that the bombs left nothing behind.
 
 For each: requests, p50/p95/max latency, status counts, errors (any other status, or no
 answer), RSS before, peak and after (2 s later). The exit status is 1 when a round has errors or
@@ -50,9 +52,10 @@ LFW_MINI = HERE.parent / "src" / "clipface" / "data" / "bundled" / "lfw-mini"
 BOUNDARY = "clipface-load-boundary"
 
 
-def bomb_png(width: int = 7000, height: int = 5500) -> bytes:
+def bomb_png(mode: str = "L", width: int = 7000, height: int = 5500) -> bytes:
+    """A single-colour PNG: 49 kB in greyscale (the issue's), 163 kB with an alpha channel (the costliest to decode)."""
     out = io.BytesIO()
-    Image.new("L", (width, height), 128).save(out, "PNG")
+    Image.new(mode, (width, height), 128 if mode == "L" else (128,) * len(mode)).save(out, "PNG")
     return out.getvalue()
 
 
@@ -195,7 +198,8 @@ def markdown(doc: dict[str, Any]) -> str:
     return (
         "# Server load test (loopback)\n\n"
         f"`clipface serve` over LFW-mini ({c['model']}) in a child process on 127.0.0.1; the pixel bomb is a "
-        f"{c['bomb_bytes'] / 1000:.0f} kB single-colour 7000 x 5500 PNG (38.5 Mpx). RSS sampled every 10 ms from "
+        f"{c['bomb_bytes'] / 1000:.0f} kB single-colour 7000 x 5500 PNG (38.5 Mpx), the RGBA one the same with an "
+        f"alpha channel ({c['bomb_rgba_bytes'] / 1000:.0f} kB). RSS sampled every 10 ms from "
         f"/proc; the server's lifetime peak (VmHWM) was {doc['vm_hwm_mb']} MB. Bound: every answer 200 (or 413 for "
         f"bombs) and peak RSS under {c['max_rss_mb']} MB: **{verdict}**. {m['cpu']}, {m['logical_cpus']} logical "
         f"CPUs, load average {m['load_average_1m_at_start']} at start (a shared machine: latencies vary).\n\n"
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     photos = [path.read_bytes() for path in sorted(LFW_MINI.glob("*/*.jpg"))]
     searches = [multipart(photos[i % len(photos)], "face.jpg") for i in range(args.searches)]
-    bomb = bomb_png()
+    bomb, bomb_rgba = bomb_png(), bomb_png("RGBA")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clipface-load-") as tmp:
         index = Path(tmp) / "index"
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, bodies, ok in (
                     ("search", searches, {200}),
                     ("pixel-bomb", [multipart(bomb, "bomb.png")] * args.bombs, {200, 413}),
+                    ("pixel-bomb-rgba", [multipart(bomb_rgba, "bomb.png")] * args.bombs, {200, 413}),
                     ("search-after", searches, {200}),
                 ):
                     rounds.append(run_round(name, bodies, port, args.clients, ok, sampler, server.pid, args.timeout))
@@ -272,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "bombs": args.bombs,
             "clients": args.clients,
             "bomb_bytes": len(bomb),
+            "bomb_rgba_bytes": len(bomb_rgba),
             "max_rss_mb": args.max_rss_mb,
             "mmap_threshold": args.mmap_threshold,
             "quick": args.quick,
