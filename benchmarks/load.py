@@ -11,7 +11,9 @@ server's resident memory (``VmRSS``) from ``/proc`` every 10 ms, and its lifetim
    the 40 Mpx limit); each must be a 200 or a 413;
 3. ``pixel-bomb-rgba``: the same with an alpha channel (163 kB; Pillow holds 4 bytes a pixel and
    compositing on white copies the frame), the costliest PNG to decode;
-4. ``search-after``: the searches again, to see that the bombs left nothing behind.
+4. ``rgba-bombs-with-searches``: those bombs interleaved with ordinary searches, whose latency is
+   reported apart (they must not queue behind the bombs);
+5. ``search-after``: the searches again, to see that the bombs left nothing behind.
 
 For each: requests, p50/p95/max latency, status counts, errors (any other status, or no
 answer), RSS before, peak and after (2 s later). The exit status is 1 when a round has errors or
@@ -144,17 +146,35 @@ def start_server(index: Path, port: int, log: Any, env: dict[str, str]) -> subpr
 
 
 def run_round(
-    name: str, bodies: list[bytes], port: int, clients: int, ok: set[int], sampler: Sampler, pid: int, timeout: float
+    name: str,
+    bodies: list[tuple[str, bytes]],
+    port: int,
+    clients: int,
+    ok: dict[str, set[int]],
+    sampler: Sampler,
+    pid: int,
+    timeout: float,
 ) -> dict[str, Any]:
+    """Send ``(kind, body)`` requests from ``clients`` threads; latency for the round and for each kind."""
     before = sampler.reset() / 1024
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        answers = list(pool.map(lambda b: post(port, b, timeout), bodies))
+        answers = list(pool.map(lambda kb: (kb[0], *post(port, kb[1], timeout)), bodies))
     seconds = time.perf_counter() - start
     peak = sampler.peak_kb / 1024
     time.sleep(2.0)
-    lat = np.array([ms for _, ms in answers])
-    statuses = Counter("no answer" if s is None else str(s) for s, _ in answers)
+    lat = np.array([ms for _, _, ms in answers])
+    statuses = Counter("no answer" if s is None else str(s) for _, s, _ in answers)
+    errors = sum(1 for kind, s, _ in answers if s not in ok[kind])
+    by_kind = {
+        kind: {
+            "requests": len(mine),
+            "latency_p50_ms": round(float(np.percentile(mine, 50)), 1),
+            "latency_p95_ms": round(float(np.percentile(mine, 95)), 1),
+        }
+        for kind in sorted({k for k, _, _ in answers})
+        if (mine := [ms for k, _, ms in answers if k == kind])
+    }
     return {
         "round": name,
         "requests": len(bodies),
@@ -164,8 +184,9 @@ def run_round(
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
         "latency_max_ms": round(float(lat.max()), 1),
+        "by_kind": by_kind,
         "statuses": dict(sorted(statuses.items())),
-        "errors": sum(n for s, n in statuses.items() if s not in {str(c) for c in ok}),
+        "errors": errors,
         "rss_before_mb": round(before),
         "rss_peak_mb": round(peak),
         "rss_after_mb": round(proc_kb(pid, "VmRSS") / 1024),
@@ -175,7 +196,8 @@ def run_round(
 
 def markdown(doc: dict[str, Any]) -> str:
     c, m = doc["config"], doc["machine"]
-    head = ["round", "requests", "clients", "req/s", "p50 ms", "p95 ms", "max ms", "statuses", "errors"]
+    head = ["round", "requests", "clients", "req/s", "p50 ms", "p95 ms", "max ms", "search p50/p95 ms"]
+    head += ["statuses", "errors"]
     head += ["RSS before MB", "RSS peak MB", "RSS 2 s after MB"]
     rows = [
         [
@@ -186,6 +208,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{r['latency_p50_ms']:.0f}",
             f"{r['latency_p95_ms']:.0f}",
             f"{r['latency_max_ms']:.0f}",
+            (
+                f"{r['by_kind']['search']['latency_p50_ms']:.0f} / {r['by_kind']['search']['latency_p95_ms']:.0f}"
+                if "search" in r["by_kind"]
+                else "—"
+            ),
             ", ".join(f"{k}: {v}" for k, v in r["statuses"].items()),
             r["errors"],
             r["rss_before_mb"],
@@ -249,11 +276,18 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 post(port, searches[0], args.timeout)  # warm up: first request loads lazily-imported code
                 rounds = []
-                for name, bodies, ok in (
-                    ("search", searches, {200}),
-                    ("pixel-bomb", [multipart(bomb, "bomb.png")] * args.bombs, {200, 413}),
-                    ("pixel-bomb-rgba", [multipart(bomb_rgba, "bomb.png")] * args.bombs, {200, 413}),
-                    ("search-after", searches, {200}),
+                ok = {"search": {200}, "bomb": {200, 413}}
+                found = [("search", b) for b in searches]
+                bombs = [("bomb", multipart(bomb, "bomb.png"))] * args.bombs
+                bombs_rgba = [("bomb", multipart(bomb_rgba, "bomb.png"))] * args.bombs
+                # bombs and searches interleaved: do ordinary searches wait behind the bombs?
+                mixed = [item for pair in zip(bombs_rgba, found[: 3 * args.bombs : 3]) for item in pair]
+                for name, bodies in (
+                    ("search", found),
+                    ("pixel-bomb", bombs),
+                    ("pixel-bomb-rgba", bombs_rgba),
+                    ("rgba-bombs-with-searches", mixed),
+                    ("search-after", found),
                 ):
                     rounds.append(run_round(name, bodies, port, args.clients, ok, sampler, server.pid, args.timeout))
                     r = rounds[-1]

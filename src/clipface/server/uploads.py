@@ -77,8 +77,10 @@ def trim_heap() -> None:
 class PixelBudget:
     """A counting semaphore over pixels: :meth:`take` waits until ``n`` more pixels fit in the budget.
 
-    A request larger than the whole budget waits until nothing else is being decoded, then
-    runs alone. Waiters are served in turn, so a large image is not starved by small ones.
+    A request larger than the whole budget waits until nothing else is being decoded, then runs
+    alone. Whoever fits goes first (no queue): an ordinary photo never waits behind a line of
+    pixel bombs, and a large image gets in as soon as the small ones in flight (milliseconds
+    each) leave room.
     """
 
     def __init__(self, pixels: int) -> None:
@@ -86,18 +88,13 @@ class PixelBudget:
         self.in_use = 0
         self.peak = 0
         self._cond = threading.Condition()
-        self._queue: list[object] = []
 
     def take(self, n: int) -> int:
         n = max(1, min(int(n), self.pixels))
-        ticket = object()
         with self._cond:
-            self._queue.append(ticket)
-            self._cond.wait_for(lambda: self._queue[0] is ticket and self.in_use + n <= self.pixels)
-            self._queue.pop(0)
+            self._cond.wait_for(lambda: self.in_use + n <= self.pixels)
             self.in_use += n
             self.peak = max(self.peak, self.in_use)
-            self._cond.notify_all()
         return n
 
     def give(self, n: int) -> None:
