@@ -20,7 +20,7 @@ answer), RSS before, peak and after (2 s later). The exit status is 1 when a rou
 the peak RSS exceeds ``--max-rss-mb`` (2048: the issue's bound).
 
     python benchmarks/load.py            # 500 searches and 32 bombs, 16 clients
-    python benchmarks/load.py --quick    # 60 searches and 16 bombs, 16 clients (CI scale)
+    python benchmarks/load.py --quick    # 60 searches, 16 bombs and 6 RGBA bombs, 16 clients (CI scale)
 
 Writes ``benchmarks/results/load.json`` and ``.md`` (``load_quick.*`` with ``--quick``).
 """
@@ -240,9 +240,10 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="60 searches and 16 bombs (CI scale)")
+    p.add_argument("--quick", action="store_true", help="60 searches, 16 bombs, 6 RGBA bombs (CI scale)")
     p.add_argument("--searches", type=int, default=500)
     p.add_argument("--bombs", type=int, default=32)
+    p.add_argument("--rgba-bombs", type=int, default=None, help="RGBA bombs per round (default: --bombs)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--model", default="test-tiny-random")
     p.add_argument("--max-rss-mb", type=int, default=2048)
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     if args.quick:
-        args.searches, args.bombs = 60, 16
+        args.searches, args.bombs, args.rgba_bombs = 60, 16, 6
+    if args.rgba_bombs is None:
+        args.rgba_bombs = args.bombs
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     machine = machine_info()
     photos = [path.read_bytes() for path in sorted(LFW_MINI.glob("*/*.jpg"))]
@@ -279,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 ok = {"search": {200}, "bomb": {200, 413}}
                 found = [("search", b) for b in searches]
                 bombs = [("bomb", multipart(bomb, "bomb.png"))] * args.bombs
-                bombs_rgba = [("bomb", multipart(bomb_rgba, "bomb.png"))] * args.bombs
+                bombs_rgba = [("bomb", multipart(bomb_rgba, "bomb.png"))] * args.rgba_bombs
                 # bombs and searches interleaved: do ordinary searches wait behind the bombs?
-                mixed = [item for pair in zip(bombs_rgba, found[: 3 * args.bombs : 3]) for item in pair]
+                mixed = [item for pair in zip(bombs_rgba, found[::3]) for item in pair]
                 for name, bodies in (
                     ("search", found),
                     ("pixel-bomb", bombs),
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "searches": args.searches,
             "bombs": args.bombs,
+            "rgba_bombs": args.rgba_bombs,
             "clients": args.clients,
             "bomb_bytes": len(bomb),
             "bomb_rgba_bytes": len(bomb_rgba),
