@@ -13,6 +13,8 @@ The public API, imported lazily (``import clipface`` loads no model library):
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -64,3 +66,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """The package module, whose public names are never replaced by sub-packages of the same name.
+
+    Importing ``clipface.cloak.run`` makes Python set the attribute ``clipface.cloak`` to the
+    sub-package, which would hide the public function :func:`clipface.cloak` for the rest of the
+    process. The sub-package stays in ``sys.modules`` (``from clipface.cloak import X`` works).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

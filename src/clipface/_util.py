@@ -1,6 +1,13 @@
-"""Small helpers shared by every stage: atomic writes, JSON cleaning, chunked SQL ``IN``, hashes, 1-NN.
+"""Small helpers shared by every stage: atomic writes, JSON cleaning, file names as text, chunked SQL ``IN``, hashes,
+1-NN.
 
 Nothing here imports another clipface module except :mod:`clipface.errors`, so any stage may use it.
+
+File names on Linux are bytes. Python hands a name that is not valid UTF-8 over as a string
+holding surrogate escapes (``b"uniq\\xff.jpg"`` becomes ``"uniq\\udcff.jpg"``), which opens the
+same file again but cannot be encoded as UTF-8. Such strings are kept exact wherever they are
+read back (:func:`to_sql_text` stores their bytes in SQLite) and shown as :func:`readable` text
+(``uniq\\xff.jpg``) in JSON, Markdown, HTML and on the terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import math
 import os
 import platform
+import re
 import sqlite3
 import sys
 import tempfile
@@ -26,6 +34,57 @@ T = TypeVar("T")
 MAIN_DEPENDENCIES = ("torch", "transformers", "numpy", "Pillow", "dlib-bin", "onnxruntime", "faiss-cpu", "protobuf")
 #: Rows per ``IN (...)`` clause: well under SQLite's limit on bound parameters.
 SQL_CHUNK = 500
+
+
+# -- file names as text ------------------------------------------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def readable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name shown as ``\\xNN`` (printable, valid UTF-8).
+
+    Strings without surrogate escapes come back unchanged.
+    """
+    return text if text.isascii() or not _SURROGATE.search(text) else _SURROGATE.sub(_escape, text)
+
+
+def key_bytes(text: str) -> bytes:
+    """UTF-8 bytes of ``text`` for hashing: a string made from an undecodable file name still has one stable key."""
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def to_sql_text(text: str | None) -> str | bytes | None:
+    """A string as SQLite stores it: itself when it is valid UTF-8, else the file name's bytes (a BLOB).
+
+    :func:`from_sql_text` turns either back into the very same string, so a stored path opens
+    the same file.
+    """
+    if text is None or text.isascii() or not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to: keep a readable form
+        return readable(text)
+
+
+def from_sql_text(value: str | bytes | None) -> str | None:
+    """The string stored by :func:`to_sql_text`."""
+    return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def _file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Permissions of files written atomically: what ``open`` would give under this process's umask.
+FILE_MODE = _file_mode()
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -56,6 +115,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are as readable as any written file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes the file private; results are as readable as any file written
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -71,19 +131,21 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8; unencodable characters, such as undecodable file-name bytes, escaped) atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+    return atomic_write_bytes(path, readable(text).encode("utf-8", errors="backslashreplace"))
 
 
 def jsonable(obj: Any) -> Any:
-    """``obj`` with NaN/inf as ``None``, paths and numpy scalars as plain values, keys as strings."""
+    """``obj`` with NaN/inf as ``None``, paths and numpy scalars as plain values, keys as (:func:`readable`) strings."""
+    if isinstance(obj, str):
+        return readable(obj)
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {readable(str(k)): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
-        return str(obj)
+        return readable(str(obj))
     if isinstance(obj, np.ndarray):
         return jsonable(obj.tolist())
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars

@@ -15,6 +15,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
+from .._util import readable
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
 from .flags import (
     BatchSize,
@@ -53,18 +54,18 @@ app.add_typer(eval_app, name="eval")
 
 
 def echo(message: str) -> None:
-    """A line on standard error (progress, skips, summaries)."""
-    typer.echo(message, err=True)
+    """A line on standard error (progress, skips, summaries); undecodable file-name bytes shown as ``\\xNN``."""
+    typer.echo(readable(message), err=True)
 
 
 def error_line(message: str) -> None:
     """``error: message`` on standard error, without exiting (one model failed; the others go on)."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {readable(message)}", err=True)
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {readable(message)}", err=True)
     raise typer.Exit(code)
 
 

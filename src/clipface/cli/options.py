@@ -236,7 +236,9 @@ class CliOptions:
             max_per_identity=self.max_per_identity,
             seed=self.seed,
         )
-        say = echo or (lambda m: typer.echo(m, err=True))
+        from .._util import readable
+
+        say = echo or (lambda m: typer.echo(readable(m), err=True))
         say(f"dataset {ds.name}: {len(ds)} images of {len(ds.identities)} people, {len(ds.skipped)} files skipped")
         for s in ds.skipped[:20]:
             say(f"  skipped {s.path}: {s.reason}")

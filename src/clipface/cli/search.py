@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from .. import api
+from .._util import jsonable, readable
 from .app import app, echo, guard
 from .flags import (
     Align,
@@ -132,10 +133,10 @@ def query_cmd(
         weights = o.weights[0] if o.weights else None
         hits = api.query_index(o.index, text=o.text, image=o.image, k=o.k, weights=weights, device=o.device)
         if o.as_json:
-            typer.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+            typer.echo(json.dumps(jsonable([h.to_dict() for h in hits]), indent=2, ensure_ascii=False))
             return
         for h in hits:
-            typer.echo(f"{h.rank:>3}  {h.score:.4f}  {h.name or '(unknown)':<28}  {h.path}")
+            typer.echo(readable(f"{h.rank:>3}  {h.score:.4f}  {h.name or '(unknown)':<28}  {h.path}"))
 
     guard(go)
 

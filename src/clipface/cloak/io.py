@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .._util import write_json
-from ..data.dataset import FaceDataset, FaceImage, SkippedFile
+from ..data.dataset import FaceDataset, FaceImage, SkippedFile, list_images
 from ..data.images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 from ..errors import DatasetError, ImageError
 
@@ -93,12 +93,13 @@ def scan_input(path: Path, exclude: Path | None = None) -> tuple[Path, list[Face
     def keep(p: Path) -> bool:
         return not DERIVED.search(p.stem) and (excluded is None or not p.resolve().is_relative_to(excluded))
 
-    flat = [p for p in sorted(root.iterdir()) if p.is_file() and is_image_path(p) and keep(p)]
+    here, unusable = list_images(root, recursive=False)
+    flat = [p for p in here if keep(p)]
     if not flat:
         ds = FaceDataset.from_folder(root)
         images = [im for im in ds.images if keep(im.path)]
         return root, images, ds.skipped
-    images, skipped = [], []
+    images, skipped = [], list(unusable)
     for p in flat:
         try:
             probe_image(p, max_pixels=DEFAULT_MAX_PIXELS)

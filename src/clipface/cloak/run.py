@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._util import write_json
+from .._util import readable, write_json
 from ..data.dataset import FaceDataset, FaceImage, SkippedFile
 from ..data.images import load_image
 from ..embed.options import RunOptions
@@ -311,7 +311,7 @@ def cloak_images(
         if (
             record
             and record.get("settings_hash") == digest
-            and record.get("target") == (target.identity if target else None)
+            and record.get("target") == (readable(target.identity) if target else None)  # as JSON shows it
         ):
             run.records.append(record)
             run.reused += 1

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._util import key_bytes
 from ..data.dataset import FaceImage
 from ..embed.options import RunOptions
 from ..embed.pipeline import embed_images
@@ -29,7 +30,7 @@ class Target:
 
 
 def seed_for(seed: int, key: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
+    return (seed * 1_000_003 + zlib.crc32(key_bytes(key))) % (2**63)
 
 
 def plan_targets(

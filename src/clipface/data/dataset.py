@@ -8,14 +8,18 @@ Any folder that directly holds image files is an identity named after the folder
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .._util import readable
 from ..errors import DatasetError, DatasetPathError, ImageError
 from .images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 
@@ -49,9 +53,10 @@ class SkippedFile:
 def display_name(folder: str) -> str:
     """A person's name from an identity folder: ``George_W_Bush`` -> ``George W Bush``.
 
-    All-lowercase folders are title-cased (``ben_afflek`` -> ``Ben Afflek``).
+    All-lowercase folders are title-cased (``ben_afflek`` -> ``Ben Afflek``). Bytes of a folder
+    name that are not UTF-8 are shown as ``\\xNN`` (:func:`~clipface._util.readable`).
     """
-    name = re.sub(r"\s+", " ", folder.replace("_", " ")).strip()
+    name = re.sub(r"\s+", " ", readable(folder).replace("_", " ")).strip()
     return name.title() if name == name.lower() else name
 
 
@@ -177,10 +182,60 @@ class FaceDataset:
         }
 
 
+def list_images(root: Path, recursive: bool = True) -> tuple[list[Path], list[SkippedFile]]:
+    """Files under ``root`` named like images (hidden names left out), and the image-named entries that are unusable.
+
+    Unusable, each listed with its reason rather than silently dropped: a symbolic link that
+    loops or whose target is missing, a folder named like an image (its contents are still
+    scanned), a FIFO, socket or device, a folder that cannot be listed. Links to files are
+    followed; links to folders are not (so no link loop is ever walked).
+    """
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedFile(str(folder), f"cannot list folder ({exc.strerror or exc})"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path, named = Path(entry.path), is_image_path(Path(entry.name))
+            try:
+                mode = os.stat(entry.path).st_mode  # follows links
+            except OSError as exc:
+                if named:
+                    skipped.append(SkippedFile(str(path), _unreachable(entry, exc)))
+                continue
+            if stat.S_ISDIR(mode):
+                if named:
+                    skipped.append(SkippedFile(str(path), "a folder, not an image file"))
+                if recursive and not entry.is_symlink():
+                    walk(path)
+            elif named:
+                if stat.S_ISREG(mode):
+                    files.append(path)
+                else:
+                    skipped.append(SkippedFile(str(path), "not a regular file (a FIFO, socket or device)"))
+
+    walk(Path(root))
+    return sorted(files), skipped
+
+
+def _unreachable(entry: os.DirEntry, exc: OSError) -> str:
+    if entry.is_symlink():
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself)"
+        if exc.errno == errno.ENOENT:
+            return f"broken symbolic link (its target {os.readlink(entry.path)!r} does not exist)"
+    return f"cannot read file ({exc.strerror or exc})"
+
+
 def _scan(root: Path, max_pixels: int | None) -> tuple[list[FaceImage], list[SkippedFile]]:
     images: list[FaceImage] = []
-    skipped: list[SkippedFile] = []
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p) and not _hidden(p, root))
+    files, skipped = list_images(root)
     for path in files:
         if path.parent == root:
             skipped.append(SkippedFile(str(path), "image outside an identity folder"))
@@ -193,10 +248,6 @@ def _scan(root: Path, max_pixels: int | None) -> tuple[list[FaceImage], list[Ski
                 continue
         images.append(FaceImage(path=path, identity=path.parent.name))
     return images, skipped
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def labels_of(images: Sequence[FaceImage]) -> list[str]:

@@ -112,13 +112,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     Transparent images are composited on white.
     """
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode.startswith("I;16"):  # exact rounding in integers: 4 bytes a pixel instead of 8
+        arr = np.asarray(img).astype(np.uint32)
+        scaled16 = (arr * 255 + 32767) // 65535
+        return Image.fromarray(scaled16.astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = (
-            65535.0
-            if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) <= 65535)
-            else float(arr.max(initial=1))
-        )
+        top = 65535.0 if mode == "I" and arr.max(initial=0) <= 65535 else float(arr.max(initial=1))
         low = 0.0 if mode != "F" else float(arr.min(initial=0))
         scaled = np.clip((arr - low) * (255.0 / max(top - low, 1e-12)), 0, 255)
         return Image.fromarray(np.rint(scaled).astype(np.uint8), "L").convert("RGB")
@@ -128,6 +128,43 @@ def to_rgb(img: Image.Image) -> Image.Image:
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
     return img.convert("RGB") if mode != "RGB" else img
+
+
+ORIENTATION = 0x0112
+#: EXIF orientation -> the turn that shows the photo upright (as :func:`PIL.ImageOps.exif_transpose`).
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: Modes whose values cannot be averaged (palette indices, bits): shrunk by picking pixels.
+_PICK_MODES = ("P", "PA", "1")
+
+
+def shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """``img`` with its longer side at most ``max_side``: a box-filter ``reduce`` by a whole factor, then bilinear.
+
+    Palette and 1-bit images are shrunk by picking pixels, and 16-bit greyscale (which
+    ``reduce`` does not take) by resampling alone.
+    """
+    if max(img.size) <= max_side:
+        return img
+    if img.mode in _PICK_MODES:
+        img.thumbnail((max_side, max_side), Image.NEAREST)
+        return img
+    if img.mode.startswith("I;16"):  # neither reduce nor thumbnail (which reduces) takes 16-bit modes
+        scale = max_side / max(img.size)
+        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    factor = max(img.size) // max_side
+    if factor > 1:
+        img = img.reduce(factor)
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.BILINEAR)
+    return img
 
 
 def load_image(
@@ -150,13 +187,12 @@ def load_image(
             if max_side is not None and img.format == "JPEG" and max(img.size) > max_side:
                 img.draft("RGB", (max_side, max_side))  # decodes at 1/2, 1/4 or 1/8 scale, at least max_side
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            if max_side is not None and max(img.size) > max_side:
-                factor = max(1, max(img.size) // max_side)
-                if factor > 1 and img.mode not in ("P", "1"):
-                    img = img.reduce(factor)
-                if max(img.size) > max_side:
-                    img.thumbnail((max_side, max_side), Image.BILINEAR)
+            if max_side is None:
+                img = ImageOps.exif_transpose(img) or img
+            else:  # shrink first, then turn the small copy (turning the full frame would copy it)
+                turn = _TURNS.get(img.getexif().get(ORIENTATION, 1))
+                img = shrink(img, max_side)
+                img = img.transpose(turn) if turn is not None else img
             rgb = to_rgb(img)
             if rgb is opened:  # closing the file below would release its pixels
                 rgb = rgb.copy()

@@ -15,25 +15,20 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .._util import cache_root, chunks
+from .._util import cache_root, chunks, key_bytes
 from ..errors import ClipfaceError, UsageError
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL)"
 
 
-def _utf8(text: str) -> bytes:
-    # surrogatepass: a text made from an undecodable file name still has one stable key
-    return text.encode("utf-8", errors="surrogatepass")
-
-
 def embedding_key(model_fingerprint: str, preprocess_id: str, content_sha256: str) -> str:
     """The cache key of one image under one model and one preparation."""
-    return hashlib.sha256(_utf8(f"img|{model_fingerprint}|{preprocess_id}|{content_sha256}")).hexdigest()
+    return hashlib.sha256(key_bytes(f"img|{model_fingerprint}|{preprocess_id}|{content_sha256}")).hexdigest()
 
 
 def text_key(model_fingerprint: str, text: str) -> str:
     """The cache key of one text under one model."""
-    return hashlib.sha256(_utf8(f"txt|{model_fingerprint}|{text}")).hexdigest()
+    return hashlib.sha256(key_bytes(f"txt|{model_fingerprint}|{text}")).hexdigest()
 
 
 ENV_VAR = "CLIPFACE_CACHE_DIR"
@@ -77,8 +72,12 @@ class EmbeddingCache:
             self._local.conn = conn
         return conn
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """The vectors present for ``keys`` (missing keys are absent from the result)."""
+    def get_many(self, keys: Iterable[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The vectors present for ``keys`` (missing keys are absent from the result).
+
+        A row that does not decode to a finite float32 vector (of ``dim`` values, when given) is
+        damaged: it is left out, so the caller recomputes it and the next write replaces it.
+        """
         keys = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
         conn = self._conn()
@@ -86,10 +85,12 @@ class EmbeddingCache:
             rows = conn.execute(
                 f"SELECT key, dim, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})", list(chunk)
             ).fetchall()
-            for key, dim, blob in rows:
-                # a damaged row (cut, wrong type, wrong size) is treated as missing and recomputed
-                if isinstance(blob, bytes) and isinstance(dim, int) and dim > 0 and len(blob) == 4 * dim:
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+            for key, n, blob in rows:
+                if not (isinstance(blob, bytes) and isinstance(n, int) and n > 0 and len(blob) == 4 * n):
+                    continue  # cut, of another type or another size
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if (dim is None or n == dim) and np.isfinite(vec).all():
+                    found[key] = vec
         return found
 
     def put_many(self, items: Mapping[str, np.ndarray]) -> None:
@@ -106,7 +107,7 @@ class EmbeddingCache:
 class NullCache:
     """A cache that stores nothing (``--no-cache``)."""
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    def get_many(self, keys: Iterable[str], dim: int | None = None) -> dict[str, np.ndarray]:
         return {}
 
     def put_many(self, items: Mapping[str, np.ndarray]) -> None:

@@ -89,7 +89,7 @@ def embed_images(
                 skipped.append(SkippedFile(str(images[i].path), f"cannot read file ({d})"))
             else:
                 keys[i] = embedding_key(encoder.fingerprint, encoder.preprocess_id, d)
-        hits = cache.get_many(keys.values())
+        hits = cache.get_many(keys.values(), dim=encoder.dim)
         todo = []
         for i, k in keys.items():
             if k in hits:
@@ -131,7 +131,7 @@ def embed_texts(
     """Text embeddings ``(len(texts), dim)`` through the cache; returns them and the number computed."""
     cache = cache if cache is not None else NullCache()
     keys = [text_key(encoder.fingerprint, t) for t in texts]
-    hits = cache.get_many(keys)
+    hits = cache.get_many(keys, dim=encoder.dim)
     missing = [i for i, k in enumerate(keys) if k not in hits]
     if missing:
         emb = encoder.encode_text([texts[i] for i in missing])

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .._util import cache_root, file_sha256
+from .._util import cache_root, file_sha256, key_bytes
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -43,6 +43,6 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
     """One digest over several weight files (e.g. sharded checkpoints), order-independent by name."""
     h = hashlib.sha256()
     for p in sorted(paths, key=lambda p: Path(p).name):
-        h.update(Path(p).name.encode())
+        h.update(key_bytes(Path(p).name))
         h.update(file_fingerprint(Path(p)).encode())
     return h.hexdigest()

@@ -9,8 +9,8 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 
-from ..data.dataset import FaceDataset, FaceImage, SkippedFile, resolve_dataset_path
-from ..data.images import file_sha256, is_image_path, probe_image
+from ..data.dataset import FaceDataset, FaceImage, SkippedFile, list_images, resolve_dataset_path
+from ..data.images import file_sha256, probe_image
 from ..embed.cache import EmbeddingCache, NullCache
 from ..embed.pipeline import default_workers, embed_images
 from ..errors import ImageError
@@ -43,12 +43,8 @@ def collect_images(source: ImageSource) -> tuple[list[SourceImage], list[Skipped
         return entries, list(source.skipped)
     if isinstance(source, (str, Path)):
         root = resolve_dataset_path(source)
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and is_image_path(p) and not any(s.startswith(".") for s in p.relative_to(root).parts)
-        )
-        return [SourceImage(p, _rel(p, root), p.parent.name if p.parent != root else None) for p in files], []
+        files, skipped = list_images(root)
+        return [SourceImage(p, _rel(p, root), p.parent.name if p.parent != root else None) for p in files], skipped
     return [SourceImage(Path(p), str(p), None) for p in source], []
 
 

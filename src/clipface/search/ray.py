@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util import key_bytes
 from ..data.dataset import FaceImage, SkippedFile
 from ..embed.pipeline import embed_images
 from ..errors import BackendUnavailableError
 from ..models.runtime import LoadOptions, load_encoder
 from .ingest import ImageSource, SourceImage, collect_images, describe_image
 from .records import EncoderId, ImageRecord
-from .shards import SHARD_PREFIX, write_shard
+from .shards import SHARD_PREFIX, name_bytes, name_text, write_shard
 
 __all__ = ["EmbedWorker", "RayEmbedding", "embed_with_ray"]
 
@@ -57,11 +58,11 @@ class EmbedWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         entries = [
-            SourceImage(Path(str(p)), str(r), None if i is None or i == "" else str(i))
+            SourceImage(Path(_text(p)), _text(r), _text(i) or None)
             for p, r, i in zip(batch["path"], batch["relpath"], batch["identity"])
         ]
         h = hashlib.sha256(f"{self.meta['fingerprint']}|{self.meta['preprocess_id']}".encode())
-        h.update("\n".join(str(e.path) for e in entries).encode())
+        h.update(key_bytes("\n".join(str(e.path) for e in entries)))
         shard = self.out_dir / f"{SHARD_PREFIX}{h.hexdigest()[:24]}.parquet"
         if not shard.exists():
             self._write(shard, entries)
@@ -110,7 +111,11 @@ def embed_with_ray(
     entries, _ = collect_images(image_paths)
     if not entries:
         return RayEmbedding(out, [], 0)
-    items = [{"path": str(e.path), "relpath": e.relpath, "identity": e.identity or ""} for e in entries]
+    # file names travel as bytes: Arrow (under Ray Data) holds no string that is not UTF-8
+    items = [
+        {"path": name_bytes(str(e.path)), "relpath": name_bytes(e.relpath), "identity": name_bytes(e.identity or "")}
+        for e in entries
+    ]
     ds = ray.data.from_items(items).map_batches(
         EmbedWorker,
         fn_constructor_kwargs={
@@ -128,3 +133,7 @@ def embed_with_ray(
     )
     rows = ds.take_all()
     return RayEmbedding(out, sorted({str(r["shard"]) for r in rows}), int(sum(int(r["images"]) for r in rows)))
+
+
+def _text(value: object) -> str:
+    return name_text(value) if isinstance(value, (bytes, str)) else str(value)  # type: ignore[return-value]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ..data.dataset import SkippedFile, display_name, identity_key
@@ -111,6 +113,32 @@ class Manifest:
     @property
     def encoder_id(self) -> EncoderId:
         return EncoderId(self.model, self.fingerprint, self.preprocess_id, self.dim)
+
+    @classmethod
+    def new(cls, eid: EncoderId, is_test_model: bool, align: str | None, on_no_face: str) -> Manifest:
+        """The manifest of a new, empty index (kind and parameters are set once the vectors are known)."""
+        return cls(
+            model=eid.model,
+            fingerprint=eid.fingerprint,
+            preprocess_id=eid.preprocess_id,
+            dim=eid.dim,
+            kind="flat",
+            count=0,
+            align=align,
+            on_no_face=on_no_face,
+            is_test_model=is_test_model,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """The manifest in ``path``, checked to be one this version reads."""
+        try:
+            manifest = cls(**json.loads(Path(path).read_text()))
+        except (ValueError, TypeError) as exc:
+            raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
+        if manifest.format != FORMAT:
+            raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
+        return manifest
 
 
 @dataclass

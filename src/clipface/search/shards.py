@@ -1,7 +1,9 @@
 """Embedding shards: Parquet files of image records and vectors, written by many workers, merged into an index.
 
 Columns ``path, relpath, identity, width, height, sha256, embedding``; the schema metadata holds
-the encoder's identity, its front end and the files skipped. Each shard is written atomically
+the encoder's identity, its front end and the files skipped. ``path``, ``relpath`` and
+``identity`` are the file names' bytes (binary columns), so names that are not UTF-8 survive;
+shards with text columns (written before) are read as well. Each shard is written atomically
 and named by a hash of the encoder and its paths, so a rerun reuses finished shards (the layout
 of clip-retrieval's embedding shards, which keep metadata beside the vectors in the same order).
 """
@@ -19,10 +21,22 @@ from .._util import atomic_write_bytes
 from ..data.dataset import SkippedFile
 from .records import EncoderId, FaceIndexError, ImageRecord
 
-__all__ = ["SHARD_PREFIX", "ShardSet", "read_shards", "write_shard"]
+__all__ = ["SHARD_PREFIX", "ShardSet", "name_bytes", "name_text", "read_shards", "write_shard"]
 
 SHARD_PREFIX = "shard-"
 _META_KEY = b"clipface"
+#: Columns holding file names, stored as their bytes.
+NAMES = ("path", "relpath", "identity")
+
+
+def name_bytes(text: str | None) -> bytes | None:
+    """A file name's bytes (undecodable bytes kept as they were on disk)."""
+    return None if text is None else text.encode("utf-8", errors="surrogateescape")
+
+
+def name_text(value: str | bytes | None) -> str | None:
+    """The name Python uses for those bytes (the inverse of :func:`name_bytes`); text passes through."""
+    return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -44,9 +58,8 @@ def write_shard(path: Path, records: list[ImageRecord], vectors: np.ndarray, met
     import pyarrow.parquet as pq
 
     dim = int(meta["dim"])
-    columns: dict[str, Any] = {
-        f: [getattr(r, f) for r in records] for f in ("path", "relpath", "identity", "width", "height", "sha256")
-    }
+    columns: dict[str, Any] = {f: pa.array([name_bytes(getattr(r, f)) for r in records], pa.binary()) for f in NAMES}
+    columns.update({f: [getattr(r, f) for r in records] for f in ("width", "height", "sha256")})
     flat = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
     table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta)})
@@ -76,7 +89,7 @@ def read_shards(shard_dir: str | Path) -> ShardSet:
             raise FaceIndexError(f"{path}: shard made by another encoder than {paths[0].name}")
         cols = table.to_pydict()
         records += [
-            ImageRecord(p, r, i, int(w), int(h), s)
+            ImageRecord(name_text(p) or "", name_text(r) or "", name_text(i), int(w), int(h), s)
             for p, r, i, w, h, s in zip(
                 cols["path"], cols["relpath"], cols["identity"], cols["width"], cols["height"], cols["sha256"]
             )

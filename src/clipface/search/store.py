@@ -7,23 +7,22 @@ An index folder holds:
 * ``vectors.faiss``: the vectors; row ``i`` is image id ``i``. Exact inner product
   (``IndexFlatIP``) up to :data:`FLAT_MAX` vectors, IVF-PQ with exact re-ranking above (or
   HNSW on request). :meth:`FaceIndex.load` memory-maps it.
-* ``meta.sqlite``: one row per image: id, path, path relative to the indexed folder,
-  identity (the parent folder's name in an identity-folder layout, ``None`` for images lying
-  directly in the indexed folder), width, height and SHA-256 of the file.
+* ``meta.sqlite`` (:mod:`~clipface.search.meta`): one row per image: id, path, path relative
+  to the indexed folder, identity (the parent folder's name; ``None`` for images lying directly
+  in the indexed folder), width, height and SHA-256. File names that are not UTF-8 are kept exact.
 * ``skipped.json``: files left out (unreadable, truncated, not an image, no face) and why.
 
 Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
 build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
-is already indexed. Vectors are unit-norm, so scores are cosine similarities (IVF-PQ and HNSW
-may miss some of the true nearest images, never misstate a score).
+is already indexed. Writers take turns on a lock file (:mod:`~clipface.search.writer`).
+Vectors are unit-norm, so scores are cosine similarities (IVF-PQ and HNSW may miss some of the
+true nearest images, never misstate a score).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -32,16 +31,16 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from .._util import file_lock, select_in, write_json
+from .._util import write_json
 from ..data.dataset import SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
 from ..errors import ImageError, NoFaceError
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .faiss_backend import FLAT_MAX, Kind, choose_kind, faiss_module, new_faiss_index, read_faiss, set_search_params
-from .ingest import ImageSource, embed_source
+from .faiss_backend import FLAT_MAX, Kind, choose_kind, new_faiss_index, read_faiss, set_search_params
+from .ingest import Embedded, ImageSource, embed_source
+from .meta import MetaDB
 from .records import (
-    FORMAT,
     EncoderId,
     EncoderMismatchError,
     Exclude,
@@ -52,24 +51,13 @@ from .records import (
     Manifest,
     QueryError,
     SearchHit,
-    identity_key,
 )
 from .shards import read_shards
+from .writer import fresh_dir, unique, write_lock, write_vectors
 
 __all__ = ["FaceIndex"]
 
-MANIFEST, VECTORS, META, SKIPPED, LOCK = "manifest.json", "vectors.faiss", "meta.sqlite", "skipped.json", ".write.lock"
-#: Longest wait for another process writing to the same index.
-WRITE_TIMEOUT = 600.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, relpath TEXT NOT NULL, identity TEXT,
-    identity_key TEXT, width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS images_identity ON images(identity_key);
-"""
-_COLUMNS = "id, path, relpath, identity, width, height, sha256"
+MANIFEST, VECTORS, META, SKIPPED = "manifest.json", "vectors.faiss", "meta.sqlite", "skipped.json"
 
 
 class FaceIndex:
@@ -81,9 +69,7 @@ class FaceIndex:
         self._faiss_index = faiss_index
         self._mmap = mmap
         self._lock = threading.RLock()
-        self._local = threading.local()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        self._meta = MetaDB(self.dir / META)
         set_search_params(self._faiss_index, manifest.params)
 
     # -- construction ------------------------------------------------------------------
@@ -110,13 +96,11 @@ class FaceIndex:
         ``align``/``on_no_face``: the ``--align`` choice the encoder was created with, recorded so
         :meth:`load_encoder` recreates it (``None``: the model's own front end).
         """
-        index_dir = _fresh_dir(index_dir, overwrite)
+        index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
-        index = cls._create(
-            index_dir, EncoderId.of(encoder), emb.vectors, kind, flat_max, encoder.is_test_model, align, on_no_face
-        )
-        return index, index._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+        manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
+        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod
     def build_from_shards(
@@ -130,42 +114,42 @@ class FaceIndex:
     ) -> tuple[FaceIndex, IndexUpdate]:
         """A new index from the embedding shards written by :func:`clipface.search.ray.embed_with_ray`."""
         shards = read_shards(shard_dir)
-        index_dir = _fresh_dir(index_dir, overwrite)
-        records, vectors, dups = _unique(shards.records, shards.vectors, set())
-        index = cls._create(
-            index_dir, shards.encoder_id, vectors, kind, flat_max, shards.is_test_model, shards.align, shards.on_no_face
-        )
-        return index, index._commit(records, vectors, shards.skipped, dups)
+        index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
+        records, vectors, dups = unique(shards.records, shards.vectors, set())
+        manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
+        emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
+        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod
-    def _create(
+    def _write_new(
         cls,
         index_dir: Path,
-        eid: EncoderId,
-        vectors: np.ndarray,
+        overwrite: bool,
+        manifest: Manifest,
         kind: str,
         flat_max: int,
-        is_test_model: bool,
-        align: str | None,
-        on_no_face: str,
-    ) -> FaceIndex:
-        chosen = choose_kind(len(vectors), kind, flat_max)
-        faiss_index, params = new_faiss_index(chosen, eid.dim, vectors)
-        manifest = Manifest(
-            model=eid.model,
-            fingerprint=eid.fingerprint,
-            preprocess_id=eid.preprocess_id,
-            dim=eid.dim,
-            kind=chosen,
-            count=0,
-            params=params,
-            align=align,
-            on_no_face=on_no_face,
-            is_test_model=is_test_model,
-        )
-        for name in (META, SKIPPED):
-            (index_dir / name).unlink(missing_ok=True)
-        return cls(index_dir, manifest, faiss_index)
+        emb: Embedded,
+    ) -> tuple[FaceIndex, IndexUpdate]:
+        """Replace whatever the folder holds with a new index of ``emb``, holding the writer lock throughout.
+
+        The check for an existing index is repeated under the lock (another build may have
+        finished meanwhile). A build that fails leaves no metadata file without a manifest.
+        """
+        with write_lock(index_dir):
+            fresh_dir(index_dir, overwrite, MANIFEST)
+            manifest.kind = choose_kind(len(emb.vectors), kind, flat_max)
+            faiss_index, manifest.params = new_faiss_index(manifest.kind, manifest.dim, emb.vectors)
+            for name in (MANIFEST, META, SKIPPED, VECTORS):  # the manifest first: a half-removed index is none
+                (index_dir / name).unlink(missing_ok=True)
+            try:
+                index = cls(index_dir, manifest, faiss_index)
+                update = index._append(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+            except BaseException:
+                if not (index_dir / MANIFEST).exists():
+                    for name in (META, SKIPPED):
+                        (index_dir / name).unlink(missing_ok=True)
+                raise
+        return index, update
 
     @classmethod
     def load(cls, index_dir: str | Path, mmap: bool = True) -> FaceIndex:
@@ -176,12 +160,7 @@ class FaceIndex:
             raise FaceIndexError(
                 f"{index_dir}: not an index folder (no {MANIFEST}); build one with `clipface index build`"
             )
-        try:
-            manifest = Manifest(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
-        if manifest.format != FORMAT:
-            raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
+        manifest = Manifest.read(path)
         try:
             vectors = read_faiss(index_dir / VECTORS, mmap=mmap)
         except RuntimeError as exc:  # FAISS reports a missing, cut or foreign file this way
@@ -191,7 +170,7 @@ class FaceIndex:
             ) from None
         try:
             index = cls(index_dir, manifest, vectors, mmap=mmap)
-            n_rows = index._db().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            n_rows = index._meta.count()
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
@@ -217,7 +196,7 @@ class FaceIndex:
         """Embed and append new images (files whose SHA-256 is already indexed are skipped)."""
         self.check_encoder(encoder)
         cache = EmbeddingCache() if cache is None else cache
-        emb = embed_source(encoder, images, self._known, cache, batch_size, workers, progress)
+        emb = embed_source(encoder, images, self.known, cache, batch_size, workers, progress)
         return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
 
     def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
@@ -242,7 +221,7 @@ class FaceIndex:
             if len(records)
             else np.zeros((0, self.manifest.dim), np.float32)
         )
-        records, vectors, dups = _unique(list(records), vectors, self._known([r.sha256 for r in records]))
+        records, vectors, dups = unique(list(records), vectors, self.known([r.sha256 for r in records]))
         return self._commit(records, vectors, list(skipped or []), dups)
 
     def _commit(
@@ -254,61 +233,40 @@ class FaceIndex:
         computed: int = 0,
         cached: int = 0,
     ) -> IndexUpdate:
-        """Append vectors and metadata, then write the FAISS file, metadata and manifest.
+        """Append vectors and metadata to the committed index (see :mod:`clipface.search.writer`).
 
-        Writers of one index folder take turns (a file lock, :data:`WRITE_TIMEOUT` seconds at
-        most): each reloads what the writer before it committed, drops images that writer
-        already added, and writes its vectors under a temporary name of its own.
+        Writers of one index folder take turns (the folder's file lock): each reloads what the
+        writer before it committed and drops images that writer already added.
         """
-        with self._lock, self._writer_lock():
+        with self._lock, write_lock(self.dir):
             if self._reload_for_write():
-                records, vectors, more = _unique(records, vectors, self._known([r.sha256 for r in records]))
+                records, vectors, more = unique(records, vectors, self.known([r.sha256 for r in records]))
                 duplicates += more
-            start = int(self._faiss_index.ntotal)
-            if len(records):
-                self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
-            rows = [
-                (
-                    start + i,
-                    r.path,
-                    r.relpath,
-                    r.identity,
-                    identity_key(r.identity) if r.identity else None,
-                    r.width,
-                    r.height,
-                    r.sha256,
-                )
-                for i, r in enumerate(records)
-            ]
-            fd, tmp = tempfile.mkstemp(prefix=f".{VECTORS}.", suffix=".tmp", dir=self.dir)
-            os.close(fd)
-            try:
-                faiss_module().write_index(self._faiss_index, tmp)
-                db = self._db()
-                with db:
-                    db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                    os.replace(tmp, self.dir / VECTORS)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-            self.manifest.count = int(self._faiss_index.ntotal)
-            write_json(self.dir / MANIFEST, asdict(self.manifest))
-            previous = self.skipped()
-            write_json(self.dir / SKIPPED, previous + [s.to_dict() for s in skipped])
+            return self._append(records, vectors, skipped, duplicates, computed, cached)
+
+    def _append(
+        self,
+        records: list[ImageRecord],
+        vectors: np.ndarray,
+        skipped: list[SkippedFile],
+        duplicates: int,
+        computed: int,
+        cached: int,
+    ) -> IndexUpdate:
+        """Write the vectors with the metadata rows, then the manifest and skipped list (writer lock held)."""
+        start = int(self._faiss_index.ntotal)
+        if len(records):
+            self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
+        write_vectors(self._faiss_index, self.dir / VECTORS, self._meta, start, records)
+        self.manifest.count = int(self._faiss_index.ntotal)
+        write_json(self.dir / MANIFEST, asdict(self.manifest))
+        write_json(self.dir / SKIPPED, self.skipped() + [s.to_dict() for s in skipped])
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
 
-    def _writer_lock(self) -> Any:
-        return file_lock(
-            self.dir / LOCK,
-            WRITE_TIMEOUT,
-            f"{self.dir}: another process has been writing to this index for over {WRITE_TIMEOUT:.0f} s; try again "
-            "when it has finished",
-        )
-
     def _reload_for_write(self) -> bool:
-        """Load the committed state before appending (the mapped vectors are read-only); whether another writer added
-        rows."""
+        """Load the committed state before appending (mapped vectors are read-only); whether others added to it."""
         path = self.dir / MANIFEST
-        on_disk = Manifest(**json.loads(path.read_text())) if path.is_file() else self.manifest
+        on_disk = Manifest.read(path) if path.is_file() else self.manifest
         changed = on_disk.count != self.manifest.count
         if self._mmap or changed:
             if (self.dir / VECTORS).is_file() and on_disk.count > 0:
@@ -410,24 +368,24 @@ class FaceIndex:
 
     # -- metadata ----------------------------------------------------------------------
     def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
-        """Metadata of the images with these ids (unknown ids are absent)."""
-        # ids outside SQLite's 64-bit range cannot be in the index (and would overflow the query)
-        valid = [int(i) for i in ids if 0 <= int(i) < 2**63]
-        sql = f"SELECT {_COLUMNS} FROM images WHERE id IN ({{}})"
-        return {row[0]: _image(row) for row in select_in(self._db(), sql, valid)}
+        """Metadata of the images with these ids (unknown and out-of-range ids are absent)."""
+        return self._meta.images(ids)
 
     def image(self, image_id: int) -> IndexedImage | None:
         """Metadata of one image, or ``None``."""
         return self.images([image_id]).get(image_id)
 
     def images_of(self, identity: str) -> list[IndexedImage]:
-        """Every image of a person (name matched with :func:`identity_key`)."""
-        sql = f"SELECT {_COLUMNS} FROM images WHERE identity_key = ? ORDER BY id"
-        return [_image(row) for row in self._db().execute(sql, (identity_key(identity),))]
+        """Every image of a person (name matched with :func:`~clipface.search.records.identity_key`)."""
+        return self._meta.images_of(identity)
+
+    def n_images_of(self, identity: str) -> int:
+        """Number of images of a person."""
+        return self._meta.n_images_of(identity)
 
     def n_identities(self) -> int:
         """Number of distinct known identities."""
-        return int(self._db().execute("SELECT COUNT(DISTINCT identity_key) FROM images").fetchone()[0])
+        return self._meta.n_identities()
 
     def skipped(self) -> list[dict[str, str]]:
         """Files left out of the index so far, with reasons."""
@@ -450,42 +408,9 @@ class FaceIndex:
             "skipped": len(self.skipped()),
         }
 
-    def _known(self, shas: list[str]) -> set[str]:
-        found: set[str] = {r[0] for r in select_in(self._db(), "SELECT sha256 FROM images WHERE sha256 IN ({})", shas)}
-        return found
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.dir / META, timeout=60)
-            self._local.conn = conn
-        return conn
+    def known(self, shas: list[str]) -> set[str]:
+        """Which of these SHA-256s are already indexed."""
+        return self._meta.known(shas)
 
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"
-
-
-def _image(row: tuple[Any, ...]) -> IndexedImage:
-    i, path, relpath, identity, width, height, sha = row
-    return IndexedImage(path=path, relpath=relpath, identity=identity, width=width, height=height, sha256=sha, id=i)
-
-
-def _unique(
-    records: list[ImageRecord], vectors: np.ndarray, known: set[str]
-) -> tuple[list[ImageRecord], np.ndarray, int]:
-    keep = []
-    for i, r in enumerate(records):
-        if r.sha256 not in known:
-            known.add(r.sha256)
-            keep.append(i)
-    return [records[i] for i in keep], vectors[keep], len(records) - len(keep)
-
-
-def _fresh_dir(index_dir: str | Path, overwrite: bool) -> Path:
-    path = Path(index_dir)
-    if (path / MANIFEST).exists() and not overwrite:
-        raise FaceIndexError(
-            f"{path} already holds an index: add images with `clipface index add`, or rebuild with --overwrite"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -8,16 +8,17 @@ thumbnails. Each client IP gets a token bucket of ``rate_limit`` API requests pe
 (thumbnails have their own, ``THUMBNAIL_FACTOR`` times larger, since a result grid fetches
 one per card). Request bodies over ``max_upload_bytes`` are refused with 413 from the
 ``Content-Length`` header before any byte is read, or as soon as the bytes read exceed it;
-images over ``max_pixels`` are refused with 413 from their header, before decoding. Every
-error is JSON ``{"error": reason}``, never a stack trace. Files are served only by numeric
-image id from the index metadata: no path from a request reaches the file system.
+images over ``max_pixels`` are refused with 413 from their header, before decoding, and the
+others are decoded within a memory bound (:mod:`clipface.server.uploads`). Every error is
+JSON ``{"error": reason}``, never a stack trace, and every status the server can answer is in
+the OpenAPI schema. Files are served only by numeric image id from the index metadata: no
+path from a request reaches the file system.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the routes' annotations name models made per app (``k <= max_k``).
 import io
+import logging
 import os
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from ..data.images import load_image
+from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..errors import ClipfaceError, ImageError
 from ..models.base import Encoder
 from ..search.audit import THRESHOLD, audit_person
@@ -37,20 +38,23 @@ from ..search.records import IndexedImage, QueryError
 from ..search.store import FaceIndex
 from .gate import Gate, TooLarge, json_error
 from .policies import OptOutList, RateLimiter
-from .schemas import AuditResponse, ErrorResponse, SearchResponse, TextQuery, result_of
+from .schemas import AuditResponse, ErrorResponse, SearchResponse, result_of, text_query_model
+from .uploads import DECODE_BUDGET, PixelBudget, decode_bounded, decode_upload, is_too_large, limit_heap
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("clipface.server")
 
 TOKEN_ENV = "CLIPFACE_API_TOKEN"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_K = 100
-#: Longer side of a query photo after decoding (a face needs far fewer pixels than a 40 Mpx photo).
-QUERY_MAX_SIDE = 2048
-#: Uploads decoded at the same time (each may briefly hold its full-size pixels).
-DECODE_SLOTS = 2
-_DECODE_SLOTS = threading.BoundedSemaphore(DECODE_SLOTS)
+#: Pixels of uploads being decoded at once, for every app in this process together.
+_DECODING = PixelBudget(DECODE_BUDGET)
 RATE_LIMIT = 60
+#: Image types the decoder reads, declared as the ``file`` part's content type in the schema.
+PHOTO_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
+PHOTO_PART = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": PHOTO_TYPES}}}}}}
 THUMBNAIL_FACTOR = 20
 THUMBNAIL_SIZE = 256
 
@@ -84,7 +88,10 @@ def create_app(
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
     ``require_token=True`` and no token this raises. ``rate_limit``: API requests per minute
-    per client IP (``None`` or 0: no limit).
+    per client IP (``None`` or 0: no limit). The client IP is the connection's: run uvicorn with
+    ``proxy_headers=False`` unless a reverse proxy is named in ``forwarded_allow_ips`` (as
+    ``clipface serve --forwarded-allow-ips`` does), since uvicorn otherwise believes
+    ``X-Forwarded-For`` from 127.0.0.1 and any local client could choose its own bucket.
     """
     token = token or os.environ.get(TOKEN_ENV) or None
     if require_token and not token:
@@ -94,6 +101,9 @@ def create_app(
     index.check_encoder(encoder)
     optout = opt_out if isinstance(opt_out, OptOutList) else OptOutList(opt_out)
     limits = _Limits(max_upload_bytes, max_pixels, max_k)
+    limit_heap()
+    removed = _OptOutReport(index, optout)
+    removed.log_unmatched()
 
     def exclude(image: IndexedImage) -> bool:
         return optout.blocks(image)
@@ -104,12 +114,16 @@ def create_app(
         docs_url=None,  # the interactive docs load scripts from a CDN; the schema stays at /openapi.json
         redoc_url=None,
         responses={
-            401: {"model": ErrorResponse},
-            413: {"model": ErrorResponse},
-            422: {"model": ErrorResponse},
-            429: {"model": ErrorResponse},
+            400: {"model": ErrorResponse, "description": "The body cannot be parsed (broken JSON or multipart)."},
+            401: {"model": ErrorResponse, "description": "Missing or wrong API token."},
+            404: {"model": ErrorResponse, "description": "No such image, or one removed by the opt-out list."},
+            413: {"model": ErrorResponse, "description": "Body or image too large."},
+            422: {"model": ErrorResponse, "description": "Invalid request: a value out of range, not an image..."},
+            429: {"model": ErrorResponse, "description": "Rate limit exceeded (see Retry-After)."},
+            500: {"model": ErrorResponse, "description": "Internal error (no details are given)."},
         },
     )
+    app.state.max_k = max_k
     per_minute = rate_limit or 0
     limiters = {
         "api": RateLimiter(per_minute) if per_minute > 0 else None,
@@ -120,8 +134,11 @@ def create_app(
 
     def checked_k(k: int) -> int:
         if not 1 <= k <= limits.max_k:
-            raise HTTPException(422, f"k must be between 1 and {limits.max_k}")
+            raise HTTPException(422, k_error(limits.max_k))
         return k
+
+    text_query = text_query_model(max_k)
+    k_form = Form(10, ge=1, le=max_k, description="Number of results.")
 
     @app.get("/api/health")
     def health() -> dict[str, str]:
@@ -130,13 +147,20 @@ def create_app(
 
     @app.get("/api/stats")
     def stats() -> dict[str, Any]:
-        """The index: model, kind, number of images and people; the server's limits."""
+        """The index: model, kind, number of images and people; the server's limits; what the opt-out list removes.
+
+        ``opt_out``: one item per entry of the list, by line number (names are not repeated
+        here), with the number of indexed images it removes: an entry that removes none is a
+        typo or a person not in the index.
+        """
         optout.refresh()
         return {
             **{k: v for k, v in index.stats().items() if k != "fingerprint"},
             "fingerprint": index.manifest.fingerprint[:12],
             "has_text": encoder.has_text,
             "opt_out_entries": len(optout),
+            "opt_out": removed.items(),
+            "opt_out_error": optout.error,
             "max_k": limits.max_k,
             "max_upload_bytes": limits.max_upload_bytes,
             "max_pixels": limits.max_pixels,
@@ -144,16 +168,16 @@ def create_app(
         }
 
     @app.post("/api/search/text", response_model=SearchResponse)
-    def search_text(body: TextQuery) -> SearchResponse:
+    def search_text(body: text_query) -> SearchResponse:  # type: ignore[valid-type]
         """Images best matching a text (CLIP models only)."""
         k = checked_k(body.k)
         optout.refresh()
         hits = index.query_text(encoder, body.query, k, exclude)
         return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
-    @app.post("/api/search/image", response_model=SearchResponse)
+    @app.post("/api/search/image", response_model=SearchResponse, openapi_extra=PHOTO_PART)
     def search_image(
-        file: UploadFile = File(..., description="A photo with a face."), k: int = Form(10)
+        file: UploadFile = File(..., description="A photo with a face."), k: int = k_form
     ) -> SearchResponse:
         """Images of the face most similar to the uploaded photo's."""
         k = checked_k(k)
@@ -162,11 +186,11 @@ def create_app(
         hits = index.query_image(encoder, image, k, exclude)
         return SearchResponse(query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
-    @app.post("/api/audit", response_model=AuditResponse)
+    @app.post("/api/audit", response_model=AuditResponse, openapi_extra=PHOTO_PART)
     def audit(
-        name: str = Form(..., min_length=1, max_length=200, description="The person's name."),
-        k: int = Form(10),
-        file: UploadFile | None = File(None, description="Optional photo of the person (else the name is the query)."),
+        name: str = Form(..., min_length=1, max_length=200, pattern=r"\S", description="The person's name."),
+        k: int = k_form,
+        file: UploadFile = File(None, description="Optional photo of the person (else the name is the query)."),
     ) -> AuditResponse:
         """How many of the top-k results for a name (or a photo) are that person, and the verdict."""
         k = checked_k(k)
@@ -216,6 +240,10 @@ def create_app(
     return app
 
 
+def k_error(max_k: int) -> str:
+    return f"k must be between 1 and {max_k}"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -227,6 +255,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return json_error(422, "invalid JSON body")
         loc = list(first.get("loc", ()))
+        if loc and loc[-1] == "k" and first.get("type") in ("less_than_equal", "greater_than_equal"):
+            return json_error(422, k_error(request.app.state.max_k))
         where = ".".join(str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path") else loc))
         return json_error(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
@@ -234,38 +264,52 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
         return json_error(422, str(exc))
 
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        return json_error(500, "internal server error")
-
 
 def _read_image(file: UploadFile, limits: _Limits) -> Image.Image:
-    """Decode an upload with the shared decoder: too many bytes or pixels are refused before decoding.
-
-    At most :data:`DECODE_SLOTS` uploads are decoded at once, each reduced to
-    :data:`QUERY_MAX_SIDE` pixels on its longer side while decoding where the format allows, so
-    the memory held stays bounded whatever the number of clients.
-    """
+    """Decode an upload within the server's memory bound (:func:`clipface.server.uploads.decode_upload`)."""
     data = file.file.read(limits.max_upload_bytes + 1)
     if len(data) > limits.max_upload_bytes:
         raise TooLarge(limits.max_upload_bytes)
     if not data:
         raise HTTPException(422, "empty upload: send an image file")
-    with _DECODE_SLOTS:
-        try:
-            return load_image(
-                data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes, max_side=QUERY_MAX_SIDE
-            )
-        except ImageError as exc:
-            status = 413 if exc.reason.startswith(("image too large", "file too large")) else 422
-            raise HTTPException(status, exc.reason) from None
-        finally:
-            del data
+    try:
+        return decode_upload(data, limits.max_pixels, limits.max_upload_bytes, _DECODING)
+    except ImageError as exc:
+        raise HTTPException(413 if is_too_large(exc) else 422, exc.reason) from None
+    finally:
+        del data
+
+
+class _OptOutReport:
+    """How many indexed images each opt-out entry removes (recounted when the list changes)."""
+
+    def __init__(self, index: FaceIndex, optout: OptOutList) -> None:
+        self.index, self.optout = index, optout
+        self._version = -1
+        self._items: list[dict[str, Any]] = []
+
+    def items(self) -> list[dict[str, Any]]:
+        if self._version != self.optout.version:
+            version, entries = self.optout.version, list(self.optout.entries)
+            self._items = [
+                {"line": line, "kind": kind, "removes": self._count(kind, key)} for line, kind, key in entries
+            ]
+            self._version = version
+        return self._items
+
+    def _count(self, kind: str, key: str) -> int:
+        return len(self.index.known([key])) if kind == "image" else self.index.n_images_of(key)
+
+    def log_unmatched(self) -> None:
+        """Tell the operator (the log, not the API) which entries remove nothing."""
+        for item, (_, _, key) in zip(self.items(), self.optout.entries):
+            if item["removes"] == 0:
+                log.warning("opt-out list line %d (%r) matches no indexed image", item["line"], key)
 
 
 def _thumbnail(image: IndexedImage) -> bytes:
     try:
-        img = load_image(Path(image.path), max_side=2 * THUMBNAIL_SIZE)
+        img = decode_bounded(Path(image.path), _DECODING, 2 * THUMBNAIL_SIZE, DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES)
     except ImageError:
         raise HTTPException(404, f"image {image.id} is no longer readable") from None
     img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))

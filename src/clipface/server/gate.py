@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -11,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .policies import RateLimiter
 
 __all__ = ["Gate", "OPEN_API_PATHS", "SECURITY_HEADERS", "TooLarge", "json_error"]
+
+log = logging.getLogger("clipface.server")
 
 OPEN_API_PATHS = ("/api/health",)
 SECURITY_HEADERS = [
@@ -35,7 +38,11 @@ def json_error(status: int, error: str, headers: dict[str, str] | None = None) -
 
 
 class Gate:
-    """ASGI middleware checking each API request before the app reads anything of it."""
+    """ASGI middleware checking each API request before the app reads anything of it.
+
+    It also answers any error the app did not handle (a 500 with the security headers, the
+    trace in the log only), so no request ends with a reset connection.
+    """
 
     def __init__(self, app: ASGIApp, token: str | None, limiters: dict[str, RateLimiter | None], max_body: int) -> None:
         self.app, self.token, self.limiters, self.max_body = app, token, limiters, max_body
@@ -78,6 +85,10 @@ class Gate:
             if started:
                 raise
             await _with_headers(json_error(413, str(exc.detail)), scope, receive, send)
+        except Exception:  # a bug: answered here, with the security headers, and the connection kept
+            log.exception("internal error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _with_headers(json_error(500, "internal server error"), scope, receive, send)
 
     def _refusal(self, scope: Scope) -> Response | None:
         path: str = scope["path"]

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+from .._util import readable
 from ..search.records import SearchHit
 
-__all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQuery", "result_of"]
+__all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQuery", "result_of", "text_query_model"]
 
 
 class TextQuery(BaseModel):
-    query: str = Field(..., min_length=1, max_length=500, description="Text to search for, e.g. a person's name.")
-    k: int = Field(10, ge=1, description="Number of results.")
+    query: str = Field(
+        ..., min_length=1, max_length=500, pattern=r"\S", description="Text to search for, e.g. a person's name."
+    )
+    k: int = Field(10, ge=1, le=100, description="Number of results.")
+
+
+def text_query_model(max_k: int) -> type[TextQuery]:
+    """:class:`TextQuery` with ``k <= max_k`` in its schema (the server's own limit)."""
+    if max_k == 100:
+        return TextQuery
+    field = (int, Field(10, ge=1, le=max_k, description="Number of results."))
+    return create_model("TextQuery", __base__=TextQuery, k=field)  # type: ignore[call-overload]
 
 
 class Result(BaseModel):
@@ -50,11 +61,12 @@ class ErrorResponse(BaseModel):
 
 
 def result_of(hit: SearchHit) -> Result:
+    """The answer for one hit; file names that are not UTF-8 are shown with ``\\xNN`` escapes."""
     return Result(
         rank=hit.rank,
         id=hit.id,
-        path=hit.relpath,
-        identity=hit.identity,
+        path=readable(hit.relpath),
+        identity=readable(hit.identity) if hit.identity is not None else None,
         name=hit.name,
         score=hit.score,
         image_url=f"/api/image/{hit.id}",

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..._util import nearest
+from ..._util import key_bytes, nearest
 from ...data.dataset import FaceImage
 
 #: Share of each person's photos used as probes (FaceCure ``test_frac``).
@@ -164,7 +164,7 @@ def poison_gallery(
     for label in sorted(pool):
         if kind == "mislabel":
             others = [i for other, idx in sorted(pool.items()) if other != label for i in idx]
-            order = np.random.default_rng([seed, zlib.crc32(label.encode())]).permutation(others)
+            order = np.random.default_rng([seed, zlib.crc32(key_bytes(label))]).permutation(others)
             out += [(int(i), label) for i in order[:k]]
         elif kind == "cloak":
             assert cloak_of is not None

@@ -1,0 +1,104 @@
+"""An index's metadata, ``meta.sqlite``: one row per image, with file names kept exact.
+
+A path or folder name that is not valid UTF-8 (Linux file names are bytes) is stored as the
+name's bytes (a BLOB in the same column, :func:`~clipface._util.to_sql_text`) and read back as
+the very string Python made of it, so the path stored opens the same file. Every other value
+is plain text, so indexes written before this stay readable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .._util import from_sql_text, select_in, to_sql_text
+from .records import ImageRecord, IndexedImage, identity_key
+
+__all__ = ["MetaDB"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, relpath TEXT NOT NULL, identity TEXT,
+    identity_key TEXT, width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS images_identity ON images(identity_key);
+"""
+_COLUMNS = "id, path, relpath, identity, width, height, sha256"
+#: SQLite integers are signed 64-bit: an id outside this range cannot be in an index (and would overflow a query).
+_MAX_ID = 2**63
+
+
+class MetaDB:
+    """The ``images`` table of one index folder (one connection per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        with self.conn() as db:
+            db.executescript(_SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60)
+            self._local.conn = conn
+        return conn
+
+    def count(self) -> int:
+        return int(self.conn().execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def insert(self, start: int, records: Sequence[ImageRecord]) -> None:
+        """Add ``records`` as ids ``start, start + 1, ...`` (inside the caller's transaction)."""
+        rows = [
+            (
+                start + i,
+                to_sql_text(r.path),
+                to_sql_text(r.relpath),
+                to_sql_text(r.identity),
+                to_sql_text(identity_key(r.identity)) if r.identity else None,
+                r.width,
+                r.height,
+                r.sha256,
+            )
+            for i, r in enumerate(records)
+        ]
+        self.conn().executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
+        """Metadata of the images with these ids (unknown and out-of-range ids are absent)."""
+        valid = [int(i) for i in ids if 0 <= int(i) < _MAX_ID]
+        sql = f"SELECT {_COLUMNS} FROM images WHERE id IN ({{}})"
+        return {row[0]: _image(row) for row in select_in(self.conn(), sql, valid)}
+
+    def images_of(self, identity: str) -> list[IndexedImage]:
+        """Every image of a person (name matched with :func:`identity_key`), by id."""
+        sql = f"SELECT {_COLUMNS} FROM images WHERE identity_key = ? ORDER BY id"
+        return [_image(row) for row in self.conn().execute(sql, (to_sql_text(identity_key(identity)),))]
+
+    def n_images_of(self, identity: str) -> int:
+        """Number of images of a person."""
+        sql = "SELECT COUNT(*) FROM images WHERE identity_key = ?"
+        return int(self.conn().execute(sql, (to_sql_text(identity_key(identity)),)).fetchone()[0])
+
+    def n_identities(self) -> int:
+        """Number of distinct known identities."""
+        return int(self.conn().execute("SELECT COUNT(DISTINCT identity_key) FROM images").fetchone()[0])
+
+    def known(self, shas: Iterable[str]) -> set[str]:
+        """Which of these SHA-256s are indexed."""
+        return {r[0] for r in select_in(self.conn(), "SELECT sha256 FROM images WHERE sha256 IN ({})", shas)}
+
+
+def _image(row: tuple[Any, ...]) -> IndexedImage:
+    i, path, relpath, identity, width, height, sha = row
+    return IndexedImage(
+        path=from_sql_text(path) or "",
+        relpath=from_sql_text(relpath) or "",
+        identity=from_sql_text(identity),
+        width=width,
+        height=height,
+        sha256=sha,
+        id=i,
+    )
