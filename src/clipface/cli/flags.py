@@ -229,6 +229,16 @@ ForwardedAllowIps = Annotated[
     ),
 ]
 
+ClipRetrieval = Annotated[
+    bool,
+    typer.Option(
+        "--clip-retrieval", help="Also serve clip-retrieval's back-end API (/knn-service, /metadata, /indices-list)."
+    ),
+]
+CorsOrigin = Annotated[
+    Optional[List[str]],
+    typer.Option("--cors-origin", help="A web origin allowed to call the API from a browser (repeatable)."),
+]
 Engine = Annotated[str, typer.Option("--engine", help="The engine's knn-service URL (clip-retrieval's API).")]
 Indice = Annotated[str, typer.Option("--indice", help="The engine's index to search (see its /indices-list).")]
 Person = Annotated[Path, typer.Option("--person", help="Folder of the person's photos.")]

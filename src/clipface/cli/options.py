@@ -102,6 +102,8 @@ class CliOptions:
     rate_limit: float = 60.0
     max_upload_mb: float = 10.0
     forwarded_allow_ips: str | None = None
+    clip_retrieval: bool = False
+    cors_origin: list[str] | None = None
     engine: str | None = None
     indice: str | None = None
     person: Path | None = None

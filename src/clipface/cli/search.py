@@ -17,6 +17,8 @@ from .flags import (
     AsJson,
     BatchSize,
     CacheDir,
+    ClipRetrieval,
+    CorsOrigin,
     Device,
     Engine,
     ForwardedAllowIps,
@@ -151,6 +153,8 @@ def serve_cmd(
     rate_limit: RateLimit = 60.0,
     max_upload_mb: MaxUploadMb = 10.0,
     forwarded_allow_ips: ForwardedAllowIps = None,
+    clip_retrieval: ClipRetrieval = False,
+    cors_origin: CorsOrigin = None,
     weights: Weights = None,
     device: Device = "cpu",
 ) -> None:
@@ -172,7 +176,11 @@ def serve_cmd(
             max_upload_bytes=int(o.max_upload_mb * 2**20),
             weights=o.weights[0] if o.weights else None,
             device=o.device,
+            clip_retrieval=o.clip_retrieval,
+            cors_origins=o.cors_origin or (),
         )
+        if o.clip_retrieval:
+            echo(f"clip-retrieval API at http://{o.host}:{o.port}/knn-service (index {o.index.resolve().name!r})")
         if o.no_auth:
             echo(f"warning: no API token: anyone who can reach {o.host}:{o.port} can search this index")
         echo(f"serving {o.index} on http://{o.host}:{o.port}/ (API schema at /openapi.json)")

@@ -22,10 +22,11 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
@@ -36,6 +37,7 @@ from ..models.base import Encoder
 from ..search.audit import THRESHOLD, audit_person
 from ..search.records import IndexedImage, QueryError
 from ..search.store import FaceIndex
+from .clip_retrieval import CLIP_RETRIEVAL_PATHS, add_clip_retrieval_routes
 from .gate import Gate, TooLarge, json_error
 from .policies import OptOutList, RateLimiter
 from .schemas import AuditResponse, ErrorResponse, SearchResponse, result_of, text_query_model
@@ -82,8 +84,16 @@ def create_app(
     max_k: int = MAX_K,
     weights: str | Path | None = None,
     device: str = "cpu",
+    clip_retrieval: bool = False,
+    cors_origins: Sequence[str] = (),
+    indice_name: str | None = None,
 ) -> FastAPI:
     """The search engine over the index in ``index_dir``.
+
+    ``clip_retrieval``: also serve clip-retrieval's back-end API (:mod:`clipface.server.clip_retrieval`),
+    the index listed as ``indice_name`` (default: the index folder's name), behind the same gate.
+    ``cors_origins``: web origins allowed to call the API from a browser (e.g. clip-retrieval's
+    front end served elsewhere); none by default.
 
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
@@ -129,7 +139,18 @@ def create_app(
         "api": RateLimiter(per_minute) if per_minute > 0 else None,
         "image": RateLimiter(per_minute * THUMBNAIL_FACTOR) if per_minute > 0 else None,
     }
-    app.add_middleware(Gate, token=token if require_token else None, limiters=limiters, max_body=max_upload_bytes)
+    protected = CLIP_RETRIEVAL_PATHS if clip_retrieval else ()
+    app.add_middleware(
+        Gate, token=token if require_token else None, limiters=limiters, max_body=max_upload_bytes, protected=protected
+    )
+    if cors_origins:  # added last, so outermost: preflight requests are answered before the gate
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Clipface-Ignored", "X-Clipface-Clamped"],
+        )
     _install_error_handlers(app)
 
     def checked_k(k: int) -> int:
@@ -233,6 +254,17 @@ def create_app(
     @app.get("/style.css", include_in_schema=False)
     def style() -> Response:
         return Response(page["style.css"], media_type="text/css; charset=utf-8")
+
+    if clip_retrieval:
+
+        def decode(raw: bytes) -> Image.Image:
+            try:
+                return decode_upload(raw, limits.max_pixels, limits.max_upload_bytes, _DECODING)
+            except ImageError as exc:
+                raise HTTPException(413 if is_too_large(exc) else 422, exc.reason) from None
+
+        name = indice_name or Path(index_dir).resolve().name
+        add_clip_retrieval_routes(app, index, encoder, name, exclude, optout.refresh, decode)
 
     app.state.index = index
     app.state.encoder = encoder

@@ -44,8 +44,16 @@ class Gate:
     trace in the log only), so no request ends with a reset connection.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, limiters: dict[str, RateLimiter | None], max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        limiters: dict[str, RateLimiter | None],
+        max_body: int,
+        protected: tuple[str, ...] = (),
+    ) -> None:
         self.app, self.token, self.limiters, self.max_body = app, token, limiters, max_body
+        self.protected = protected  # routes outside /api/ that the same policies cover (clip-retrieval's)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +100,7 @@ class Gate:
 
     def _refusal(self, scope: Scope) -> Response | None:
         path: str = scope["path"]
-        if not path.startswith("/api/") or path in OPEN_API_PATHS:
+        if path in OPEN_API_PATHS or not (path.startswith("/api/") or path.rstrip("/") in self.protected):
             return None
         limiter = self.limiters["image" if path.startswith("/api/image/") else "api"]
         client = (scope.get("client") or ("unknown", 0))[0]
