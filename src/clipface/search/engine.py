@@ -6,8 +6,8 @@ The paper's warning is about engines such as LAION-5B's k-NN back end, built wit
 inference attack (text queries) and for each of their photos (image queries). Every result's
 image is read (base64 ``image``, else a local ``image_path``, else its ``url`` where reachable;
 what cannot be read is counted and listed), and a face recogniser decides whether it shows the
-person: any face in it (group photos count) within the recogniser's LFW threshold at FAR 1e-3 of
-one of the person's photos. The exposure is reported per query kind: precision at k, how many
+person: a face in it (group photos count) whose median similarity to the person's photos reaches
+the recogniser's LFW threshold at FAR 1e-3. The exposure is reported per query kind: precision at k, how many
 distinct images of the person were found, how many of them carry the name in their caption, and
 examples.
 """
@@ -146,7 +146,11 @@ def _name_in(caption: Any, name: str) -> bool:
 
 
 class _Judge:
-    """Whether an image shows the person: any face within ``threshold`` of one of their reference faces."""
+    """Whether an image shows the person: a face whose median similarity to their photos reaches ``threshold``.
+
+    The median (at least half of the photos match) rather than the best match keeps the false match
+    rate near the threshold's own FAR however many reference photos there are.
+    """
 
     def __init__(self, encoder: Encoder, references: np.ndarray, threshold: float) -> None:
         self.encoder, self.references, self.threshold = encoder, references, threshold
@@ -161,7 +165,7 @@ class _Judge:
                 self._memo[key] = (None, exc.reason)
             else:
                 emb = self.encoder.embed_prepared(np.stack([c.crop for c in crops]))
-                self._memo[key] = (float((emb @ self.references.T).max()), None)
+                self._memo[key] = (float(np.median(emb @ self.references.T, axis=1).max()), None)
         return self._memo[key]
 
 

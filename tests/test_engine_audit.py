@@ -1,0 +1,101 @@
+"""`clipface audit` end to end on loopback: clipface serve in clip-retrieval mode over LFW people, audited with dlib."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from clipface.api import build_index
+from clipface.cli import app
+from clipface.embed.options import RunOptions
+from clipface.models.dlib_resnet import availability
+
+from .conftest import LFW_MINI
+from .live_server import serve
+
+pytestmark = pytest.mark.skipif(not availability()[0], reason="dlib is not installed")
+runner = CliRunner()
+OUTSIDE = "Vladimir_Putin"  # in nobody's index
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("audit")
+    people = root / "people"
+    shutil.copytree(LFW_MINI, people, ignore=shutil.ignore_patterns(OUTSIDE))
+    build_index("dlib", str(people), root / "faces", RunOptions(progress=False), kind="flat")
+    with serve(root / "faces", "--clip-retrieval", "--no-auth") as (port, _):
+        yield f"http://127.0.0.1:{port}/knn-service"
+
+
+def audit(engine: str, person: str, out: Path) -> dict:
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--engine",
+            engine,
+            "--indice",
+            "faces",
+            "--person",
+            str(LFW_MINI / person),
+            "--model",
+            "dlib",
+            "-k",
+            "10",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_person_in_the_index_is_found(engine: str, tmp_path: Path) -> None:
+    doc = audit(engine, "Tony_Blair", tmp_path)
+    image = doc["queries"]["image"]
+    assert image["answered"] == 10 and image["precision_at_k"] >= 0.9
+    assert image["images_found"] >= 9 and image["found_with_name_in_caption"] == image["images_found"]
+    text = doc["queries"]["text"]  # a face recogniser's index has no text tower: every text query is refused
+    assert (
+        text["answered"] == 0
+        and text["n_errors"] == text["queries"] == 22
+        and "no text tower" in text["errors"][0]["error"]
+    )
+    assert "returns" in doc["verdict"] and doc["n_unreadable"] == 0
+    assert "Tony Blair" in (tmp_path / "results.md").read_text() and (tmp_path / "report.html").is_file()
+
+
+def test_a_person_not_in_the_index_is_not_found(engine: str, tmp_path: Path) -> None:
+    doc = audit(engine, OUTSIDE, tmp_path)
+    assert doc["queries"]["image"]["answered"] == 10 and doc["images_found"] == 0
+    assert doc["verdict"] == "the engine returned no image of Vladimir Putin"
+
+
+def test_audit_argument_errors(engine: str, tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["audit", "--engine", engine, "--indice", "laion5B", "--person", str(LFW_MINI / "Tony_Blair")]
+    )
+    assert res.exit_code == 2 and "the engine has no such index (it has: faces)" in res.output
+    res = runner.invoke(
+        app, ["audit", "--engine", "ftp://x", "--indice", "faces", "--person", str(LFW_MINI / "Tony_Blair")]
+    )
+    assert res.exit_code == 2 and "--engine 'ftp://x'" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--engine",
+            "http://127.0.0.1:9/knn-service",
+            "--indice",
+            "faces",
+            "--person",
+            str(LFW_MINI / "Tony_Blair"),
+        ],
+    )
+    assert res.exit_code == 1 and "cannot reach the engine" in res.output and "Traceback" not in res.output
