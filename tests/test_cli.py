@@ -142,13 +142,18 @@ def test_models_lists_availability() -> None:
     assert rows["ViT-B-32:openai"]["available"] is False
 
 
-def test_main_job_report(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["run", "--out", str(tmp_path), "--include-test-models", "-q"])
+def test_main_job_without_cloaks_lists_models_not_run(tmp_path: Path) -> None:
+    """The study with the clean half only (the full default run is tests/test_study.py)."""
+    res = runner.invoke(
+        app, ["run", "--out", str(tmp_path), "--models", "ViT-B-32:openai,test-tiny-random", "--cloak", "none", "-q"]
+    )
     assert res.exit_code == 0, res.output
     report = (tmp_path / "report.md").read_text()
-    assert "test-tiny-random" in report and "ViT-B-32:openai" in report and "weights not cached" in report
+    assert "test-tiny-random" in report and "ViT-B-32:openai" in report and "--weights DIR" in report
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["dataset"]["n_images"] == 100
+    assert doc["dataset"]["n_images"] == 100 and doc["cloaks"] == [] and doc["models_run"] == ["test-tiny-random"]
+    (r,) = doc["results"]
+    assert set(r["gallery"]) == {"clean", "protocol"} and r["gallery"]["clean"]["n_gallery"] == 45
 
 
 def write_pairs(root: Path, path: Path) -> None:
