@@ -168,6 +168,8 @@ def test_with_backend(tiny: TorchEncoder, onnx_dir: Path, monkeypatch: pytest.Mo
     with pytest.raises(ValueError, match="backend must be one of"):
         with_backend(tiny, "tensorrt")
     with pytest.raises(ValueError, match="precision must be one of"):
+        with_backend(tiny, "onnx", "fp8")
+    with pytest.raises(BackendUnavailableError, match="onnx backend runs fp32 or int8, not fp16"):
         with_backend(tiny, "onnx", "fp16")
 
 
