@@ -72,7 +72,11 @@ Flip = Annotated[
 ]
 Backend = Annotated[
     str,
-    typer.Option("--backend", help="Inference backend: torch (eager), compile (torch.compile) or onnx (ONNX Runtime)."),
+    typer.Option(
+        "--backend",
+        help="Inference backend: torch (eager), compile (torch.compile), onnx (ONNX Runtime) or dlib (dlib's own "
+        "network, model dlib only).",
+    ),
 ]
 Precision = Annotated[
     str, typer.Option("--precision", help="fp32, or int8 (dynamic quantisation; needs --backend onnx).")

@@ -226,9 +226,18 @@ class DlibAligner:
         return self._chip(rgb, self._box(rgb, image), size)
 
     def _chip(self, rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
+        return self._dlib.get_face_chip(rgb, self._shape(rgb, box), size=size, padding=self.padding)
+
+    def _shape(self, rgb: np.ndarray, box: Box) -> Any:
         rect = self._dlib.rectangle(*(round(v) for v in box))
-        shape = _shape_predictor(self._predictor_path)(rgb, rect)
-        return self._dlib.get_face_chip(rgb, shape, size=size, padding=self.padding)
+        return _shape_predictor(self._predictor_path)(rgb, rect)
+
+    def chip_details(self, image: Image.Image, size: int) -> Any:
+        """``dlib.chip_details`` (rotated rectangle, chip size) of the chip :meth:`crop` extracts, or
+        :class:`NoFaceError`."""
+        rgb = np.asarray(image.convert("RGB"))
+        shape = self._shape(rgb, self._box(rgb, image))
+        return self._dlib.get_face_chip_details(shape, size=size, padding=self.padding)
 
     def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
         """Every face the detector finds (the second pass only where the first finds none), chosen face first.
