@@ -185,6 +185,9 @@ class DlibAligner:
     ``adjust_threshold``, normally 0) are used instead; ``None`` turns the second pass off.
     """
 
+    #: dlib's detector, landmarks and chips hold Python's lock: the pipeline prepares in processes.
+    holds_gil = True
+
     def __init__(
         self,
         upsample: int = 1,
@@ -201,6 +204,9 @@ class DlibAligner:
         self._detector = _PerThread(lambda: copy.deepcopy(_frontal_face_detector()))
         retry = "" if retry_threshold is None else f"-retry{retry_threshold:g}"
         self.id = f"dlib-hog-up{upsample}-max{max_side}-{select}{retry}-5pt-chip-pad{padding:g}"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuilt from its settings in a worker process
+        return (DlibAligner, (self.upsample, self.padding, self.max_side, self.select, self.retry_threshold))
 
     def box(self, image: Image.Image) -> Box:
         """The chosen face's detector box in source pixels, or :class:`NoFaceError`."""
@@ -373,6 +379,10 @@ class CenterFallback:
         self.inner = inner
         self.id = f"{inner.id}+nofacecenter"
         self._center = CenterCropAligner()
+        self.holds_gil = bool(getattr(inner, "holds_gil", False))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CenterFallback, (self.inner,))
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
         try:
