@@ -14,6 +14,7 @@ __all__ = [
     "EncoderMismatchError",
     "Exclude",
     "FORMAT",
+    "READABLE_FORMATS",
     "FaceIndexError",
     "ImageRecord",
     "IndexUpdate",
@@ -24,8 +25,10 @@ __all__ = [
     "identity_key",
 ]
 
-#: Version of the index folder layout.
-FORMAT = 1
+#: Version of the index folder layout (2: vectors in ``vectors.f32``, codes in ``ann.faiss``; 1: one FAISS file).
+FORMAT = 2
+#: Layouts that can still be read (a first-format folder is rewritten in the current one on its next change).
+READABLE_FORMATS = (1, 2)
 
 
 class FaceIndexError(ClipfaceError):
@@ -107,7 +110,7 @@ class Manifest:
     dim: int
     kind: str
     count: int
-    params: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     align: str | None = None
     on_no_face: str = "skip"
     is_test_model: bool = False

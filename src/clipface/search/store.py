@@ -4,9 +4,10 @@ An index folder holds:
 
 * ``manifest.json``: model name, encoder fingerprint, ``preprocess_id``, dimension, FAISS kind
   and parameters, image count. An encoder whose fingerprint or preparation differs is refused.
-* ``vectors.faiss``: the vectors; row ``i`` is image id ``i``. Exact inner product
-  (``IndexFlatIP``) up to :data:`FLAT_MAX` vectors, IVF-PQ with exact re-ranking above (or
-  HNSW on request). :meth:`FaceIndex.load` memory-maps it.
+* ``vectors.f32`` and, for approximate kinds, ``ann.faiss`` (:mod:`.vectors`): row ``i`` is image
+  id ``i``. Exact search at the matrix product's speed up to :data:`FLAT_MAX` vectors, IVF with
+  4-bit fast-scan PQ codes and exact re-ranking above (or another kind on request,
+  :mod:`.faiss_backend`). :meth:`FaceIndex.load` memory-maps both.
 * ``meta.sqlite``: one row per image: id, path, path relative to the indexed folder,
   identity (the parent folder's name in an identity-folder layout, ``None`` for images lying
   directly in the indexed folder), width, height and SHA-256 of the file.
@@ -14,7 +15,7 @@ An index folder holds:
 
 Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
 build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
-is already indexed. Vectors are unit-norm, so scores are cosine similarities (IVF-PQ and HNSW
+is already indexed. Vectors are unit-norm, so scores are cosine similarities (approximate kinds
 may miss some of the true nearest images, never misstate a score).
 """
 
@@ -23,68 +24,57 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .._util import file_lock, select_in, write_json
+from .._util import file_lock, write_json
 from ..data.dataset import SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
 from ..errors import ImageError, NoFaceError
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .faiss_backend import FLAT_MAX, Kind, choose_kind, faiss_module, new_faiss_index, read_faiss, set_search_params
+from .faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
 from .ingest import ImageSource, embed_source
+from .meta import META, SCHEMA, Metadata, insert_rows, unique_records
 from .records import (
     FORMAT,
+    READABLE_FORMATS,
     EncoderId,
     EncoderMismatchError,
     Exclude,
     FaceIndexError,
     ImageRecord,
-    IndexedImage,
     IndexUpdate,
     Manifest,
     QueryError,
     SearchHit,
-    identity_key,
 )
 from .shards import read_shards
+from .vectors import ANN, LEGACY, VECTORS, VectorStore
 
 __all__ = ["FaceIndex"]
 
-MANIFEST, VECTORS, META, SKIPPED, LOCK = "manifest.json", "vectors.faiss", "meta.sqlite", "skipped.json", ".write.lock"
+MANIFEST, SKIPPED, LOCK = "manifest.json", "skipped.json", ".write.lock"
 #: Longest wait for another process writing to the same index.
 WRITE_TIMEOUT = 600.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, relpath TEXT NOT NULL, identity TEXT,
-    identity_key TEXT, width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS images_identity ON images(identity_key);
-"""
-_COLUMNS = "id, path, relpath, identity, width, height, sha256"
 
-
-class FaceIndex:
+class FaceIndex(Metadata):
     """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`."""
 
-    def __init__(self, index_dir: Path, manifest: Manifest, faiss_index: Any, mmap: bool = False) -> None:
+    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore) -> None:
         self.dir = Path(index_dir)
         self.manifest = manifest
-        self._faiss_index = faiss_index
-        self._mmap = mmap
+        self._store = store
         self._lock = threading.RLock()
         self._local = threading.local()
         with self._db() as db:
-            db.executescript(_SCHEMA)
-        set_search_params(self._faiss_index, manifest.params)
+            db.executescript(SCHEMA)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -131,7 +121,7 @@ class FaceIndex:
         """A new index from the embedding shards written by :func:`clipface.search.ray.embed_with_ray`."""
         shards = read_shards(shard_dir)
         index_dir = _fresh_dir(index_dir, overwrite)
-        records, vectors, dups = _unique(shards.records, shards.vectors, set())
+        records, vectors, dups = unique_records(shards.records, shards.vectors, set())
         index = cls._create(
             index_dir, shards.encoder_id, vectors, kind, flat_max, shards.is_test_model, shards.align, shards.on_no_face
         )
@@ -150,7 +140,10 @@ class FaceIndex:
         on_no_face: str,
     ) -> FaceIndex:
         chosen = choose_kind(len(vectors), kind, flat_max)
-        faiss_index, params = new_faiss_index(chosen, eid.dim, vectors)
+        params = default_params(chosen, len(vectors), eid.dim)
+        for name in (META, SKIPPED, VECTORS, ANN, LEGACY):
+            (index_dir / name).unlink(missing_ok=True)
+        store = VectorStore.create(index_dir, chosen, eid.dim, params, l2_normalize(vectors))
         manifest = Manifest(
             model=eid.model,
             fingerprint=eid.fingerprint,
@@ -163,9 +156,7 @@ class FaceIndex:
             on_no_face=on_no_face,
             is_test_model=is_test_model,
         )
-        for name in (META, SKIPPED):
-            (index_dir / name).unlink(missing_ok=True)
-        return cls(index_dir, manifest, faiss_index)
+        return cls(index_dir, manifest, store)
 
     @classmethod
     def load(cls, index_dir: str | Path, mmap: bool = True) -> FaceIndex:
@@ -180,25 +171,20 @@ class FaceIndex:
             manifest = Manifest(**json.loads(path.read_text()))
         except (ValueError, TypeError) as exc:
             raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
-        if manifest.format != FORMAT:
+        if manifest.format not in READABLE_FORMATS:
             raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
+        store = VectorStore.open(index_dir, manifest.dim, manifest.kind, manifest.params, manifest.count, mmap=mmap)
         try:
-            vectors = read_faiss(index_dir / VECTORS, mmap=mmap)
-        except RuntimeError as exc:  # FAISS reports a missing, cut or foreign file this way
-            first = (str(exc).strip().splitlines() or ["unreadable"])[-1][:160]
-            raise FaceIndexError(
-                f"{index_dir / VECTORS}: not a readable FAISS index ({first}); rebuild the index"
-            ) from None
-        try:
-            index = cls(index_dir, manifest, vectors, mmap=mmap)
+            index = cls(index_dir, manifest, store)
             n_rows = index._db().execute("SELECT COUNT(*) FROM images").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
             ) from None
-        if not index._faiss_index.ntotal == n_rows == manifest.count:
+        codes = store.ann.ntotal if store.ann is not None else store.count
+        if not store.count == codes == n_rows == manifest.count:
             raise FaceIndexError(
-                f"{index_dir}: inconsistent index ({index._faiss_index.ntotal} vectors, {n_rows} metadata rows, "
+                f"{index_dir}: inconsistent index ({store.count} vectors, {codes} codes, {n_rows} metadata rows, "
                 f"manifest says {manifest.count}): rebuild it"
             )
         return index
@@ -242,7 +228,7 @@ class FaceIndex:
             if len(records)
             else np.zeros((0, self.manifest.dim), np.float32)
         )
-        records, vectors, dups = _unique(list(records), vectors, self._known([r.sha256 for r in records]))
+        records, vectors, dups = unique_records(list(records), vectors, self._known([r.sha256 for r in records]))
         return self._commit(records, vectors, list(skipped or []), dups)
 
     def _commit(
@@ -262,36 +248,25 @@ class FaceIndex:
         """
         with self._lock, self._writer_lock():
             if self._reload_for_write():
-                records, vectors, more = _unique(records, vectors, self._known([r.sha256 for r in records]))
+                records, vectors, more = unique_records(records, vectors, self._known([r.sha256 for r in records]))
                 duplicates += more
-            start = int(self._faiss_index.ntotal)
+            start = self._store.count
             if len(records):
-                self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
-            rows = [
-                (
-                    start + i,
-                    r.path,
-                    r.relpath,
-                    r.identity,
-                    identity_key(r.identity) if r.identity else None,
-                    r.width,
-                    r.height,
-                    r.sha256,
-                )
-                for i, r in enumerate(records)
-            ]
-            fd, tmp = tempfile.mkstemp(prefix=f".{VECTORS}.", suffix=".tmp", dir=self.dir)
-            os.close(fd)
+                self._store.append(l2_normalize(vectors))
+            tmp = self._store.write_ann()
             try:
-                faiss_module().write_index(self._faiss_index, tmp)
                 db = self._db()
                 with db:
-                    db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                    os.replace(tmp, self.dir / VECTORS)
+                    insert_rows(db, records, start)
+                    if tmp is not None:
+                        os.replace(tmp, self.dir / ANN)
             finally:
-                Path(tmp).unlink(missing_ok=True)
-            self.manifest.count = int(self._faiss_index.ntotal)
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+            self.manifest.count = self._store.count
+            self.manifest.format = FORMAT
             write_json(self.dir / MANIFEST, asdict(self.manifest))
+            self._store.finish_legacy_upgrade()
             previous = self.skipped()
             write_json(self.dir / SKIPPED, previous + [s.to_dict() for s in skipped])
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
@@ -305,17 +280,14 @@ class FaceIndex:
         )
 
     def _reload_for_write(self) -> bool:
-        """Load the committed state before appending (the mapped vectors are read-only); whether another writer added
-        rows."""
+        """Load the committed state before appending; whether another writer added rows."""
         path = self.dir / MANIFEST
         on_disk = Manifest(**json.loads(path.read_text())) if path.is_file() else self.manifest
         changed = on_disk.count != self.manifest.count
-        if self._mmap or changed:
-            if (self.dir / VECTORS).is_file() and on_disk.count > 0:
-                self._faiss_index = read_faiss(self.dir / VECTORS, mmap=False)
-                set_search_params(self._faiss_index, self.manifest.params)
-            self._mmap = False
-        self.manifest.count = int(self._faiss_index.ntotal)
+        if changed:
+            m = on_disk
+            self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
+        self.manifest.count = self._store.count
         return changed
 
     # -- encoders ----------------------------------------------------------------------
@@ -364,9 +336,7 @@ class FaceIndex:
         fetch = k if exclude is None else min(self.count, 2 * k + 8)
         while True:
             with self._lock:
-                if hasattr(self._faiss_index, "hnsw"):
-                    self._faiss_index.hnsw.efSearch = max(self.manifest.params.get("ef_search", 0), fetch)
-                scores, ids = self._faiss_index.search(q, fetch)
+                scores, ids = self._store.search(q, fetch)
             meta = self.images([int(i) for i in np.unique(ids) if i >= 0])
             out = []
             for row_scores, row_ids in zip(scores, ids):
@@ -408,27 +378,6 @@ class FaceIndex:
             raise QueryError(f"unusable query image: {exc.reason}") from None
         return encoder.embed_prepared(np.stack([prepared]))
 
-    # -- metadata ----------------------------------------------------------------------
-    def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
-        """Metadata of the images with these ids (unknown ids are absent)."""
-        # ids outside SQLite's 64-bit range cannot be in the index (and would overflow the query)
-        valid = [int(i) for i in ids if 0 <= int(i) < 2**63]
-        sql = f"SELECT {_COLUMNS} FROM images WHERE id IN ({{}})"
-        return {row[0]: _image(row) for row in select_in(self._db(), sql, valid)}
-
-    def image(self, image_id: int) -> IndexedImage | None:
-        """Metadata of one image, or ``None``."""
-        return self.images([image_id]).get(image_id)
-
-    def images_of(self, identity: str) -> list[IndexedImage]:
-        """Every image of a person (name matched with :func:`identity_key`)."""
-        sql = f"SELECT {_COLUMNS} FROM images WHERE identity_key = ? ORDER BY id"
-        return [_image(row) for row in self._db().execute(sql, (identity_key(identity),))]
-
-    def n_identities(self) -> int:
-        """Number of distinct known identities."""
-        return int(self._db().execute("SELECT COUNT(DISTINCT identity_key) FROM images").fetchone()[0])
-
     def skipped(self) -> list[dict[str, str]]:
         """Files left out of the index so far, with reasons."""
         path = self.dir / SKIPPED
@@ -450,35 +399,8 @@ class FaceIndex:
             "skipped": len(self.skipped()),
         }
 
-    def _known(self, shas: list[str]) -> set[str]:
-        found: set[str] = {r[0] for r in select_in(self._db(), "SELECT sha256 FROM images WHERE sha256 IN ({})", shas)}
-        return found
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.dir / META, timeout=60)
-            self._local.conn = conn
-        return conn
-
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"
-
-
-def _image(row: tuple[Any, ...]) -> IndexedImage:
-    i, path, relpath, identity, width, height, sha = row
-    return IndexedImage(path=path, relpath=relpath, identity=identity, width=width, height=height, sha256=sha, id=i)
-
-
-def _unique(
-    records: list[ImageRecord], vectors: np.ndarray, known: set[str]
-) -> tuple[list[ImageRecord], np.ndarray, int]:
-    keep = []
-    for i, r in enumerate(records):
-        if r.sha256 not in known:
-            known.add(r.sha256)
-            keep.append(i)
-    return [records[i] for i in keep], vectors[keep], len(records) - len(keep)
 
 
 def _fresh_dir(index_dir: str | Path, overwrite: bool) -> Path:
