@@ -15,9 +15,10 @@ exact cosines, and only a true neighbour missing from the candidates costs recal
 * ``ivfpq``: the first release's IVF-PQ (8-bit codes, ``dim / 8`` sub-quantisers).
 * ``hnsw``: an HNSW graph over 8-bit scalar codes (``HNSW32_SQ8``).
 
-Above :data:`HNSW_QUANTIZER_MIN` lists the inverted file's coarse quantiser is itself an HNSW
-graph (autofaiss's choice at LAION scale), so that assigning ten million vectors to lists does
-not cost a matrix product with every centroid.
+The number of lists grows as ``4 sqrt(n)`` up to :data:`NLIST_MAX` (k-means training on a few
+cores stays at minutes). From :data:`HNSW_QUANTIZER_MIN` vectors on, the coarse quantiser is an
+HNSW graph over the centroids (autofaiss's choice at LAION scale), so that assigning ten
+million vectors to lists does not cost a matrix product with every centroid.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ FLAT_MAX = 50_000
 IVF_MIN = 64
 #: Training sample: at most ``max(TRAIN_MIN, TRAIN_PER_LIST * nlist)`` vectors.
 TRAIN_MIN, TRAIN_PER_LIST = 65_536, 64
-#: From this many lists on, the coarse quantiser is an HNSW graph.
-HNSW_QUANTIZER_MIN = 8192
+#: Most inverted lists (k-means on a 2-core machine: about 4 minutes at 4,096 lists).
+NLIST_MAX = 4096
+#: From this many vectors on, the coarse quantiser is an HNSW graph over the centroids.
+HNSW_QUANTIZER_MIN = 2_000_000
 
 
 def faiss_module() -> Any:
@@ -78,8 +81,8 @@ def choose_kind(n: int, kind: str = "auto", flat_max: int = FLAT_MAX) -> str:
 
 
 def _nlist(n: int) -> int:
-    """About ``4 sqrt(n)`` lists, a power of two, with at least 39 training vectors each (FAISS's minimum)."""
-    return max(1, min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), n // 39, 65_536))
+    """About ``4 sqrt(n)`` lists (a power of two, at most :data:`NLIST_MAX`), at least 39 training vectors each."""
+    return max(1, min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), n // 39, NLIST_MAX))
 
 
 def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
     if kind == "hnsw":
         return {"factory": "HNSW32_SQ8", "ef_construction": 80, "ef_search": 128, "k_factor": 4}
     nlist = _nlist(n)
-    coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_MIN else f"IVF{nlist}"
+    coarse = f"IVF{nlist}_HNSW32" if n >= HNSW_QUANTIZER_MIN else f"IVF{nlist}"
     if kind == "ivfpqfs":
         m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
         codes = f"PQ{m}x4fs"
@@ -103,7 +106,7 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
         codes, k_factor = "SQ8", 4
     elif kind == "ivfpq":
         m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
-        codes, k_factor = f"PQ{m}x{min(8, int(math.log2(max(2, n))))}", 4
+        codes, k_factor = f"PQ{m}x{min(8, int(math.log2(max(2, n))))}np", 4  # np: no polysemous training
     else:
         raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS[1:])}")
     return {"factory": f"{coarse},{codes}", "nlist": nlist, "nprobe": min(nlist, 32), "k_factor": k_factor}
@@ -131,7 +134,7 @@ def new_ann(kind: str, dim: int, train: np.ndarray, params: dict[str, Any]) -> A
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.cp.min_points_per_centroid = 1  # no warnings on small sets; the size rule above applies
-        pq = getattr(ivf, "pq", None)
+        pq = getattr(faiss.downcast_index(ivf), "pq", None)  # `index` keeps the object alive
         if pq is not None:
             pq.cp.min_points_per_centroid = 1
             pq.cp.max_points_per_centroid = 128  # codebooks from a smaller sample: twice as fast, as good here
