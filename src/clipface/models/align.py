@@ -185,8 +185,7 @@ class DlibAligner:
     ``adjust_threshold``, normally 0) are used instead; ``None`` turns the second pass off.
     """
 
-    #: dlib's detector, landmarks and chips hold Python's lock: the pipeline prepares in processes.
-    holds_gil = True
+    holds_gil = True  # dlib's detector, landmarks and chips hold Python's lock: prepared in worker processes
 
     def __init__(
         self,
@@ -239,8 +238,7 @@ class DlibAligner:
         return _shape_predictor(self._predictor_path)(rgb, rect)
 
     def chip_details(self, image: Image.Image, size: int) -> Any:
-        """``dlib.chip_details`` (rotated rectangle, chip size) of the chip :meth:`crop` extracts, or
-        :class:`NoFaceError`."""
+        """``dlib.chip_details`` (rotated rectangle, size) of the chip :meth:`crop` makes, or :class:`NoFaceError`."""
         rgb = np.asarray(image.convert("RGB"))
         shape = self._shape(rgb, self._box(rgb, image))
         return self._dlib.get_face_chip_details(shape, size=size, padding=self.padding)
@@ -352,15 +350,8 @@ class MtcnnAligner:
             again = "" if self.retry_thresholds is None else " (nor at the lower stage thresholds)"
             raise NoFaceError(image_label(image), f"no face found by MTCNN{again}")
         vh, vw = view.shape[:2]
-        left, top, right, bottom = (v / scale for v in boxes[pick_face(boxes, vw, vh, self.select)])
-        half = self.margin / 2
         ih, iw = rgb.shape[:2]
-        box = (
-            max(int(left - half), 0),
-            max(int(top - half), 0),
-            min(int(right + half), iw),
-            min(int(bottom + half), ih),
-        )
+        box = self._margin_box(_scaled(boxes[pick_face(boxes, vw, vh, self.select)], scale), iw, ih)
         if box[2] <= box[0] or box[3] <= box[1]:
             raise NoFaceError(image_label(image), "MTCNN box lies outside the image")
         return box
