@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{table}\n\n"
         f"Same vectors: on the {agreement['photos_compared']} photos where both found exactly one face, median cosine "
         f"{agreement['median_cosine']:.7f} between clipface's port and face_recognition "
-        f"({100 * (agreement['share_cosine_at_least_0.9999'] or 0):.1f}% at >= 0.9999; the rest are photos where "
-        "clipface's central-face rule or second detection pass picked another face).\n"
+        f"({100 * (agreement['share_cosine_at_least_0.9999'] or 0):.1f}% at >= 0.9999). On the other photos "
+        "face_recognition found no face or several (it embeds them all, clipface the central one, so it embedded "
+        "more faces).\n"
     )
     write_text(args.out / "dlib_speed.md", md)
     log(f"wrote {args.out / 'dlib_speed.json'} and .md")
