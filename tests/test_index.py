@@ -124,8 +124,13 @@ def test_load_memory_maps_and_can_still_add(built: FaceIndex, tiny, cache, tmp_p
     extra = tmp_path / "extra" / "Someone_New"
     extra.mkdir(parents=True)
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 60, 3), dtype=np.uint8)).save(extra / "x.jpg")
+    with open(copy / "vectors.f32", "ab") as fh:  # rows of a write interrupted before its commit
+        fh.write(b"\x00" * 64 * 4 * 3)
     assert mapped.add(tiny, extra.parent, cache=cache).added == 1
     assert FaceIndex.load(copy).count == 101 and (copy / "vectors.f32").stat().st_size == 101 * 64 * 4
+    (copy / "vectors.f32").write_bytes(b"\x00" * 64 * 4 * 100)  # cut short: refused in one line
+    with pytest.raises(FaceIndexError, match="vectors.f32: not a readable vector file"):
+        FaceIndex.load(copy)
 
 
 def test_kind_is_chosen_by_size_and_can_be_forced(tiny, cache, tmp_path: Path, monkeypatch) -> None:
