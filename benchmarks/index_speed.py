@@ -1,20 +1,36 @@
-"""Query speed of the search index: exact FAISS Flat against IVF-PQ and HNSW, on synthetic 512-d embeddings.
+"""Search speed at 100k to 10M vectors: clipface's exact search against the plain matrix product and FAISS's flat
+index, and the approximate kinds (with exact re-ranking) against the first release's IVF-PQ, in one run.
 
-For each size (100k and 1M vectors by default) the script builds the indexes exactly as
-``FaceIndex`` does (:func:`clipface.search.faiss_backend.new_faiss_index` with :func:`default_params`) and
-measures build time, size, single-query latency (p50/p95 over ``--latency-queries`` queries,
-k=10), batched throughput (queries per second over ``--queries`` queries in one call) and
-recall@10 of the approximate indexes against the exact one.
+For each size the script measures, on the same synthetic 512-d vectors and queries:
 
-The vectors imitate face embeddings rather than uniform noise (on which every approximate
-index fails): ``n / 100`` "identities", each a centre in a 64-d latent space mapped to 512-d by
-a fixed random linear map, images scattered around their centre, plus isotropic noise, all
-L2-normalised; queries are new images of the same identities.
+* ``numpy product``: ``queries @ vectors.T`` alone, the ceiling of any exact search (sizes up to
+  ``--ceiling-max``; it needs ``queries x n`` floats of memory);
+* ``exact``: :func:`clipface.search.exact.exact_search` over the vectors memory-mapped from disk
+  (blocked BLAS products and a running top-k), as a ``flat`` index searches;
+* ``faiss flat``: FAISS's ``IndexFlatIP`` over the same vectors in memory;
+* ``previous ivfpq``: the first release's index (``IndexRefineFlat`` over IVF-PQ, ``sqrt(n) / 2``
+  lists, 64 x 8-bit codes, 16 lists probed, 4 k re-ranked);
+* each approximate kind of :mod:`clipface.search.faiss_backend`, built as ``FaceIndex`` builds it
+  (:class:`clipface.search.vectors.VectorStore`: codes trained on a sample, vectors in a
+  memory-mapped file, candidates re-ranked exactly), at its default settings and at the
+  ``--sweep`` settings.
 
-    python benchmarks/index_speed.py            # 100k and 1M (about 10 minutes on 2 busy cores)
-    python benchmarks/index_speed.py --quick    # 20k, seconds
+Columns: build time, file size (codes plus vectors), one query per call on one thread (p50/p95
+latency over ``--latency-queries``), ``--queries`` queries in one call on ``--threads`` threads
+(queries/s), recall@10 against exact search. Peak memory (resident anonymous memory and resident
+total, sampled) is recorded per size. From ``--stream-above`` vectors on, the vectors are made and
+written in chunks and never held in memory at once (the 10M run).
 
-Writes ``benchmarks/results/index_speed.json`` and ``.md``.
+The vectors imitate face embeddings rather than uniform noise (on which every approximate index
+fails): ``n / 100`` "identities", each a centre in a 64-d latent space mapped to 512-d by a fixed
+random linear map, images scattered around their centre, plus isotropic noise, all L2-normalised;
+queries are new images of the same identities.
+
+    python benchmarks/index_speed.py                         # 100k and 1M
+    python benchmarks/index_speed.py --sizes 10000000 --name index_speed_10m --kinds ivfpqfs
+    python benchmarks/index_speed.py --quick                 # 20k, seconds
+
+Writes ``benchmarks/results/NAME.json`` and ``.md`` (``NAME`` = ``index_speed`` by default).
 """
 
 from __future__ import annotations
@@ -23,18 +39,24 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
 from clipface._util import versions, write_json, write_text
 from clipface.report.markdown import md_table
-from clipface.search.faiss_backend import default_params, new_faiss_index, set_search_params
+from clipface.search.exact import exact_search
+from clipface.search.faiss_backend import APPROXIMATE, default_params, set_search_params
+from clipface.search.vectors import ANN, VECTORS, VectorStore
 
 K = 10
 LATENT = 64
+CHUNK = 250_000
 
 
 class Embeddings:
@@ -46,115 +68,188 @@ class Embeddings:
         self.centres = rng.standard_normal((n_identities, LATENT)).astype(np.float32)
         self.mix = (rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)).astype(np.float32)
 
-    def draw(self, n: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    def chunks(self, n: int, seed: int, chunk: int = CHUNK):
         rng = np.random.default_rng(seed)
-        out = np.empty((n, self.dim), dtype=np.float32)
         for i in range(0, n, chunk):
             m = min(chunk, n - i)
             z = self.centres[rng.integers(0, len(self.centres), m)] + 0.6 * rng.standard_normal(
                 (m, LATENT), dtype=np.float32
             )
             x = z @ self.mix + 0.15 * rng.standard_normal((m, self.dim), dtype=np.float32)
-            out[i : i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        return out
+            yield x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def draw(self, n: int, seed: int) -> np.ndarray:
+        return np.concatenate(list(self.chunks(n, seed))) if n else np.zeros((0, self.dim), np.float32)
 
 
-def size_mb(index: Any, kind: str, n: int, dim: int) -> float:
-    if kind == "flat":
-        return n * dim * 4 / 2**20
-    import faiss
+class Memory:
+    """Peak resident memory of this process, sampled every 0.2 s: anonymous (heap) and total (with mapped files)."""
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "i.faiss")
-        faiss.write_index(index, path)
-        return os.path.getsize(path) / 2**20
+    def __init__(self) -> None:
+        self.anon = self.total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            fields = {}
+            for line in Path("/proc/self/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "VmRSS"):
+                    fields[key] = int(value.split()[0]) * 1024
+            self.anon = max(self.anon, fields.get("RssAnon", 0))
+            self.total = max(self.total, fields.get("VmRSS", 0))
+            self._stop.wait(0.2)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_rss_anon_mb": self.anon / 2**20, "peak_rss_total_mb": self.total / 2**20}
 
 
-def measure(
-    index: Any, queries: np.ndarray, single: np.ndarray, truth: np.ndarray | None, threads: int
-) -> dict[str, Any]:
-    """Latency of one query per call on one thread (a request thread), then batched throughput on ``threads``."""
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def latency(search: Callable[[np.ndarray], Any], single: np.ndarray) -> dict[str, float]:
+    """p50/p95 of one query per call, on one thread."""
     import faiss
 
     faiss.omp_set_num_threads(1)
-    index.search(single[:5], K)  # warm up
-    lat = []
-    for q in single:
-        t = time.perf_counter()
-        index.search(q[None], K)
-        lat.append((time.perf_counter() - t) * 1000)
+    with threadpool_limits(1):
+        search(single[:3])  # warm up
+        lat = [timed(lambda q=q: search(q[None]))[1] * 1000 for q in single]
+    return {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95))}
+
+
+def throughput(search: Callable[[np.ndarray], Any], queries: np.ndarray, threads: int) -> tuple[Any, float]:
+    import faiss
+
     faiss.omp_set_num_threads(threads)
-    t = time.perf_counter()
-    _, ids = index.search(queries, K)
-    qps = len(queries) / (time.perf_counter() - t)
-    recall = 1.0 if truth is None else float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, truth)]))
-    return {
-        "latency_p50_ms": float(np.percentile(lat, 50)),
-        "latency_p95_ms": float(np.percentile(lat, 95)),
-        "qps_batch": float(qps),
-        "recall_at_10": recall,
-        "ids": ids,
-    }
+    with threadpool_limits(threads):
+        out, seconds = timed(lambda: search(queries))
+    return out, len(queries) / seconds
 
 
-def run_size(n: int, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+def recall(ids: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a[a >= 0]) & set(b)) / K for a, b in zip(ids, truth)]))
+
+
+def write_vectors(path: Path, gen: Embeddings, n: int, seed: int, sample: int) -> np.ndarray:
+    """Write ``n`` vectors to ``path`` chunk by chunk; return a training sample (the first ``sample``, i.i.d.)."""
+    train = []
+    with open(path, "wb") as fh:
+        for x in gen.chunks(n, seed):
+            if sum(len(t) for t in train) < sample:
+                train.append(x[: sample - sum(len(t) for t in train)].copy())
+            fh.write(x.tobytes())
+    return np.concatenate(train)
+
+
+def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    import faiss
+
+    memory = Memory()
     gen = Embeddings(max(10, n // 100), args.dim, args.seed)
-    t = time.perf_counter()
-    data = gen.draw(n, seed=args.seed + 1)
     queries = gen.draw(args.queries, seed=args.seed + 2)
     single = queries[: args.latency_queries]
-    log(f"n={n}: data in {time.perf_counter() - t:.1f} s")
+    tmp = Path(tempfile.mkdtemp(prefix=f"index-speed-{n}-", dir=args.tmp))
+    stream = n > args.stream_above
+    t = time.perf_counter()
+    sample = write_vectors(tmp / VECTORS, gen, n, args.seed + 1, 262_144)
+    mapped = np.memmap(tmp / VECTORS, dtype=np.float32, mode="r", shape=(n, args.dim))
+    data = None if stream else np.array(mapped)
+    log(f"n={n:,}: vectors written in {time.perf_counter() - t:.0f} s ({'streamed' if stream else 'in memory'})")
     rows: list[dict[str, Any]] = []
-    truth = None
-    kinds = ["flat", "ivfpq"] + (["hnsw"] if n <= args.hnsw_max else [])
-    for kind in kinds:
+    file_mb = n * args.dim * 4 / 2**20
+
+    def add(index: str, params: Any, build: float, mb: float, lat: dict[str, float], qps: float, rec: float) -> None:
+        row = {"n": n, "index": index, "params": params, "build_s": build, "size_mb": mb, **lat, "qps_batch": qps}
+        row["recall_at_10"] = rec
+        rows.append(row)
+        log(
+            f"n={n:,} {index} {params}: build {build:.0f} s, p50 {lat.get('latency_p50_ms', float('nan')):.2f} ms, "
+            f"{qps:,.1f} q/s, recall@10 {rec:.3f}"
+        )
+
+    ceiling = None
+    if n <= args.ceiling_max and data is not None:
+        _, ceiling = throughput(lambda q: q @ data.T, queries, args.threads)
+        add("numpy product (ceiling)", "queries @ vectors.T", 0.0, file_mb, {}, ceiling, float("nan"))
+    (truth_s, truth), qps = throughput(lambda q: exact_search(mapped, q, K), queries, args.threads)
+    lat = latency(lambda q: exact_search(mapped, q, K), single) if not stream else {}
+    add("exact (clipface, memory-mapped)", "blocked BLAS + running top-k", 0.0, file_mb, lat, qps, 1.0)
+    exact_qps = qps
+    if data is not None:
+        flat = faiss.IndexFlatIP(args.dim)
+        _, build = timed(lambda: flat.add(data))
+        (_, ids), qps = throughput(lambda q: flat.search(q, K), queries, args.threads)
+        lat = latency(lambda q: flat.search(q, K), single)
+        add("faiss IndexFlatIP", "exact", build, file_mb, lat, qps, recall(ids, truth))
+        flat = None
+        if "previous" in args.kinds:
+            nlist = max(1, min(2 ** round(np.log2(max(1.0, np.sqrt(n) / 2))), n // 39))
+            t = time.perf_counter()
+            ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, nlist, args.dim // 8, 8, 1)
+            ivf.cp.min_points_per_centroid = 1
+            ivf.pq.cp.max_points_per_centroid = 128
+            ivf.train(sample[: max(65_536, 64 * nlist)])
+            old = faiss.IndexRefineFlat(ivf)
+            old.add(data)
+            build = time.perf_counter() - t
+            ivf.nprobe, old.k_factor = 16, 4
+            (_, ids), qps = throughput(lambda q: old.search(q, K), queries, args.threads)
+            lat = latency(lambda q: old.search(q, K), single)
+            params = {"nlist": nlist, "m": args.dim // 8, "nbits": 8, "nprobe": 16, "k_factor": 4}
+            add("previous ivfpq (release 1)", params, build, file_mb + n * (args.dim // 8 + 8) / 2**20, lat, qps,
+                recall(ids, truth))  # fmt: skip
+            old = ivf = None
+    for kind in [k for k in args.kinds if k in APPROXIMATE]:
+        if kind == "hnsw" and n > args.hnsw_max:
+            continue
+        params = default_params(kind, n, args.dim)
         t = time.perf_counter()
-        index, params = new_faiss_index(kind, args.dim, data, default_params(kind, n, args.dim))
-        index.add(data)
-        set_search_params(index, params)
+        (tmp / kind).mkdir()
+        store = VectorStore.create(tmp / kind, kind, args.dim, params, sample)
+        for i in range(0, n, CHUNK):  # the codes, chunk by chunk (the vectors file is already written)
+            store.ann.add(np.ascontiguousarray(mapped[i : i + CHUNK]))
         build = time.perf_counter() - t
-        mb = size_mb(index, kind, n, args.dim)
-        settings = [dict(params)]
-        if kind == "ivfpq":  # without re-ranking (PQ order), the default, and more lists probed
-            settings = [{**params, "k_factor": 1}, dict(params), {**params, "nprobe": min(params["nlist"], 64)}]
+        faiss.write_index(store.ann, str(tmp / kind / ANN))
+        mb = file_mb + os.path.getsize(tmp / kind / ANN) / 2**20
+        store.vectors = mapped
+        settings = [dict(params)] + [{**params, **s} for s in args.sweep_settings.get(kind, [])]
         for s in settings:
-            set_search_params(index, s)
-            m = measure(index, queries, single, truth, args.threads)
-            if kind == "flat":
-                truth = m["ids"]
-            row = {
-                "n": n,
-                "dim": args.dim,
-                "index": kind,
-                "params": s,
-                "build_s": build,
-                "size_mb": mb,
-                **{k: v for k, v in m.items() if k != "ids"},
-            }
-            rows.append(row)
-            log(
-                f"n={n} {kind} {s}: build {build:.1f} s, p50 {row['latency_p50_ms']:.2f} ms, "
-                f"p95 {row['latency_p95_ms']:.2f} ms, {row['qps_batch']:.0f} q/s, recall@10 {row['recall_at_10']:.3f}"
-            )
-        del index
-    return rows
+            store.params = s
+            set_search_params(store.ann, s)
+            (_, ids), qps = throughput(lambda q, st=store: st.search(q, K), queries, args.threads)
+            lat = latency(lambda q, st=store: st.search(q, K), single)
+            add(kind + (" (default)" if s == params else ""), s, build, mb, lat, qps, recall(ids, truth))
+        store = None
+        (tmp / kind / ANN).unlink(missing_ok=True)
+        (tmp / kind).rmdir()
+    mapped = data = None  # close the mapping before the file goes
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    mem = memory.stop()
+    log(f"n={n:,}: peak memory {mem}")
+    return {"n": n, "rows": rows, "memory": mem, "exact_qps": exact_qps, "ceiling_qps": ceiling, "streamed": stream}
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    c = doc["config"]
-    rows = [
-        [
-            f"{r['n']:,}",
-            r["index"],
-            ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact",
-            f"{r['build_s']:.1f}",
-            f"{r['size_mb']:.0f}",
-            f"{r['latency_p50_ms']:.2f}",
-            f"{r['latency_p95_ms']:.2f}",
-            f"{r['qps_batch']:,.0f}",
-            f"{r['recall_at_10']:.3f}",
-        ]
-        for r in doc["results"]
+    c, m = doc["config"], doc["machine"]
+    out = [
+        "# Index speed: exact and approximate search",
+        "",
+        f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one "
+        f"query per call on one thread ({c['latency_queries']} queries); throughput: {c['queries']} queries in one "
+        f"call on {c['threads']} threads; recall@10 against clipface's exact search. {m['cpu']}, {m['physical_cores']} "
+        f"physical cores, FAISS {doc['versions'].get('faiss-cpu', '?')}, load average {m['load_average_1m_at_start']} "
+        f"at start (the machine is shared). File size: the vectors (float32) plus the codes.",
+        "",
     ]
     head = [
         "vectors",
@@ -167,71 +262,78 @@ def markdown(doc: dict[str, Any]) -> str:
         "queries/s (batch)",
         "recall@10",
     ]
-    skipped = [n for n in c["sizes"] if n > c["hnsw_max"]]
-    note = (
-        f" HNSW was not built at {', '.join(f'{n:,}' for n in skipped)} vectors (over --hnsw-max, build time on "
-        f"{c['threads']} cores)."
-        if skipped
-        else ""
-    )
-    note += (
-        " The IVF-PQ file holds the PQ codes (searched in memory) and the exact vectors, memory-mapped and read only "
-        "for the"
-        " `k_factor x k` candidates re-ranked; `k_factor=1` shows the PQ ranking alone."
-    )
-    return (
-        f"# Index speed: exact vs approximate search\n\n"
-        f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one query "
-        "per call "
-        f"on one thread ({c['latency_queries']} queries); throughput: {c['queries']} queries in one call on "
-        f"{c['threads']} "
-        f"threads; recall@10 against the exact Flat index. FAISS {doc['versions'].get('faiss-cpu', '?')}, {c['cpus']} "
-        "CPUs "
-        f"(load average {c['load_average']:.1f} at start: the machine was shared).{note}\n\n"
-        + md_table(head, rows)
-        + "\n"
-    )
+    for size in doc["results"]:
+        rows = []
+        for r in size["rows"]:
+            params = (
+                r["params"] if isinstance(r["params"], str) else ", ".join(f"{k}={v}" for k, v in r["params"].items())
+            )
+            rows.append(
+                [
+                    f"{r['n']:,}",
+                    r["index"],
+                    params,
+                    f"{r['build_s']:.0f}",
+                    f"{r['size_mb']:,.0f}",
+                    f"{r['latency_p50_ms']:.2f}" if "latency_p50_ms" in r else "-",
+                    f"{r['latency_p95_ms']:.2f}" if "latency_p95_ms" in r else "-",
+                    f"{r['qps_batch']:,.1f}",
+                    "-" if r["recall_at_10"] != r["recall_at_10"] else f"{r['recall_at_10']:.3f}",
+                ]
+            )
+        out.append(md_table(head, rows))
+        mem = size["memory"]
+        ratio = f", {size['exact_qps'] / size['ceiling_qps']:.2f} of the plain product" if size["ceiling_qps"] else ""
+        out += [
+            "",
+            f"{size['n']:,} vectors: exact search {size['exact_qps']:,.1f} queries/s{ratio}; peak memory "
+            f"{mem['peak_rss_anon_mb']:,.0f} MB anonymous, {mem['peak_rss_total_mb']:,.0f} MB resident with "
+            f"memory-mapped pages{' (vectors streamed, never all in memory)' if size['streamed'] else ''}.",
+            "",
+        ]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="20k vectors and fewer queries (CI scale)")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--kinds", nargs="+", default=["previous", *APPROXIMATE])
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=200, help="batched queries (throughput, recall)")
     p.add_argument("--latency-queries", type=int, default=50)
-    p.add_argument("--hnsw-max", type=int, default=200_000, help="largest size at which HNSW is built")
+    p.add_argument("--hnsw-max", type=int, default=1_000_000, help="largest size at which HNSW is built")
+    p.add_argument("--ceiling-max", type=int, default=2_000_000, help="largest size the plain product is timed at")
+    p.add_argument("--stream-above", type=int, default=2_000_000, help="sizes above this are never held in memory")
+    p.add_argument("--sweep", action="store_true", help="also time other nprobe / k_factor settings")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tmp", type=Path, default=None, help="folder for the temporary vector files")
+    p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.queries, args.latency_queries = [20_000], 100, 20
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)
+    sweep = {
+        "ivfpqfs": [{"k_factor": 8}, {"k_factor": 32}, {"nprobe": 16}, {"nprobe": 64, "k_factor": 32}],
+        "ivfsq8": [{"nprobe": 16}, {"nprobe": 64}],
+        "ivfpq": [{"k_factor": 16}],
+        "hnsw": [{"ef_search": 64}, {"ef_search": 256}],
+    }
+    args.sweep_settings = sweep if args.sweep else {}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    results = [row for n in args.sizes for row in run_size(n, args, log)]
+    info = machine_info()
+    start = time.perf_counter()
+    results = [run_size(n, args, log) for n in args.sizes]
     doc = {
         "benchmark": "index_speed",
-        "config": {
-            "sizes": args.sizes,
-            "dim": args.dim,
-            "queries": args.queries,
-            "latency_queries": args.latency_queries,
-            "hnsw_max": args.hnsw_max,
-            "threads": args.threads,
-            "cpus": os.cpu_count(),
-            "seed": args.seed,
-            "quick": args.quick,
-            "load_average": load,
-        },
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "tmp", "sweep_settings")},
+        "machine": info,
         "seconds": time.perf_counter() - start,
         "versions": versions(),
         "results": results,
     }
-    name = "index_speed_quick" if args.quick else "index_speed"
+    name = args.name or ("index_speed_quick" if args.quick else "index_speed")
     write_json(args.out / f"{name}.json", doc)
     write_text(args.out / f"{name}.md", markdown(doc))
     log(f"wrote {args.out / name}.json and .md in {doc['seconds']:.0f} s")

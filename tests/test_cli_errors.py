@@ -183,7 +183,7 @@ def test_index_build_on_no_face_bogus_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "i" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("damage", ["vectors.faiss", "meta.sqlite"])
+@pytest.mark.parametrize("damage", ["vectors.f32", "meta.sqlite"])
 def test_damaged_index_files_are_one_line(damage: str, small_index: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -221,7 +221,7 @@ def test_flat_folder_and_fawkes_needs_targets(faces, tmp_path):
     assert {r["target"] for r in run.records} <= {"Ann_Lee", "Cy_Diaz"}
 
 
-def test_settings_are_checked_and_dlib_is_not_a_surrogate():
+def test_settings_are_checked():
     with pytest.raises(ClipfaceError, match="mode=.extreme.: choose one of low, mid, high"):
         CloakSettings(mode="extreme")
     with pytest.raises(ClipfaceError, match="method=.*: choose one of fawkes, lowkey"):
@@ -325,7 +325,8 @@ def test_cloak_command(faces, tmp_path):
     summary = json.loads((out / "cloak_summary.json").read_text())
     assert summary["settings"]["region"] == "face" and summary["settings"]["params"]["steps"] == 2
     assert summary["budget_measure"] == "dssim_crop" and summary["dssim_crop_max"] <= 0.012 and summary["within_budget"]
-    bad = CliRunner().invoke(app, ["cloak", "--surrogate", "dlib", "--in", str(faces), "--out", str(out)])
+    native = ["cloak", "--surrogate", "dlib", "--backend", "dlib", "--in", str(faces), "--out", str(out)]
+    bad = CliRunner().invoke(app, native)
     assert bad.exit_code == 1 and "surrogate dlib is not differentiable" in bad.output
 
 

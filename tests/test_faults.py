@@ -81,13 +81,13 @@ def _slow_commits(monkeypatch: pytest.MonkeyPatch, pause=lambda: time.sleep(0.5)
     writes."""
     from clipface.search import store
 
-    real = store.write_vectors
+    real = store.commit_rows
 
     def slow(*args, **kwargs):
         pause()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "write_vectors", slow)
+    monkeypatch.setattr(store, "commit_rows", slow)
 
 
 def _add_concurrently(index_dir: Path, tiny, folders: list[Path], cache: EmbeddingCache) -> list[BaseException]:
@@ -208,16 +208,26 @@ def test_rebuild_with_overwrite_replaces_the_index(small_index, tiny, tmp_path: 
 
 
 def test_a_failed_build_leaves_no_half_index(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    faiss = pytest.importorskip("faiss")
+    from clipface.search import store
     from clipface.search.store import FaceIndex
+    from clipface.search.vectors import VectorStore
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(faiss, "write_index", broken)
-    with pytest.raises(OSError, match="No space"):
-        FaceIndex.build(tiny, _people(tmp_path, ["Tony_Blair"]), tmp_path / "idx", cache=EmbeddingCache(tmp_path))
-    assert sorted(os.listdir(tmp_path / "idx")) in ([], [".write.lock"])
+    real_append = VectorStore.append
+
+    def half_written(self, new):  # the vector file is written, then the disk fills
+        real_append(self, new)
+        broken()
+
+    people = _people(tmp_path, ["Tony_Blair"])
+    for where, name, fault in ((VectorStore, "append", half_written), (store, "commit_rows", broken)):
+        with monkeypatch.context() as m:
+            m.setattr(where, name, fault)
+            with pytest.raises(OSError, match="No space"):
+                FaceIndex.build(tiny, people, tmp_path / "idx", cache=EmbeddingCache(tmp_path))
+        assert sorted(os.listdir(tmp_path / "idx")) in ([], [".write.lock"]), name
 
 
 # -- file names that are not UTF-8 (issue item 2) ----------------------------------------------------

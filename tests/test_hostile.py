@@ -102,7 +102,7 @@ def test_index_build_round_trips_every_name(corpus: Corpus, hostile_index: Path)
         "manifest.json",
         "meta.sqlite",
         "skipped.json",
-        "vectors.faiss",
+        "vectors.f32",
     ]
 
 

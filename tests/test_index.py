@@ -113,44 +113,92 @@ def test_add_appends_new_images_only_and_reload_keeps_them(tiny, cache, tmp_path
         FaceIndex.build(tiny, first, tmp_path / "idx", cache=cache)
 
 
-def test_load_memory_maps_and_can_still_add(built: FaceIndex, tiny, cache, tmp_path: Path, monkeypatch) -> None:
-    import faiss
-
-    flags: list[int] = []
-    real = faiss.read_index
-    monkeypatch.setattr(faiss, "read_index", lambda path, *f: (flags.append(f[0] if f else 0), real(path, *f))[1])
+def test_load_memory_maps_and_can_still_add(built: FaceIndex, tiny, cache, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(built.dir, copy)
     mapped = FaceIndex.load(copy, mmap=True)
-    assert flags == [getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)]
+    assert isinstance(mapped._store.vectors, np.memmap) and not (copy / "ann.faiss").exists()
     query = np.ones((2, 64), np.float32)
     expect = [[h.id for h in hits] for hits in built.search_vectors(query, k=5)]
     assert [[h.id for h in hits] for hits in mapped.search_vectors(query, k=5)] == expect
     extra = tmp_path / "extra" / "Someone_New"
     extra.mkdir(parents=True)
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 60, 3), dtype=np.uint8)).save(extra / "x.jpg")
+    with open(copy / "vectors.f32", "ab") as fh:  # rows of a write interrupted before its commit
+        fh.write(b"\x00" * 64 * 4 * 3)
     assert mapped.add(tiny, extra.parent, cache=cache).added == 1
-    assert FaceIndex.load(copy).count == 101
+    assert FaceIndex.load(copy).count == 101 and (copy / "vectors.f32").stat().st_size == 101 * 64 * 4
+    (copy / "vectors.f32").write_bytes(b"\x00" * 64 * 4 * 100)  # cut short: refused in one line
+    with pytest.raises(FaceIndexError, match="vectors.f32: not a readable vector file"):
+        FaceIndex.load(copy)
 
 
-def test_kind_is_chosen_by_size_and_can_be_forced(tiny, cache, tmp_path: Path) -> None:
-    assert (choose_kind(50_000), choose_kind(50_001), choose_kind(10, "hnsw")) == ("flat", "ivfpq", "hnsw")
+def test_kind_is_chosen_by_size_and_can_be_forced(tiny, cache, tmp_path: Path, monkeypatch) -> None:
+    import faiss
+
+    assert (choose_kind(50_000), choose_kind(50_001), choose_kind(10, "hnsw")) == ("flat", "ivfpqfs", "hnsw")
     with pytest.raises(FaceIndexError, match="unknown index kind"):
         choose_kind(10, "annoy")
     auto, _ = FaceIndex.build(tiny, need(LFW_MINI), tmp_path / "auto", cache=cache, flat_max=50)
     forced, _ = FaceIndex.build(tiny, LFW_MINI, tmp_path / "flat", kind="flat", cache=cache, flat_max=50)
-    hnsw, _ = FaceIndex.build(tiny, LFW_MINI, tmp_path / "hnsw", kind="hnsw", cache=cache)
-    assert (auto.kind, forced.kind, hnsw.kind) == ("ivfpq", "flat", "hnsw")
-    assert {"nlist", "m", "nbits", "nprobe", "k_factor"} <= set(auto.manifest.params)
+    built = {k: FaceIndex.build(tiny, LFW_MINI, tmp_path / k, kind=k, cache=cache)[0] for k in ("hnsw", "ivfsq8")}
+    assert (auto.kind, forced.kind, built["hnsw"].kind) == ("ivfpqfs", "flat", "hnsw")
+    assert {"factory", "nlist", "nprobe", "k_factor"} <= set(auto.manifest.params)
+    assert "x4fs" in auto.manifest.params["factory"]
     query = tiny.encode_images([Image.open(LFW_MINI / "Colin_Powell" / "Colin_Powell_0001.jpg")])
-    for kind in ("auto", "hnsw"):
+    exact = [h.id for h in forced.search_vectors(query, k=10)[0]]
+    flags: list[int] = []
+    real = faiss.read_index
+    monkeypatch.setattr(faiss, "read_index", lambda path, *f: (flags.append(f[0] if f else 0), real(path, *f))[1])
+    for kind in ("auto", "hnsw", "ivfsq8"):
         loaded = FaceIndex.load(tmp_path / kind)
         hits = loaded.search_vectors(query, k=10)[0]
-        assert len(hits) == 10 and loaded.kind == ("ivfpq" if kind == "auto" else "hnsw")
-    assert hnsw.search_vectors(query, k=1)[0][0].relpath == "Colin_Powell/Colin_Powell_0001.jpg"
+        assert len(hits) == 10 and loaded.kind == ("ivfpqfs" if kind == "auto" else kind)
+        assert hits[0].id == exact[0] and len(set(h.id for h in hits) & set(exact)) >= 8  # re-ranked exactly
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+    assert flags == [getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)] * 3  # the codes are memory-mapped
+    assert built["hnsw"].search_vectors(query, k=1)[0][0].relpath == "Colin_Powell/Colin_Powell_0001.jpg"
     few = FaceDataset.from_folder(LFW_MINI, max_identities=2)
     with pytest.raises(FaceIndexError, match="at least 64 images"):
         FaceIndex.build(tiny, few, tmp_path / "few", kind="ivfpq", cache=cache)
+
+
+def test_first_format_folders_are_read_and_rewritten_on_the_next_add(built: FaceIndex, tiny, cache, tmp_path) -> None:
+    import faiss
+
+    vectors = np.asarray(built._store.vectors)
+    query = vectors[:3] + 0.01
+    expect = [[h.id for h in hits] for hits in built.search_vectors(query, k=5)]
+    for kind in ("flat", "ivfpq", "hnsw"):
+        old = tmp_path / kind
+        shutil.copytree(built.dir, old)
+        (old / "vectors.f32").unlink()
+        if kind == "flat":
+            legacy = faiss.IndexFlatIP(64)
+        elif kind == "ivfpq":
+            ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(64), 64, 4, 8, 4, faiss.METRIC_INNER_PRODUCT)
+            ivf.train(vectors)
+            legacy = faiss.IndexRefineFlat(ivf)
+        else:
+            legacy = faiss.IndexHNSWFlat(64, 8, faiss.METRIC_INNER_PRODUCT)
+        legacy.add(vectors)
+        faiss.write_index(legacy, str(old / "vectors.faiss"))
+        manifest = json.loads((old / "manifest.json").read_text())
+        params = {"nlist": 4, "m": 8, "nbits": 4, "nprobe": 4, "k_factor": 4} if kind == "ivfpq" else {}
+        manifest.update(format=1, kind=kind, params=params)
+        (old / "manifest.json").write_text(json.dumps(manifest))
+        index = FaceIndex.load(old)
+        got = [[h.id for h in hits] for hits in index.search_vectors(query, k=5)]
+        assert got[0][0] == expect[0][0] and (kind != "flat" or got == expect)
+        extra = tmp_path / f"extra-{kind}" / "Someone_New"
+        extra.mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(2).integers(0, 255, (80, 60, 3), dtype=np.uint8)).save(extra / "y.jpg")
+        assert index.add(tiny, extra.parent, cache=cache).added == 1
+        assert not (old / "vectors.faiss").exists() and (old / "vectors.f32").stat().st_size == 101 * 64 * 4
+        again = FaceIndex.load(old)
+        assert json.loads((old / "manifest.json").read_text())["format"] == 2 and again.count == 101
+        assert [h.id for h in again.search_vectors(query, k=5)[0]][0] == expect[0][0]
 
 
 def test_other_weights_or_preparation_are_refused(built: FaceIndex, tiny) -> None:

@@ -63,7 +63,11 @@ Flip = Annotated[
 ]
 Backend = Annotated[
     str,
-    typer.Option("--backend", help="Inference backend: torch (eager), compile (torch.compile) or onnx (ONNX Runtime)."),
+    typer.Option(
+        "--backend",
+        help="Inference backend: torch (eager), compile (torch.compile), onnx (ONNX Runtime) or dlib (dlib's own "
+        "network, model dlib only).",
+    ),
 ]
 Precision = Annotated[
     str,
@@ -205,7 +209,12 @@ Images = Annotated[
     typer.Option("--images", help="Folder of images (identity sub-folders, or a flat folder), or bundled:lfw-mini."),
 ]
 IndexKind = Annotated[
-    str, typer.Option("--kind", help="auto (exact up to 50k images, IVF-PQ above), flat, ivfpq or hnsw.")
+    str,
+    typer.Option(
+        "--kind",
+        help="auto (exact up to 50k images, IVF with 4-bit PQ fast-scan codes and exact re-ranking above), flat, "
+        "ivfpqfs, ivfsq8, ivfpq or hnsw (HNSW over 8-bit codes).",
+    ),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing index in the folder.")]
 QueryText = Annotated[Optional[str], typer.Option("--text", "-t", help="Text query (CLIP models).")]

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ClipfaceError, NoFaceError
-from ..models.align import CenterCropAligner, CenterFallback, MtcnnAligner, image_label
+from ..models.align import CenterCropAligner, CenterFallback, DlibAligner, MtcnnAligner, image_label
 from ..models.base import Encoder
+from .chip import ChipGeometry, geometry_of, jitter_geometry, warp_chip
 
 __all__ = ["Box", "VIEW_TOLERANCE", "View", "to_tensor", "view_for"]
 
@@ -27,18 +28,22 @@ class View:
 
     With ``resized`` unset: crop ``box``, resize it to ``size`` (bilinear, antialiased: PIL's
     resize, as MTCNN's FaceNet crop). With ``resized = (w, h)``: resize the image to it (bicubic,
-    antialiased) and crop ``size`` pixels at ``offset`` (CLIP's centre crop). ``box`` is in both
-    cases the part of the image the model sees.
+    antialiased) and crop ``size`` pixels at ``offset`` (CLIP's centre crop). With ``chip`` set:
+    dlib's ``get_face_chip``, a similarity warp from the 5 landmarks (:mod:`clipface.cloak.chip`).
+    ``box`` is in every case the part of the image the model sees.
     """
 
     box: Box
     size: int
     resized: tuple[int, int] | None = None
     offset: tuple[int, int] = (0, 0)
+    chip: ChipGeometry | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` pixels in [0, 1] to the model's ``(N, 3, size, size)`` input."""
         s = self.size
+        if self.chip is not None:
+            return warp_chip(x, self.chip)
         if self.resized is None:
             left, top, right, bottom = self.box
             return F.interpolate(
@@ -51,10 +56,15 @@ class View:
         return x[..., top : top + s, left : left + s]
 
     def jittered(self, jitter: int, generator: torch.Generator, width: int, height: int) -> View:
-        """A box view with each edge moved by up to ``jitter`` pixels at random (centre crops stay as they are)."""
+        """A box view with each edge moved by up to ``jitter`` pixels at random (centre crops stay as they are).
+
+        A chip view is moved by up to ``jitter`` pixels each way and grown or shrunk by up to ``jitter`` pixels.
+        """
         if self.resized is not None or jitter == 0:
             return self
         dl, dt, dr, db = torch.randint(-jitter, jitter + 1, (4,), generator=generator).tolist()
+        if self.chip is not None:
+            return View(box=self.box, size=self.size, chip=jitter_geometry(self.chip, dl, dt, dr))
         left, top = min(max(0, self.box[0] + dl), width - 1), min(max(0, self.box[1] + dt), height - 1)
         right, bottom = max(min(width, self.box[2] + dr), left + 1), max(min(height, self.box[3] + db), top + 1)
         return View(box=(left, top, right, bottom), size=self.size)
@@ -90,8 +100,12 @@ def _aligned_view(aligner: Any, image: Image.Image, size: int) -> View:
             return _center_view(image.width, image.height, size)
     if isinstance(aligner, MtcnnAligner):
         return _mtcnn_view(aligner, image, size)
+    if isinstance(aligner, DlibAligner):
+        chip = geometry_of(aligner.chip_details(image, size), image.width, image.height)
+        return View(box=chip.footprint, size=size, chip=chip)
     raise ClipfaceError(
-        f"face front end {aligner.id} cannot be differentiated: cloaks support the mtcnn and centre-crop front ends"
+        f"face front end {aligner.id} cannot be differentiated: cloaks support the dlib, mtcnn and centre-crop front "
+        "ends"
     )
 
 

@@ -1,4 +1,9 @@
-"""Embedding pipeline: dataset images to cached embeddings, with decoding in parallel to inference."""
+"""Embedding pipeline: dataset images to cached embeddings, with preparation in parallel to inference.
+
+Images are hashed in threads, looked up in the cache, and the missing ones prepared ahead of
+inference (:mod:`clipface.embed.prepare`: threads, or one process per core where the face front
+end holds Python's lock, dlib's) while the model embeds the batch before.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,10 @@ from tqdm.auto import tqdm
 
 from .._util import file_sha256
 from ..data.dataset import FaceImage, SkippedFile
-from ..data.images import load_image
-from ..errors import ImageError, check_int
+from ..errors import check_int
 from ..models.base import Encoder
 from .cache import EmbeddingCache, NullCache, embedding_key, text_key
+from .prepare import CHUNK, Preparer, inference_threads, process_count
 
 
 @dataclass
@@ -47,15 +52,6 @@ def _hashes(images: Sequence[FaceImage], pool: ThreadPoolExecutor) -> list[str |
     return list(pool.map(one, images))
 
 
-def _prepare(encoder: Encoder, image: FaceImage) -> np.ndarray | SkippedFile:
-    """The prepared crop, or why the file cannot be used (only image and face-detection problems are skips:
-    any other exception is a bug and propagates, after the batches before it were cached)."""
-    try:
-        return encoder.prepare(load_image(image.path))
-    except ImageError as exc:
-        return SkippedFile(str(image.path), exc.reason)
-
-
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -68,14 +64,18 @@ def embed_images(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
+    processes: int | None = None,
 ) -> EmbeddingResult:
     """Embed ``images`` with ``encoder``, reading and writing ``cache``.
 
     Unreadable, truncated or face-less files are returned in ``skipped``; every finished batch
     is in the cache before the next starts, so an interrupted run resumes where it stopped.
+    ``processes``: worker processes preparing images (default: see
+    :func:`~clipface.embed.prepare.process_count`; ``0``: threads only).
     """
     check_int("batch_size", batch_size, 1, allow_none=False)
     check_int("workers", workers, 1)
+    check_int("processes", processes, 0, 256)
     cache = cache if cache is not None else NullCache()
     images = list(images)
     workers = workers or default_workers()
@@ -98,21 +98,23 @@ def embed_images(
                 todo.append(i)
         n_cached = len(vectors)
         bar = tqdm(total=len(todo), desc=f"embed {encoder.name}", unit="img", disable=not progress or not todo)
-        # Prepare the next batches image by image in the pool while the model encodes this one.
+        # Prepare the next batches while the model encodes this one.
         batches = list(_batches(todo, batch_size))
-        submit = lambda b: [pool.submit(_prepare, encoder, images[i]) for i in b]  # noqa: E731
-        pending = [submit(b) for b in batches[:2]]
-        for n, batch in enumerate(batches):
-            prepared = [f.result() for f in pending[n]]
-            if n + 2 < len(batches):
-                pending.append(submit(batches[n + 2]))
-            ok = [(i, p) for i, p in zip(batch, prepared) if isinstance(p, np.ndarray)]
-            skipped.extend(p for p in prepared if isinstance(p, SkippedFile))
-            if ok:
-                emb = encoder.embed_prepared(np.stack([p for _, p in ok]))
-                cache.put_many({keys[i]: e for (i, _), e in zip(ok, emb)})
-                vectors.update({i: e for (i, _), e in zip(ok, emb)})
-            bar.update(len(batch))
+        with Preparer(encoder, pool, process_count(encoder, len(todo), processes)) as prep, inference_threads(prep):
+            ahead = 2 + (prep.processes * 4 * CHUNK) // batch_size  # keep every worker process busy
+            pending = [prep.submit([images[i] for i in b]) for b in batches[:ahead]]
+            for n, batch in enumerate(batches):
+                prepared = prep.collect(pending[n])
+                pending[n] = []
+                if n + ahead < len(batches):
+                    pending.append(prep.submit([images[i] for i in batches[n + ahead]]))
+                ok = [(i, p) for i, p in zip(batch, prepared) if isinstance(p, np.ndarray)]
+                skipped.extend(p for p in prepared if isinstance(p, SkippedFile))
+                if ok:
+                    emb = encoder.embed_prepared(np.stack([p for _, p in ok]))
+                    cache.put_many({keys[i]: e for (i, _), e in zip(ok, emb)})
+                    vectors.update({i: e for (i, _), e in zip(ok, emb)})
+                bar.update(len(batch))
         bar.close()
     order = sorted(vectors)
     emb = np.stack([vectors[i] for i in order]).astype(np.float32) if order else np.zeros((0, encoder.dim), np.float32)

@@ -185,6 +185,8 @@ class DlibAligner:
     ``adjust_threshold``, normally 0) are used instead; ``None`` turns the second pass off.
     """
 
+    holds_gil = True  # dlib's detector, landmarks and chips hold Python's lock: prepared in worker processes
+
     def __init__(
         self,
         upsample: int = 1,
@@ -201,6 +203,9 @@ class DlibAligner:
         self._detector = _PerThread(lambda: copy.deepcopy(_frontal_face_detector()))
         retry = "" if retry_threshold is None else f"-retry{retry_threshold:g}"
         self.id = f"dlib-hog-up{upsample}-max{max_side}-{select}{retry}-5pt-chip-pad{padding:g}"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuilt from its settings in a worker process
+        return (DlibAligner, (self.upsample, self.padding, self.max_side, self.select, self.retry_threshold))
 
     def box(self, image: Image.Image) -> Box:
         """The chosen face's detector box in source pixels, or :class:`NoFaceError`."""
@@ -226,9 +231,17 @@ class DlibAligner:
         return self._chip(rgb, self._box(rgb, image), size)
 
     def _chip(self, rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
+        return self._dlib.get_face_chip(rgb, self._shape(rgb, box), size=size, padding=self.padding)
+
+    def _shape(self, rgb: np.ndarray, box: Box) -> Any:
         rect = self._dlib.rectangle(*(round(v) for v in box))
-        shape = _shape_predictor(self._predictor_path)(rgb, rect)
-        return self._dlib.get_face_chip(rgb, shape, size=size, padding=self.padding)
+        return _shape_predictor(self._predictor_path)(rgb, rect)
+
+    def chip_details(self, image: Image.Image, size: int) -> Any:
+        """``dlib.chip_details`` (rotated rectangle, size) of the chip :meth:`crop` makes, or :class:`NoFaceError`."""
+        rgb = np.asarray(image.convert("RGB"))
+        shape = self._shape(rgb, self._box(rgb, image))
+        return self._dlib.get_face_chip_details(shape, size=size, padding=self.padding)
 
     def faces(self, image: Image.Image, size: int) -> list[FaceCrop]:
         """Every face the detector finds (the second pass only where the first finds none), chosen face first.
@@ -337,15 +350,8 @@ class MtcnnAligner:
             again = "" if self.retry_thresholds is None else " (nor at the lower stage thresholds)"
             raise NoFaceError(image_label(image), f"no face found by MTCNN{again}")
         vh, vw = view.shape[:2]
-        left, top, right, bottom = (v / scale for v in boxes[pick_face(boxes, vw, vh, self.select)])
-        half = self.margin / 2
         ih, iw = rgb.shape[:2]
-        box = (
-            max(int(left - half), 0),
-            max(int(top - half), 0),
-            min(int(right + half), iw),
-            min(int(bottom + half), ih),
-        )
+        box = self._margin_box(_scaled(boxes[pick_face(boxes, vw, vh, self.select)], scale), iw, ih)
         if box[2] <= box[0] or box[3] <= box[1]:
             raise NoFaceError(image_label(image), "MTCNN box lies outside the image")
         return box
@@ -364,6 +370,10 @@ class CenterFallback:
         self.inner = inner
         self.id = f"{inner.id}+nofacecenter"
         self._center = CenterCropAligner()
+        self.holds_gil = bool(getattr(inner, "holds_gil", False))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CenterFallback, (self.inner,))
 
     def crop(self, image: Image.Image, size: int) -> np.ndarray:
         try:

@@ -207,8 +207,11 @@ register(
     ModelSpec(
         name="dlib",
         family="face",
-        loader="clipface.models.dlib_resnet:load",
-        description="dlib ResNet-34 face recogniser (dlib_face_recognition_resnet_model_v1), 5-point alignment",
+        loader="clipface.models.dlib_torch.encoder:load",
+        description=(
+            "dlib ResNet-34 face recogniser (dlib_face_recognition_resnet_model_v1) in PyTorch, 5-point alignment "
+            "(--backend dlib: dlib's own network)"
+        ),
         pretraining="about 3M faces (FaceScrub, VGG-Face and web images), by Davis King",
         image_size=150,
         embed_dim=128,

@@ -1,4 +1,25 @@
-"""FAISS indexes for unit vectors: which kind for how many vectors, their parameters, memory-mapped reading."""
+"""Which index for how many vectors, its FAISS codes and parameters, and memory-mapped reading.
+
+Every kind keeps the exact vectors in a memory-mapped file of their own (:mod:`.vectors`); an
+approximate kind adds a FAISS index of compressed codes that proposes ``k_factor x k``
+candidates per query, which are then re-ranked exactly from the vectors (so scores are always
+exact cosines, and only a true neighbour missing from the candidates costs recall):
+
+* ``flat``: no codes, exact search at the matrix product's speed (:mod:`.exact`).
+* ``ivfpqfs`` (the default above :data:`FLAT_MAX`): an inverted file over ``nlist`` k-means
+  lists and product-quantiser codes of 4 bits per sub-vector searched by FAISS's SIMD "fast
+  scan" (``IVF{nlist},PQ{m}x4fs``): 32 bytes per 512-d vector. Chosen by measurement
+  (``benchmarks/index_speed.py``, 1M vectors): the fastest kind that reaches recall@10 >= 0.95
+  after re-ranking, with the smallest codes.
+* ``ivfsq8``: the same inverted file with 8-bit scalar codes (one byte per dimension).
+* ``ivfpq``: the first release's IVF-PQ (8-bit codes, ``dim / 8`` sub-quantisers).
+* ``hnsw``: an HNSW graph over 8-bit scalar codes (``HNSW32_SQ8``).
+
+The number of lists grows as ``4 sqrt(n)`` up to :data:`NLIST_MAX` (k-means training on a few
+cores stays at minutes). From :data:`HNSW_QUANTIZER_MIN` vectors on, the coarse quantiser is an
+HNSW graph over the centroids (autofaiss's choice at LAION scale), so that assigning ten
+million vectors to lists does not cost a matrix product with every centroid.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +33,34 @@ from ..errors import BackendUnavailableError
 from .records import FaceIndexError
 
 __all__ = [
+    "APPROXIMATE",
     "FLAT_MAX",
     "KINDS",
     "Kind",
     "choose_kind",
     "default_params",
     "faiss_module",
-    "new_faiss_index",
+    "new_ann",
     "read_faiss",
     "set_search_params",
+    "train_sample",
 ]
 
-Kind = Literal["auto", "flat", "ivfpq", "hnsw"]
-KINDS: tuple[str, ...] = ("auto", "flat", "ivfpq", "hnsw")
-#: ``kind="auto"`` uses exact search up to this many vectors, IVF-PQ above.
+Kind = Literal["auto", "flat", "ivfpqfs", "ivfsq8", "ivfpq", "hnsw"]
+KINDS: tuple[str, ...] = ("auto", "flat", "ivfpqfs", "ivfsq8", "ivfpq", "hnsw")
+APPROXIMATE: tuple[str, ...] = ("ivfpqfs", "ivfsq8", "ivfpq", "hnsw")
+#: The approximate kind ``kind="auto"`` uses above :data:`FLAT_MAX` vectors.
+DEFAULT_APPROXIMATE = "ivfpqfs"
+#: ``kind="auto"`` uses exact search up to this many vectors.
 FLAT_MAX = 50_000
-#: Fewest vectors IVF-PQ can be trained on (its codebooks need examples).
-IVFPQ_MIN = 64
-#: IVF-PQ training sample: at most ``max(TRAIN_MIN, TRAIN_PER_LIST * nlist)`` vectors.
+#: Fewest vectors an inverted file or product quantiser can be trained on.
+IVF_MIN = 64
+#: Training sample: at most ``max(TRAIN_MIN, TRAIN_PER_LIST * nlist)`` vectors.
 TRAIN_MIN, TRAIN_PER_LIST = 65_536, 64
+#: Most inverted lists (k-means on a 2-core machine: about 4 minutes at 4,096 lists).
+NLIST_MAX = 4096
+#: From this many vectors on, the coarse quantiser is an HNSW graph over the centroids.
+HNSW_QUANTIZER_MIN = 2_000_000
 
 
 def faiss_module() -> Any:
@@ -42,89 +72,98 @@ def faiss_module() -> Any:
 
 
 def choose_kind(n: int, kind: str = "auto", flat_max: int = FLAT_MAX) -> str:
-    """The FAISS kind for ``n`` vectors: ``kind`` itself unless ``"auto"`` (flat up to ``flat_max``, else IVF-PQ)."""
+    """The kind for ``n`` vectors: ``kind`` itself unless ``"auto"`` (flat up to ``flat_max``, else the default)."""
     if kind not in KINDS:
         raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
     if kind != "auto":
         return kind
-    return "flat" if n <= flat_max else "ivfpq"
+    return "flat" if n <= flat_max else DEFAULT_APPROXIMATE
 
 
-def default_params(kind: str, n: int, dim: int) -> dict[str, int]:
-    """FAISS parameters for ``n`` vectors of ``dim``.
+def _nlist(n: int) -> int:
+    """About ``4 sqrt(n)`` lists (a power of two, at most :data:`NLIST_MAX`), at least 39 training vectors each."""
+    return max(1, min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), n // 39, NLIST_MAX))
 
-    IVF-PQ: about ``sqrt(n) / 2`` lists (at least 39 training vectors each, FAISS's minimum),
-    ``dim / 8`` sub-quantisers of 8 bits (fewer bits on tiny sets), 16 lists probed, and the
-    ``4 k`` best candidates re-ranked exactly (``k_factor``).
-    IVF-PQ trains on a seeded sample of at most ``max(65536, 64 * nlist)`` vectors.
-    HNSW: 32 links per node, ``efConstruction`` 40, ``efSearch`` 128.
+
+def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
+    """Parameters of ``kind`` for ``n`` vectors of ``dim``: the FAISS factory string and the query-time settings.
+
+    Inverted files: about ``4 sqrt(n)`` lists, 32 probed (``nprobe``), ``k_factor x k`` candidates
+    re-ranked exactly. ``ivfpqfs`` has ``dim / 16`` sub-quantisers of 4 bits, ``ivfpq`` ``dim / 8`` of 8 bits (fewer
+    bits on tiny sets). HNSW: 32 links per node, ``efConstruction`` 80, ``efSearch`` 128.
     """
-    if kind == "ivfpq":
-        nlist = max(1, min(2 ** round(math.log2(max(1.0, math.sqrt(n) / 2))), n // 39))
-        m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
-        nbits = min(8, int(math.log2(max(2, n))))
-        return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": min(nlist, 16), "k_factor": 4}
-    if kind == "hnsw":
-        return {"M": 32, "ef_construction": 40, "ef_search": 128}
-    return {}
-
-
-def new_faiss_index(
-    kind: str, dim: int, train: np.ndarray, params: dict[str, int] | None = None
-) -> tuple[Any, dict[str, int]]:
-    """An empty FAISS index of ``kind`` (inner product), trained on ``train`` where needed, and its parameters.
-
-    ``ivfpq`` is an ``IndexRefineFlat`` over an ``IndexIVFPQ``: the compact PQ codes find
-    candidates, the exact vectors (memory-mapped by :func:`read_faiss`, so they stay on disk
-    until touched) re-rank them and give exact scores.
-    """
-    faiss = faiss_module()
-    params = dict(params or default_params(kind, len(train), dim))
     if kind == "flat":
-        return faiss.IndexFlatIP(dim), params
+        return {}
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params["ef_construction"]
-        return index, params
-    if kind == "ivfpq":
-        if len(train) < IVFPQ_MIN:
-            raise FaceIndexError(
-                f"an IVF-PQ index needs at least {IVFPQ_MIN} images to train on, got {len(train)}: use --kind flat"
-            )
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(
-            quantizer, dim, params["nlist"], params["m"], params["nbits"], faiss.METRIC_INNER_PRODUCT
+        return {"factory": "HNSW32_SQ8", "ef_construction": 80, "ef_search": 128, "k_factor": 4}
+    nlist = _nlist(n)
+    coarse = f"IVF{nlist}_HNSW32" if n >= HNSW_QUANTIZER_MIN else f"IVF{nlist}"
+    if kind == "ivfpqfs":
+        m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+        codes = f"PQ{m}x4fs"
+        k_factor = 16
+    elif kind == "ivfsq8":
+        codes, k_factor = "SQ8", 4
+    elif kind == "ivfpq":
+        m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+        codes, k_factor = f"PQ{m}x{min(8, int(math.log2(max(2, n))))}np", 4  # np: no polysemous training
+    else:
+        raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS[1:])}")
+    return {"factory": f"{coarse},{codes}", "nlist": nlist, "nprobe": min(nlist, 32), "k_factor": k_factor}
+
+
+def train_sample(vectors: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """A seeded sample of ``vectors`` big enough to train ``params``' index, as float32 in memory."""
+    most = max(TRAIN_MIN, TRAIN_PER_LIST * int(params.get("nlist", 1)))
+    if len(vectors) > most:
+        rows = np.sort(np.random.default_rng(0).choice(len(vectors), most, replace=False))
+        return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def new_ann(kind: str, dim: int, train: np.ndarray, params: dict[str, Any]) -> Any:
+    """An empty FAISS index of ``kind``'s compressed codes (inner product), trained on ``train``."""
+    faiss = faiss_module()
+    if "factory" not in params:
+        raise FaceIndexError(f"index kind {kind} has no FAISS codes")
+    if kind != "hnsw" and len(train) < IVF_MIN:
+        raise FaceIndexError(
+            f"a {kind} index needs at least {IVF_MIN} images to train on, got {len(train)}: use --kind flat"
         )
-        index.cp.min_points_per_centroid = 1  # no warnings on small sets; the size rule above applies
-        index.pq.cp.min_points_per_centroid = 1
-        index.pq.cp.max_points_per_centroid = 128  # codebooks from 32k vectors: half FAISS's default, 2x faster
-        most = max(TRAIN_MIN, TRAIN_PER_LIST * params["nlist"])
-        if len(train) > most:
-            train = train[np.sort(np.random.default_rng(0).choice(len(train), most, replace=False))]
-        index.train(np.ascontiguousarray(train, dtype=np.float32))
-        refine = faiss.IndexRefineFlat(index)
-        set_search_params(refine, params)
-        return refine, params
-    raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS[1:])}")
+    index = faiss.index_factory(dim, params["factory"], faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.cp.min_points_per_centroid = 1  # no warnings on small sets; the size rule above applies
+        pq = getattr(faiss.downcast_index(ivf), "pq", None)  # `index` keeps the object alive
+        if pq is not None:
+            pq.cp.min_points_per_centroid = 1
+            pq.cp.max_points_per_centroid = 128  # codebooks from a smaller sample: twice as fast, as good here
+    if hasattr(index, "hnsw"):
+        index.hnsw.efConstruction = params.get("ef_construction", 40)
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    set_search_params(index, params)
+    return index
 
 
-def set_search_params(index: Any, params: dict[str, int]) -> None:
-    """Apply the query-time parameters (``nprobe``, ``k_factor``, ``efSearch``) to a FAISS index."""
-    base = faiss_module().downcast_index(index.base_index) if hasattr(index, "base_index") else index
-    if "k_factor" in params and hasattr(index, "k_factor"):
-        index.k_factor = params["k_factor"]
-    if "nprobe" in params and hasattr(base, "nprobe"):
-        base.nprobe = params["nprobe"]
-    if "ef_search" in params and hasattr(base, "hnsw"):
-        base.hnsw.efSearch = params["ef_search"]
+def set_search_params(index: Any, params: dict[str, Any]) -> None:
+    """Apply the query-time parameters (``nprobe``, ``efSearch``) to a FAISS index."""
+    faiss = faiss_module()
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and "nprobe" in params:
+        ivf.nprobe = int(params["nprobe"])
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if hasattr(quantizer, "hnsw"):
+            quantizer.hnsw.efSearch = max(64, 2 * int(params["nprobe"]))
+    if hasattr(index, "hnsw") and "ef_search" in params:
+        index.hnsw.efSearch = int(params["ef_search"])
 
 
 def read_faiss(path: Path, mmap: bool = True) -> Any:
     """Read a FAISS index, memory-mapped where this FAISS supports it.
 
-    ``IO_FLAG_MMAP_IFC`` (FAISS >= 1.10) maps the vectors and codes of every kind used here
-    without copying them, so a large index opens in a fraction of a second; older versions
-    get ``IO_FLAG_MMAP``, then a plain read.
+    ``IO_FLAG_MMAP_IFC`` (FAISS >= 1.10) maps the codes of every kind used here without copying
+    them, so a large index opens in a fraction of a second; older versions get ``IO_FLAG_MMAP``,
+    then a plain read.
     """
     faiss = faiss_module()
     flags = [getattr(faiss, "IO_FLAG_MMAP_IFC", None), getattr(faiss, "IO_FLAG_MMAP", None)] if mmap else []

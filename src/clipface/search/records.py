@@ -16,6 +16,7 @@ __all__ = [
     "EncoderMismatchError",
     "Exclude",
     "FORMAT",
+    "READABLE_FORMATS",
     "FaceIndexError",
     "ImageRecord",
     "IndexUpdate",
@@ -26,8 +27,10 @@ __all__ = [
     "identity_key",
 ]
 
-#: Version of the index folder layout.
-FORMAT = 1
+#: Version of the index folder layout (2: vectors in ``vectors.f32``, codes in ``ann.faiss``; 1: one FAISS file).
+FORMAT = 2
+#: Layouts that can still be read (a first-format folder is rewritten in the current one on its next change).
+READABLE_FORMATS = (1, 2)
 
 
 class FaceIndexError(ClipfaceError):
@@ -104,7 +107,7 @@ class Manifest:
     dim: int
     kind: str
     count: int
-    params: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     align: str | None = None
     on_no_face: str = "skip"
     is_test_model: bool = False
@@ -136,7 +139,7 @@ class Manifest:
             manifest = cls(**json.loads(Path(path).read_text()))
         except (ValueError, TypeError) as exc:
             raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
-        if manifest.format != FORMAT:
+        if manifest.format not in READABLE_FORMATS:
             raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
         return manifest
 

@@ -4,9 +4,10 @@ An index folder holds:
 
 * ``manifest.json``: model name, encoder fingerprint, ``preprocess_id``, dimension, FAISS kind
   and parameters, image count. An encoder whose fingerprint or preparation differs is refused.
-* ``vectors.faiss``: the vectors; row ``i`` is image id ``i``. Exact inner product
-  (``IndexFlatIP``) up to :data:`FLAT_MAX` vectors, IVF-PQ with exact re-ranking above (or
-  HNSW on request). :meth:`FaceIndex.load` memory-maps it.
+* ``vectors.f32`` and, for approximate kinds, ``ann.faiss`` (:mod:`.vectors`): row ``i`` is image
+  id ``i``. Exact search at the matrix product's speed up to :data:`FLAT_MAX` vectors, IVF with
+  4-bit fast-scan PQ codes and exact re-ranking above (or another kind on request,
+  :mod:`.faiss_backend`). :meth:`FaceIndex.load` memory-maps both.
 * ``meta.sqlite`` (:mod:`~clipface.search.meta`): one row per image: id, path, path relative
   to the indexed folder, identity (the parent folder's name; ``None`` for images lying directly
   in the indexed folder), width, height and SHA-256. File names that are not UTF-8 are kept exact.
@@ -15,8 +16,9 @@ An index folder holds:
 Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
 build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
 is already indexed. Writers take turns on a lock file (:mod:`~clipface.search.writer`).
-Vectors are unit-norm, so scores are cosine similarities (IVF-PQ and HNSW may miss some of the
-true nearest images, never misstate a score).
+Vectors are unit-norm, so scores are cosine similarities (approximate kinds may miss some of the
+true nearest images, never misstate a score). First-format folders (one ``vectors.faiss``) are
+read and rewritten in this layout on their next change.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from ..embed.cache import EmbeddingCache, NullCache
 from ..errors import ImageError, NoFaceError
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .faiss_backend import FLAT_MAX, Kind, choose_kind, new_faiss_index, read_faiss, set_search_params
+from .faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
 from .ingest import Embedded, ImageSource, embed_source
 from .meta import MetaDB
 from .records import (
+    FORMAT,
     EncoderId,
     EncoderMismatchError,
     Exclude,
@@ -53,24 +56,23 @@ from .records import (
     SearchHit,
 )
 from .shards import read_shards
-from .writer import fresh_dir, unique, write_lock, write_vectors
+from .vectors import ANN, LEGACY, VECTORS, VectorStore
+from .writer import commit_rows, fresh_dir, unique, write_lock
 
 __all__ = ["FaceIndex"]
 
-MANIFEST, VECTORS, META, SKIPPED = "manifest.json", "vectors.faiss", "meta.sqlite", "skipped.json"
+MANIFEST, META, SKIPPED = "manifest.json", "meta.sqlite", "skipped.json"
 
 
 class FaceIndex:
     """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`."""
 
-    def __init__(self, index_dir: Path, manifest: Manifest, faiss_index: Any, mmap: bool = False) -> None:
+    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore) -> None:
         self.dir = Path(index_dir)
         self.manifest = manifest
-        self._faiss_index = faiss_index
-        self._mmap = mmap
+        self._store = store
         self._lock = threading.RLock()
         self._meta = MetaDB(self.dir / META)
-        set_search_params(self._faiss_index, manifest.params)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -138,15 +140,19 @@ class FaceIndex:
         with write_lock(index_dir):
             fresh_dir(index_dir, overwrite, MANIFEST)
             manifest.kind = choose_kind(len(emb.vectors), kind, flat_max)
-            faiss_index, manifest.params = new_faiss_index(manifest.kind, manifest.dim, emb.vectors)
-            for name in (MANIFEST, META, SKIPPED, VECTORS):  # the manifest first: a half-removed index is none
+            manifest.params = default_params(manifest.kind, len(emb.vectors), manifest.dim)
+            # the manifest first: a half-removed index is none
+            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, LEGACY):
                 (index_dir / name).unlink(missing_ok=True)
             try:
-                index = cls(index_dir, manifest, faiss_index)
+                store = VectorStore.create(
+                    index_dir, manifest.kind, manifest.dim, manifest.params, l2_normalize(emb.vectors)
+                )
+                index = cls(index_dir, manifest, store)
                 update = index._append(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
             except BaseException:
                 if not (index_dir / MANIFEST).exists():
-                    for name in (META, SKIPPED):
+                    for name in (META, SKIPPED, VECTORS, ANN):
                         (index_dir / name).unlink(missing_ok=True)
                 raise
         return index, update
@@ -161,23 +167,19 @@ class FaceIndex:
                 f"{index_dir}: not an index folder (no {MANIFEST}); build one with `clipface index build`"
             )
         manifest = Manifest.read(path)
+        m = manifest
+        store = VectorStore.open(index_dir, m.dim, m.kind, m.params, m.count, mmap=mmap)
         try:
-            vectors = read_faiss(index_dir / VECTORS, mmap=mmap)
-        except RuntimeError as exc:  # FAISS reports a missing, cut or foreign file this way
-            first = (str(exc).strip().splitlines() or ["unreadable"])[-1][:160]
-            raise FaceIndexError(
-                f"{index_dir / VECTORS}: not a readable FAISS index ({first}); rebuild the index"
-            ) from None
-        try:
-            index = cls(index_dir, manifest, vectors, mmap=mmap)
+            index = cls(index_dir, manifest, store)
             n_rows = index._meta.count()
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
             ) from None
-        if not index._faiss_index.ntotal == n_rows == manifest.count:
+        codes = store.ann.ntotal if store.ann is not None else store.count
+        if not store.count == codes == n_rows == manifest.count:
             raise FaceIndexError(
-                f"{index_dir}: inconsistent index ({index._faiss_index.ntotal} vectors, {n_rows} metadata rows, "
+                f"{index_dir}: inconsistent index ({store.count} vectors, {codes} codes, {n_rows} metadata rows, "
                 f"manifest says {manifest.count}): rebuild it"
             )
         return index
@@ -254,26 +256,26 @@ class FaceIndex:
         cached: int,
     ) -> IndexUpdate:
         """Write the vectors with the metadata rows, then the manifest and skipped list (writer lock held)."""
-        start = int(self._faiss_index.ntotal)
+        start = self._store.count
         if len(records):
-            self._faiss_index.add(np.ascontiguousarray(l2_normalize(vectors)))
-        write_vectors(self._faiss_index, self.dir / VECTORS, self._meta, start, records)
-        self.manifest.count = int(self._faiss_index.ntotal)
+            self._store.append(l2_normalize(vectors))
+        commit_rows(self._store, self._meta, start, records)
+        self.manifest.count = self._store.count
+        self.manifest.format = FORMAT
         write_json(self.dir / MANIFEST, asdict(self.manifest))
+        self._store.finish_legacy_upgrade()
         write_json(self.dir / SKIPPED, self.skipped() + [s.to_dict() for s in skipped])
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
 
     def _reload_for_write(self) -> bool:
-        """Load the committed state before appending (mapped vectors are read-only); whether others added to it."""
+        """Load the committed state before appending; whether another writer added rows."""
         path = self.dir / MANIFEST
         on_disk = Manifest.read(path) if path.is_file() else self.manifest
         changed = on_disk.count != self.manifest.count
-        if self._mmap or changed:
-            if (self.dir / VECTORS).is_file() and on_disk.count > 0:
-                self._faiss_index = read_faiss(self.dir / VECTORS, mmap=False)
-                set_search_params(self._faiss_index, self.manifest.params)
-            self._mmap = False
-        self.manifest.count = int(self._faiss_index.ntotal)
+        if changed:
+            m = on_disk
+            self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
+        self.manifest.count = self._store.count
         return changed
 
     # -- encoders ----------------------------------------------------------------------
@@ -322,9 +324,7 @@ class FaceIndex:
         fetch = k if exclude is None else min(self.count, 2 * k + 8)
         while True:
             with self._lock:
-                if hasattr(self._faiss_index, "hnsw"):
-                    self._faiss_index.hnsw.efSearch = max(self.manifest.params.get("ef_search", 0), fetch)
-                scores, ids = self._faiss_index.search(q, fetch)
+                scores, ids = self._store.search(q, fetch)
             meta = self.images([int(i) for i in np.unique(ids) if i >= 0])
             out = []
             for row_scores, row_ids in zip(scores, ids):

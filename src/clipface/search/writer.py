@@ -3,26 +3,27 @@
 Every process that writes an index folder (``index build``, ``index add``, shards) holds its
 lock file, ``.write.lock`` (``filelock``: ``fcntl`` on Linux, released by the kernel if the
 process dies). A second writer waits up to :data:`WRITE_TIMEOUT` seconds, then stops with one
-line. Vectors are written to a unique temporary name (``mkstemp``) and renamed over
-``vectors.faiss`` in the same SQLite transaction that adds the metadata rows, so a failure at
-any point leaves the committed index as it was and no temporary file behind.
+line. New vectors are appended to ``vectors.f32`` after the committed rows (the manifest's count
+commits them; rows beyond it are overwritten by the next write); an approximate kind's codes
+are written to a unique temporary name (``mkstemp``) and renamed over ``ann.faiss`` in the same
+SQLite transaction that adds the metadata rows, so a failure at any point leaves the committed
+index as it was and no temporary file behind.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import ContextManager
 
 import numpy as np
 
 from .._util import FILE_MODE, file_lock
-from .faiss_backend import faiss_module
 from .meta import MetaDB
 from .records import FaceIndexError, ImageRecord
+from .vectors import ANN, VectorStore
 
-__all__ = ["LOCK", "WRITE_TIMEOUT", "fresh_dir", "unique", "write_lock", "write_vectors"]
+__all__ = ["LOCK", "WRITE_TIMEOUT", "commit_rows", "fresh_dir", "unique", "write_lock"]
 
 LOCK = ".write.lock"
 #: Longest wait for another process writing to the same index, in seconds.
@@ -40,18 +41,19 @@ def write_lock(index_dir: Path, timeout: float | None = None) -> ContextManager[
     )
 
 
-def write_vectors(faiss_index: Any, dest: Path, meta: MetaDB, start: int, records: list[ImageRecord]) -> None:
-    """Write ``faiss_index`` to ``dest`` and add ``records`` (ids from ``start``) to ``meta``: both or neither."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+def commit_rows(store: VectorStore, meta: MetaDB, start: int, records: list[ImageRecord]) -> None:
+    """Add ``records`` (ids from ``start``) to ``meta`` and write ``store``'s codes (``ann.faiss``): both or neither."""
+    tmp = store.write_ann()
     try:
-        faiss_module().write_index(faiss_index, tmp)
-        os.chmod(tmp, FILE_MODE)  # mkstemp's file is private; the index is as readable as its other files
+        if tmp is not None:
+            os.chmod(tmp, FILE_MODE)  # mkstemp's file is private; the index is as readable as its other files
         with meta.conn():
             meta.insert(start, records)
-            os.replace(tmp, dest)
+            if tmp is not None:
+                os.replace(tmp, store.dir / ANN)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def unique(

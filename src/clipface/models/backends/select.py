@@ -6,6 +6,9 @@
   eager >= 0.9999); costs a one-off compilation (tens of seconds, then reused from inductor's
   on-disk cache) and needs a C++ compiler. Only for :class:`~clipface.models.base.TorchEncoder`.
 * ``onnx``: ONNX Runtime, fp32 or dynamic int8 (:class:`~clipface.models.backends.onnx.OnnxEncoder`).
+* ``dlib``: dlib's own C++ network, for the ``dlib`` model only (its default is the PyTorch port,
+  which gives the same embeddings to about 5e-7 and shares their cache keys); one image at a time
+  on one core, kept for comparison.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from ...errors import BackendUnavailableError
 from ..base import Encoder, TorchEncoder
 from .threads import configure_torch_threads
 
-BACKENDS = ("torch", "compile", "onnx")
+BACKENDS = ("torch", "compile", "onnx", "dlib")
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 #: Half precisions of torch encoders: fp16 on CUDA, bf16 on CUDA or CPU.
 HALF = ("fp16", "bf16")
@@ -34,6 +37,13 @@ def with_backend(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if backend == "dlib":
+        native = getattr(encoder, "native", None)
+        if native is None:
+            raise BackendUnavailableError(f"model {encoder.name}: the dlib backend runs only the dlib model")
+        if precision != "fp32":
+            raise BackendUnavailableError(f"model {encoder.name}: the dlib backend runs fp32 only, not {precision}")
+        return native()
     if backend == "onnx":
         from .onnx import ONNX_PRECISIONS, OnnxEncoder
 

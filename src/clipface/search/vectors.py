@@ -1,0 +1,198 @@
+"""An index's vectors: a memory-mapped float32 file, plus, for approximate kinds, a FAISS index of compressed codes.
+
+* ``vectors.f32``: row ``i`` is image ``i``'s unit vector, ``dim`` float32 values, no header; the
+  manifest's count says how many rows are committed (a row beyond it is left over from an
+  interrupted write and is overwritten by the next one). Opened with ``np.memmap``, so a large
+  index opens at once and only the pages a search touches are read.
+* ``ann.faiss``: the codes of an approximate kind (:mod:`.faiss_backend`), which propose
+  ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:func:`~.exact.rerank`).
+  Exact (``flat``) indexes have none and are searched by :func:`~.exact.exact_search`.
+
+Index folders of the first format kept everything in one FAISS file (``vectors.faiss``: a flat
+index, IVF-PQ inside an ``IndexRefineFlat``, or ``IndexHNSWFlat``); they are read through the
+same two parts (the flat vectors FAISS holds, and the codes) and written in this layout on the
+next change.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exact import exact_search, rerank
+from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
+from .records import FaceIndexError
+
+__all__ = ["ANN", "LEGACY", "VECTORS", "VectorStore"]
+
+VECTORS, ANN, LEGACY = "vectors.f32", "ann.faiss", "vectors.faiss"
+#: Queries per FAISS call and re-ranking batch.
+QUERY_CHUNK = 1024
+
+
+def _flat_view(flat: Any) -> np.ndarray:
+    """The ``(ntotal, d)`` float32 vectors a FAISS ``IndexFlat`` holds (a view, memory-mapped if the file is)."""
+    faiss = faiss_module()
+    flat = faiss.downcast_index(flat)
+    n, d = int(flat.ntotal), int(flat.d)
+    if n == 0:
+        return np.zeros((0, d), np.float32)
+    return faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+
+
+class VectorStore:
+    """The vectors of one index folder and, for approximate kinds, their codes."""
+
+    def __init__(self, folder: Path, dim: int, kind: str, params: dict[str, Any], vectors: np.ndarray, ann: Any):
+        self.dir, self.dim, self.kind, self.params = Path(folder), dim, kind, params
+        self.vectors = vectors
+        self.ann = ann
+        self._legacy: Any = None  # a first-format FAISS index whose memory the views point into
+        self._ann_mapped = False  # codes read with IO_FLAG_MMAP_IFC point into the file: read-only
+        self._upgraded = False
+        if ann is not None:
+            set_search_params(ann, params)
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, kind: str, dim: int, params: dict[str, Any], train: np.ndarray) -> VectorStore:
+        """An empty store of ``kind``, its codes trained on (a sample of) ``train``."""
+        ann = new_ann(kind, dim, train_sample(train, params), params) if kind != "flat" else None
+        (Path(folder) / VECTORS).unlink(missing_ok=True)
+        return cls(folder, dim, kind, params, np.zeros((0, dim), np.float32), ann)
+
+    @classmethod
+    def open(cls, folder: Path, dim: int, kind: str, params: dict[str, Any], count: int, mmap: bool = True):
+        """The committed ``count`` vectors of an index folder (either format), memory-mapped if ``mmap``."""
+        folder = Path(folder)
+        if not (folder / VECTORS).is_file() and (folder / LEGACY).is_file():
+            return cls._open_legacy(folder, dim, kind, params, mmap)
+        path = folder / VECTORS
+        need = count * dim * 4
+        size = path.stat().st_size if path.is_file() else -1
+        if size < need:
+            found = "is missing" if size < 0 else f"holds {size} bytes"
+            raise FaceIndexError(f"{path}: not a readable vector file ({found}, {count} vectors need {need}); rebuild")
+        if count == 0:
+            vectors = np.zeros((0, dim), np.float32)
+        elif mmap:
+            vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+        else:
+            vectors = np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
+        ann = None
+        if kind != "flat":
+            try:
+                ann = read_faiss(folder / ANN, mmap=mmap)
+            except RuntimeError as exc:  # FAISS reports a missing, cut or foreign file this way
+                first = (str(exc).strip().splitlines() or ["unreadable"])[-1][:160]
+                raise FaceIndexError(
+                    f"{folder / ANN}: not a readable FAISS index ({first}); rebuild the index"
+                ) from None
+        store = cls(folder, dim, kind, params, vectors, ann)
+        store._ann_mapped = mmap and ann is not None
+        return store
+
+    @classmethod
+    def _open_legacy(cls, folder: Path, dim: int, kind: str, params: dict[str, Any], mmap: bool) -> VectorStore:
+        faiss = faiss_module()
+        try:
+            index = read_faiss(folder / LEGACY, mmap=mmap)  # read_index gives the derived type (and owns it)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or ["unreadable"])[-1][:160]
+            raise FaceIndexError(
+                f"{folder / LEGACY}: not a readable FAISS index ({first}); rebuild the index"
+            ) from None
+        if isinstance(index, faiss.IndexRefine):  # the first release's IVF-PQ: codes + exact vectors
+            vectors, ann = _flat_view(index.refine_index), faiss.downcast_index(index.base_index)
+            params = {"k_factor": 4, **params}
+        elif isinstance(index, faiss.IndexHNSWFlat):
+            vectors, ann = _flat_view(index.storage), index
+            params = {"k_factor": 1, **params}
+        else:
+            vectors, ann = _flat_view(index), None
+        store = cls(folder, dim, kind, params, vectors, ann)
+        store._legacy = index
+        return store
+
+    # -- searching -----------------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        return len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` best rows, exact scores: ``(scores, ids)``, ``-1`` where there are fewer."""
+        if self.ann is None:
+            return exact_search(self.vectors, queries, k)
+        fetch = max(k, int(k * self.params.get("k_factor", 1)))
+        if hasattr(self.ann, "hnsw"):
+            self.ann.hnsw.efSearch = max(int(self.params.get("ef_search", 16)), fetch)
+        out_s, out_i = [], []
+        for i in range(0, len(queries), QUERY_CHUNK):
+            q = np.ascontiguousarray(queries[i : i + QUERY_CHUNK], dtype=np.float32)
+            _, candidates = self.ann.search(q, min(fetch, max(1, self.count)))
+            s, ids = rerank(self.vectors, q, candidates, k)
+            out_s.append(s)
+            out_i.append(ids)
+        return np.concatenate(out_s), np.concatenate(out_i)
+
+    # -- writing -------------------------------------------------------------------------------
+    def append(self, new: np.ndarray) -> None:
+        """Add ``new`` rows after the committed ones: to ``vectors.f32`` (written now) and to the codes (in memory).
+
+        The manifest's count is what commits them; :meth:`write_ann` writes the codes.
+        """
+        new = np.ascontiguousarray(new, dtype=np.float32).reshape(-1, self.dim)
+        if self._legacy is not None and not self._upgraded:  # first format: write this layout from now on
+            self._write_all(np.asarray(self.vectors))
+        elif self._ann_mapped:
+            self.ann = read_faiss(self.dir / ANN, mmap=False)
+            set_search_params(self.ann, self.params)
+            self._ann_mapped = False
+        path, before = self.dir / VECTORS, self.count
+        with open(path, "r+b" if path.exists() else "w+b") as fh:
+            fh.truncate(before * self.dim * 4)  # drop rows of an interrupted write
+            fh.seek(0, os.SEEK_END)
+            fh.write(new.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        if self.ann is not None and len(new):
+            self.ann.add(new)
+        total = before + len(new)
+        self.vectors = (
+            np.memmap(path, dtype=np.float32, mode="r", shape=(total, self.dim))
+            if total
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    def _write_all(self, vectors: np.ndarray) -> None:
+        """First format to this one: the vectors to ``vectors.f32``, the codes from a writable (unmapped) read."""
+        path = self.dir / VECTORS
+        with open(path, "wb") as fh:
+            for i in range(0, len(vectors), 65_536):
+                fh.write(np.ascontiguousarray(vectors[i : i + 65_536], dtype=np.float32).tobytes())
+        if self.ann is not None:
+            owner = read_faiss(self.dir / LEGACY, mmap=False)
+            self.ann = faiss_module().downcast_index(owner.base_index) if hasattr(owner, "base_index") else owner
+            self._legacy = owner  # owns the codes now (IndexRefine's base index lives inside it)
+            set_search_params(self.ann, self.params)
+        else:
+            self._legacy = None
+        self.vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(len(vectors), self.dim))
+        self._upgraded = True
+
+    def write_ann(self) -> Path | None:
+        """Write the codes to a temporary file beside ``ann.faiss`` and return it (``None`` for exact indexes)."""
+        if self.ann is None:
+            return None
+        fd, tmp = tempfile.mkstemp(prefix=f".{ANN}.", suffix=".tmp", dir=self.dir)
+        os.close(fd)
+        faiss_module().write_index(self.ann, tmp)
+        return Path(tmp)
+
+    def finish_legacy_upgrade(self) -> None:
+        """Remove the first format's file once the new files are committed."""
+        (self.dir / LEGACY).unlink(missing_ok=True)

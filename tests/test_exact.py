@@ -1,0 +1,56 @@
+"""Exact search over (memory-mapped) vectors: the same answer as a full sort, whatever the blocks and workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipface.search import exact
+from clipface.search.exact import exact_search, rerank, top_k
+
+
+def brute(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = q.astype(np.float64) @ x.T.astype(np.float64)
+    order = np.lexsort((np.broadcast_to(np.arange(len(x)), s.shape), -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), order
+
+
+@pytest.mark.parametrize("n, m, k, threads", [(5000, 7, 10, 1), (5000, 7, 10, 3), (40, 3, 50, 2), (3000, 1, 1, 2)])
+def test_exact_search_equals_a_full_sort(n, m, k, threads, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setattr(exact, "BLOCK_ROWS", 256)  # many blocks, shared by the workers
+    rng = np.random.default_rng(n + m)
+    x = rng.standard_normal((n, 32)).astype(np.float32)
+    q = rng.standard_normal((m, 32)).astype(np.float32)
+    x.tofile(tmp_path / "v.f32")
+    mapped = np.memmap(tmp_path / "v.f32", dtype=np.float32, mode="r", shape=x.shape)
+    scores, ids = exact_search(mapped, q, k, threads=threads)
+    want_s, want_i = brute(x, q, min(k, n))
+    np.testing.assert_array_equal(ids[:, : min(k, n)], want_i)
+    np.testing.assert_allclose(scores[:, : min(k, n)], want_s, rtol=1e-5, atol=1e-5)
+    if k > n:  # missing places as FAISS fills them
+        assert (ids[:, n:] == -1).all() and np.isneginf(scores[:, n:]).all()
+
+
+def test_ties_are_answered_the_same_every_time_and_empty_inputs():
+    x = np.ones((6, 4), np.float32)
+    _, ids = exact_search(x, np.ones((2, 4), np.float32), 3)
+    assert len(set(ids[0])) == 3 and ids.tolist() == exact_search(x, np.ones((2, 4), np.float32), 3)[1].tolist()
+    s, i = exact_search(np.zeros((0, 4), np.float32), np.ones((2, 4), np.float32), 3)
+    assert s.shape == i.shape == (2, 3) and (i == -1).all()
+    assert exact_search(x, np.zeros((0, 4), np.float32), 3)[0].shape == (0, 3)
+    s, i = top_k(np.array([[0.5, 0.9, 0.9]], np.float32), np.array([[7, 9, 8]]), 2)
+    assert i.tolist() == [[8, 9]] and s.tolist() == [[pytest.approx(0.9), pytest.approx(0.9)]]
+
+
+def test_rerank_scores_candidates_exactly_and_skips_missing_ones():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 16)).astype(np.float32)
+    q = rng.standard_normal((2, 16)).astype(np.float32)
+    cand = np.array([[5, 17, -1, 42], [-1, -1, -1, 3]])
+    s, i = rerank(x, q, cand, 3)
+    full = q @ x.T
+    first = sorted([5, 17, 42], key=lambda j: -full[0, j])
+    assert i[0].tolist() == first and np.allclose(s[0], full[0, first], atol=1e-5)
+    assert i[1].tolist() == [3, -1, -1] and np.isneginf(s[1, 1:]).all()
