@@ -325,9 +325,11 @@ def test_cloak_command(faces, tmp_path):
     summary = json.loads((out / "cloak_summary.json").read_text())
     assert summary["settings"]["region"] == "face" and summary["settings"]["params"]["steps"] == 2
     assert summary["budget_measure"] == "dssim_crop" and summary["dssim_crop_max"] <= 0.012 and summary["within_budget"]
-    native = ["cloak", "--surrogate", "dlib", "--backend", "dlib", "--in", str(faces), "--out", str(out)]
-    bad = CliRunner().invoke(app, native)
-    assert bad.exit_code == 1 and "surrogate dlib is not differentiable" in bad.output
+    from clipface.cloak.run import load_surrogates
+    from clipface.embed.options import RunOptions
+
+    with pytest.raises(ClipfaceError, match="surrogate dlib is not differentiable"):  # dlib's own network
+        load_surrogates(["dlib"], RunOptions(backend="dlib"))
 
 
 def test_large_images_are_optimised_at_the_working_resolution(tmp_path):

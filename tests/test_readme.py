@@ -29,7 +29,7 @@ def command_lines() -> list[str]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #", 1)[0].strip()
-            for part in re.split(r"&&|;", line):
+            for part in re.split(r"&&|;|&", line):
                 part = part.strip()
                 if part.startswith("clipface "):
                     lines.append(part)
