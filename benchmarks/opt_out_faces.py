@@ -109,7 +109,9 @@ def decision(index: FaceIndex, enrol: Path, hidden: dict[str, str]) -> tuple[Fac
     if index.faces is not None:
         with_face = set(index.faces.image_ids.tolist())
         no_face = theirs - with_face
+    sweep = threshold_sweep(opt, theirs, others, index.count)
     return opt, {
+        "threshold_sweep": sweep,
         "opted_out_photos": len(theirs),
         "other_photos": len(others),
         "leaked": len(kept),
@@ -121,6 +123,27 @@ def decision(index: FaceIndex, enrol: Path, hidden: dict[str, str]) -> tuple[Fac
         "per_person": opt.people,
         "leaked_examples": [meta[i].relpath + " (" + hidden.get(meta[i].relpath, "?") + ")" for i in kept[:20]],
     }
+
+
+def threshold_sweep(opt: FaceOptOut, theirs: set[int], others: set[int], count: int) -> list[dict[str, Any]]:
+    """Both shares at other thresholds, from each image's best similarity to any enrolment vector (same rule)."""
+    import numpy as np
+
+    refs = np.concatenate([r for r in opt.references if len(r)])
+    best_face = np.concatenate(
+        [(np.asarray(opt.store.vectors[i : i + 65536]) @ refs.T).max(axis=1) for i in range(0, opt.store.count, 65536)]
+    )
+    best = np.full(count, -1.0)
+    np.maximum.at(best, opt.store.image_ids, best_face)
+    t_ids, o_ids = np.array(sorted(theirs)), np.array(sorted(others))
+    rows = []
+    for t in (0.88, 0.90, 0.91, 0.92, opt.threshold, 0.93, 0.94, 0.95):
+        rows.append({
+            "threshold": round(float(t), 5),
+            "leaked_share": float((best[t_ids] < t).mean()) if len(t_ids) else 0.0,
+            "wrongly_removed_share": float((best[o_ids] >= t).mean()) if len(o_ids) else 0.0,
+        })  # fmt: skip
+    return rows
 
 
 def client(index_dir: Path, enrol: Path | None) -> Any:
@@ -285,7 +308,11 @@ def markdown(doc: dict[str, Any]) -> str:
         ])  # fmt: skip
     headers = ["index", "opted-out photos indexed", "other photos", "still returnable (leaked)",
                "of which no face detected", "others wrongly removed"]  # fmt: skip
-    lines += [md_table(headers, rows), "", "## Through the routes: share of the opted-out photos returned", ""]
+    lines += [md_table(headers, rows), "", "The same rule at other thresholds (dlib index):", ""]
+    sweep = doc["dlib"]["decision"]["threshold_sweep"]
+    rows = [[f"{r['threshold']:.5f}", pct(r["leaked_share"]), pct(r["wrongly_removed_share"])] for r in sweep]
+    lines += [md_table(["cosine threshold", "leaked", "others wrongly removed"], rows), ""]
+    lines += ["## Through the routes: share of the opted-out photos returned", ""]
     rows = []
     for name in ("clip", "dlib"):
         with_, without = doc[name]["routes"]["with opt-out"], doc[name]["routes"]["control, no opt-out"]

@@ -9,6 +9,7 @@ central rule) only one of them can, and the audit counts it for both only in the
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -135,3 +136,19 @@ def test_web_page_draws_the_box(indexes: tuple[FaceIndex, FaceIndex]) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_add_keeps_faces_and_a_cut_face_file_is_refused(indexes: tuple[FaceIndex, FaceIndex], tmp_path: Path) -> None:
+    from clipface.search.records import FaceIndexError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(indexes[0].dir, copy)
+    index = FaceIndex.load(copy, mmap=False)
+    before, n = index.faces.count, index.count
+    update = index.add(load_encoder("dlib"), [LFW_MINI / LEFT / f"{LEFT}_0003.jpg"])
+    again = FaceIndex.load(copy)
+    assert update.added == 1 and again.count == n + 1 and again.faces.count == before + 1
+    assert again.faces.image_ids[-1] == n and again.manifest.faces["count"] == before + 1
+    (copy / "faces.f32").write_bytes(b"\x00" * 16)
+    with pytest.raises(FaceIndexError, match="faces.f32: not a readable face file"):
+        FaceIndex.load(copy)

@@ -68,8 +68,11 @@ class FaceOptOut:
         self.model = face_encoder.name
         self.removed: set[int] = set()
         self.people: list[dict[str, Any]] = []
+        self.references: list[np.ndarray] = []  # each person's enrolment vectors
+        self.store = store
         for number, person in enumerate(people, start=1):
             refs, photos = self._enrol(face_encoder, person)
+            self.references.append(refs)
             removes: set[int] = set()
             if len(refs):
                 matched = store.matching(refs, threshold).any(axis=1)
