@@ -273,6 +273,9 @@ def test_face_flags_are_checked_before_work(small_index: Path, tmp_path: Path) -
         ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces", str(tmp_path / "empty")], tmp_path
     )
     assert code == 2 and len(errors) == 1 and "--opt-out-faces" in errors[0] and "no sub-folder" in errors[0], output
+    bad = ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces-threshold", "7"]
+    code, errors, output = invoke(bad, tmp_path)
+    assert code == 2 and len(errors) == 1 and "--opt-out-faces-threshold 7.0: a cosine" in errors[0], output
     (tmp_path / "empty" / "Someone").mkdir()  # an index of random CLIP vectors without face vectors: refused, named
     code, errors, output = invoke(
         ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces", str(tmp_path / "empty")], tmp_path

@@ -264,6 +264,14 @@ OptOutFaces = Annotated[
         "(index build --face-model) or a face-recogniser index.",
     ),
 ]
+OptOutFacesThreshold = Annotated[
+    Optional[float],
+    typer.Option(
+        "--opt-out-faces-threshold",
+        help="Cosine at which a face matches an enrolled person (default: the face model's LFW threshold at FAR "
+        "1e-3; higher removes fewer other people and misses more of theirs, see benchmarks/results/opt_out_faces.md).",
+    ),
+]
 ClipRetrieval = Annotated[
     bool,
     typer.Option(

@@ -100,6 +100,7 @@ class CliOptions:
     no_auth: bool = False
     opt_out: Path | None = None
     opt_out_faces: Path | None = None
+    opt_out_faces_threshold: float | None = None
     face_model: str | None = None
     faces: str | None = None
     rate_limit: float = 60.0

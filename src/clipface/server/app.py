@@ -32,7 +32,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from ..errors import ClipfaceError, ImageError
+from ..errors import ClipfaceError, ImageError, UsageError
 from ..models.base import Encoder
 from ..search.audit import THRESHOLD, audit_person
 from ..search.records import IndexedImage, QueryError
@@ -89,6 +89,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     indice_name: str | None = None,
     opt_out_faces: str | Path | None = None,
+    opt_out_faces_threshold: float | None = None,
 ) -> FastAPI:
     """The search engine over the index in ``index_dir``.
 
@@ -110,6 +111,8 @@ def create_app(
     token = token or os.environ.get(TOKEN_ENV) or None
     if opt_out_faces is not None:
         person_folders(Path(opt_out_faces))  # a wrong folder is refused before any model loads
+    if opt_out_faces_threshold is not None and not -1.0 <= opt_out_faces_threshold <= 1.0:
+        raise UsageError("opt_out_faces_threshold", opt_out_faces_threshold, "a cosine: between -1 and 1")
     if require_token and not token:
         raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
     index = FaceIndex.load(index_dir, mmap=True)
@@ -120,7 +123,11 @@ def create_app(
     limit_heap()
     removed = _OptOutReport(index, optout)
     removed.log_unmatched()
-    by_face = FaceOptOut(index, opt_out_faces, encoder, device=device) if opt_out_faces is not None else None
+    by_face = (
+        FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device)
+        if opt_out_faces is not None
+        else None
+    )
 
     def exclude(image: IndexedImage) -> bool:
         return optout.blocks(image) or (by_face is not None and by_face.blocks(image))
