@@ -118,6 +118,9 @@ def test_web_page_draws_the_box(indexes: tuple[FaceIndex, FaceIndex]) -> None:
             page.goto(f"http://127.0.0.1:{port}/")
             page.fill("#token", token)
             page.click("#token-form button")
+            page.wait_for_function(
+                "() => document.getElementById('stats').textContent.includes('images of')", timeout=20_000
+            )
             page.set_input_files("#image-file", str(LFW_MINI / RIGHT / f"{RIGHT}_0002.jpg"))
             page.fill("#image-k", "3")
             page.click("#image-form button")
@@ -147,8 +150,8 @@ def test_add_keeps_faces_and_a_cut_face_file_is_refused(indexes: tuple[FaceIndex
     before, n = index.faces.count, index.count
     update = index.add(load_encoder("dlib"), [LFW_MINI / LEFT / f"{LEFT}_0003.jpg"])
     again = FaceIndex.load(copy)
-    assert update.added == 1 and again.count == n + 1 and again.faces.count == before + 1
-    assert again.faces.image_ids[-1] == n and again.manifest.faces["count"] == before + 1
+    assert update.added == 1 and again.count == n + 1 and again.faces.count > before
+    assert set(again.faces.image_ids[before:].tolist()) == {n} and again.manifest.faces["count"] == again.faces.count
     (copy / "faces.f32").write_bytes(b"\x00" * 16)
     with pytest.raises(FaceIndexError, match="faces.f32: not a readable face file"):
         FaceIndex.load(copy)
