@@ -250,3 +250,36 @@ def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == ["error: --batch-size 0: must be at least 1"]
+
+
+def test_face_flags_are_checked_before_work(small_index: Path, tmp_path: Path) -> None:
+    build = ["index", "build", "-m", "test-tiny-random", "--images", str(LFW_MINI), "--index", str(tmp_path / "i")]
+    for args, expected in (
+        ([*build, "--faces", "every"], "--faces 'every': choose one of central, all"),
+        ([*build, "--faces", "all"], "--faces 'all': test-tiny-random is not a face recogniser"),
+        ([*build, "--face-model", "test-tiny-random"], "--face-model 'test-tiny-random': not a face recogniser"),
+        ([*build, "--face-model", "dlib-9000"], "unknown model 'dlib-9000'"),
+    ):
+        code, errors, output = invoke(args, tmp_path)
+        assert code == 2 and len(errors) == 1 and expected in errors[0], output
+        assert embeddings_computed(tmp_path) == 0 and not (tmp_path / "i" / "manifest.json").exists()
+    missing = tmp_path / "nobody"
+    code, errors, output = invoke(
+        ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces", str(missing)], tmp_path
+    )
+    assert code == 2 and len(errors) == 1 and f"--opt-out-faces {str(missing)!r}: no such folder" in errors[0], output
+    (tmp_path / "empty").mkdir()
+    code, errors, output = invoke(
+        ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces", str(tmp_path / "empty")], tmp_path
+    )
+    assert code == 2 and len(errors) == 1 and "--opt-out-faces" in errors[0] and "no sub-folder" in errors[0], output
+    bad = ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces-threshold", "7"]
+    code, errors, output = invoke(bad, tmp_path)
+    assert code == 2 and len(errors) == 1 and "--opt-out-faces-threshold 7.0: a cosine" in errors[0], output
+    (tmp_path / "empty" / "Someone").mkdir()  # an index of random CLIP vectors without face vectors: refused, named
+    code, errors, output = invoke(
+        ["serve", "--index", str(small_index), "--no-auth", "--opt-out-faces", str(tmp_path / "empty")], tmp_path
+    )
+    assert (
+        code == 2 and len(errors) == 1 and "keeps no face vectors" in errors[0] and "--face-model dlib" in errors[0]
+    ), output

@@ -85,7 +85,8 @@ def test_queries_return_json_results_without_opted_out_people(client: TestClient
     results = response.json()["results"]
     assert len(results) == 5 and [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     for r in results:
-        assert set(r) == {"rank", "id", "path", "identity", "name", "score", "image_url"}
+        assert set(r) == {"rank", "id", "path", "identity", "name", "score", "image_url", "box", "width", "height"}
+        assert r["box"] is None  # an index without face vectors
         assert r["image_url"] == f"/api/image/{r['id']}" and not r["path"].startswith("/")
     powell = "Colin_Powell/Colin_Powell_0001.jpg"
     for k in (20, 100):

@@ -29,17 +29,37 @@ def build_index(
     *,
     kind: str = "auto",
     overwrite: bool = False,
+    face_model: str | None = None,
+    faces: str | None = None,
 ) -> tuple[Any, Any]:
-    """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder."""
-    from ..models.runtime import load_encoder
+    """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder.
+
+    ``face_model``: also keep every image's faces embedded by this face recogniser (``faces``:
+    ``central`` or ``all``; default central). ``faces`` without ``face_model`` uses ``model``
+    itself, which must then be a face recogniser.
+    """
+    from ..embed.faces import FACE_MODES
+    from ..models.registry import get_spec
+    from ..models.runtime import LoadOptions, load_encoder
     from ..search.faiss_backend import KINDS, Kind
     from ..search.store import FaceIndex
 
-    check_models([model])
+    check_models([model] + ([face_model] if face_model else []))
     check_choice("kind", kind, KINDS)
+    if faces is not None:
+        check_choice("faces", faces, FACE_MODES)
+        if face_model is None:
+            if get_spec(model).family != "face":
+                raise UsageError("faces", faces, f"{model} is not a face recogniser: name one with --face-model dlib")
+            face_model = model
     path = _index_folder(index_dir, must_exist=False)
     opts = opts if opts is not None else RunOptions()
     encoder = load_encoder(model, opts)
+    face_encoder = None
+    if face_model is not None:
+        if get_spec(face_model).family != "face":
+            raise UsageError("face_model", face_model, "not a face recogniser (choose e.g. dlib or facenet-casia)")
+        face_encoder = load_encoder(face_model, LoadOptions(device=opts.device))
     return FaceIndex.build(
         encoder,
         images,
@@ -52,6 +72,8 @@ def build_index(
         batch_size=opts.batch_size,
         workers=opts.workers,
         progress=opts.progress,
+        face_encoder=face_encoder,
+        faces=faces or "central",
     )
 
 

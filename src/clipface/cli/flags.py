@@ -238,6 +238,40 @@ ForwardedAllowIps = Annotated[
     ),
 ]
 
+FaceModel = Annotated[
+    Optional[str],
+    typer.Option(
+        "--face-model",
+        help="Also keep the faces of every image, embedded by this face recogniser (e.g. dlib), beside the image "
+        "vectors: for `serve --opt-out-faces` and search by face (default: the model itself when it is a face "
+        "recogniser and --faces is given).",
+    ),
+]
+Faces = Annotated[
+    Optional[str],
+    typer.Option(
+        "--faces",
+        help="Which faces of an image the face vectors hold: central (the one the front end chooses) or all "
+        "(every detected face: a group photo is found through each of its people).",
+    ),
+]
+OptOutFaces = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--opt-out-faces",
+        help="Folder with one sub-folder of photos per person removed from every answer by face (images whose "
+        "face matches at the face model's LFW threshold at FAR 1e-3, labelled or not); needs face vectors "
+        "(index build --face-model) or a face-recogniser index.",
+    ),
+]
+OptOutFacesThreshold = Annotated[
+    Optional[float],
+    typer.Option(
+        "--opt-out-faces-threshold",
+        help="Cosine at which a face matches an enrolled person (default: the face model's LFW threshold at FAR "
+        "1e-3; higher removes fewer other people and misses more of theirs, see benchmarks/results/opt_out_faces.md).",
+    ),
+]
 ClipRetrieval = Annotated[
     bool,
     typer.Option(

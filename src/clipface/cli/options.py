@@ -99,6 +99,10 @@ class CliOptions:
     port: int = 8000
     no_auth: bool = False
     opt_out: Path | None = None
+    opt_out_faces: Path | None = None
+    opt_out_faces_threshold: float | None = None
+    face_model: str | None = None
+    faces: str | None = None
     rate_limit: float = 60.0
     max_upload_mb: float = 10.0
     forwarded_allow_ips: str | None = None

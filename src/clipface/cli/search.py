@@ -21,6 +21,8 @@ from .flags import (
     CorsOrigin,
     Device,
     Engine,
+    FaceModel,
+    Faces,
     ForwardedAllowIps,
     Host,
     Images,
@@ -34,6 +36,8 @@ from .flags import (
     NoFetch,
     OnNoFace,
     OptOut,
+    OptOutFaces,
+    OptOutFacesThreshold,
     Out,
     Overwrite,
     Person,
@@ -72,6 +76,8 @@ def build_cmd(
     index_kind: IndexKind = "auto",
     align: Align = None,
     on_no_face: OnNoFace = "skip",
+    face_model: FaceModel = None,
+    faces: Faces = None,
     overwrite: Overwrite = False,
     weights: Weights = None,
     device: Device = "cpu",
@@ -87,7 +93,16 @@ def build_cmd(
     def go() -> None:
         opts = o.check().run_options()
         assert o.index is not None
-        idx, update = api.build_index(o.model[0], o.images, o.index, opts, kind=o.index_kind, overwrite=o.overwrite)
+        idx, update = api.build_index(
+            o.model[0],
+            o.images,
+            o.index,
+            opts,
+            kind=o.index_kind,
+            overwrite=o.overwrite,
+            face_model=o.face_model,
+            faces=o.faces,
+        )
         _report(update, idx)
 
     guard(go)
@@ -150,6 +165,8 @@ def serve_cmd(
     port: Port = 8000,
     no_auth: NoAuth = False,
     opt_out: OptOut = None,
+    opt_out_faces: OptOutFaces = None,
+    opt_out_faces_threshold: OptOutFacesThreshold = None,
     rate_limit: RateLimit = 60.0,
     max_upload_mb: MaxUploadMb = 10.0,
     forwarded_allow_ips: ForwardedAllowIps = None,
@@ -172,6 +189,8 @@ def serve_cmd(
             token=None,
             require_token=not o.no_auth,
             opt_out=o.opt_out,
+            opt_out_faces=o.opt_out_faces,
+            opt_out_faces_threshold=o.opt_out_faces_threshold,
             rate_limit=o.rate_limit,
             max_upload_bytes=int(o.max_upload_mb * 2**20),
             weights=o.weights[0] if o.weights else None,

@@ -10,6 +10,13 @@ the top-k results that could be theirs are theirs, that is when
 ``matches >= 0.5 * min(k, images of the person in the index)``. With at least k images of the
 person indexed this is precision@k >= 0.5. With none indexed there is nothing to find and the
 verdict is "cannot tell". ``chance`` is the precision@k a random ranking would have.
+
+An index with face vectors (``--face-model``, :mod:`.facestore`) also counts, as the person's,
+every result in which any stored face matches them, labelled or not (a group photo in which they
+appear, an unlabelled photo): a face whose median similarity to the person's reference faces
+reaches the face model's LFW threshold at FAR 1e-3 (the rule of the engine audit,
+:mod:`.engine`). The references are the face of the query photo, or, for a name, the chosen face
+of each image labelled with the name. ``in_index`` counts the same images.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from PIL import Image
 
 from ..data.dataset import display_name
 from ..data.prompts import PAPER
+from ..errors import ImageError
 from ..models.base import Encoder
+from ..models.registry import get_spec
 from .records import Exclude, QueryError, SearchHit, identity_key
 from .store import FaceIndex
 
@@ -87,8 +96,12 @@ def audit_person(
         query = TEMPLATE.format(person)
         hits = index.query_text(encoder, query, k, exclude)
     key = identity_key(name)
-    matches = sum(1 for h in hits if h.identity and identity_key(h.identity) == key)
-    in_index = sum(1 for im in index.images_of(name) if exclude is None or not exclude(im))
+    labelled = index.images_of(name)
+    by_face = _face_matches(index, image, [im.id for im in labelled])
+    matches = sum(1 for h in hits if (h.identity and identity_key(h.identity) == key) or h.id in by_face)
+    theirs = {im.id: im for im in labelled}
+    theirs.update({i: im for i, im in index.images(by_face - set(theirs)).items()})
+    in_index = sum(1 for im in theirs.values() if exclude is None or not exclude(im))
     n = len(hits)
     if in_index == 0 or n == 0:
         identifies, verdict = None, f"cannot tell: the index holds no image of {person}"
@@ -108,3 +121,24 @@ def audit_person(
         verdict=verdict,
         results=hits,
     )
+
+
+def _face_matches(index: FaceIndex, image: Image.Image | None, labelled: list[int]) -> set[int]:
+    """Ids of the images with a face matching the person (empty for an index without face vectors)."""
+    store, fm = index.faces, index.face_model
+    if store is None or fm is None:
+        return set()
+    threshold = get_spec(fm.model).verify_threshold
+    if threshold is None:
+        return set()
+    if image is not None:
+        encoder = index.load_face_encoder()
+        try:
+            refs = encoder.embed_prepared(encoder.prepare(image.convert("RGB"))[None])
+        except ImageError:
+            return set()
+    else:
+        refs = store.first_faces(labelled)
+    if not len(refs):
+        return set()
+    return {int(i) for i in store.image_ids[store.median_matching(refs, float(threshold))]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class Embedded:
     duplicates: int
     computed: int
     cached: int
+    faces: dict[str, Any] | None = None  # the faces of the records by SHA-256, for an index that keeps faces
 
 
 def embed_source(

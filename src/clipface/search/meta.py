@@ -24,6 +24,11 @@ CREATE TABLE IF NOT EXISTS images (
     identity_key TEXT, width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE
 );
 CREATE INDEX IF NOT EXISTS images_identity ON images(identity_key);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL,
+    y1 REAL NOT NULL, score REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_image ON faces(image_id);
 """
 _COLUMNS = "id, path, relpath, identity, width, height, sha256"
 #: SQLite integers are signed 64-bit: an id outside this range cannot be in an index (and would overflow a query).
@@ -65,6 +70,23 @@ class MetaDB:
             for i, r in enumerate(records)
         ]
         self.conn().executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def insert_faces(self, rows: Sequence[tuple[int, int, float, float, float, float, float]]) -> None:
+        """Add face rows ``(face id, image id, x0, y0, x1, y1, score)`` (inside the caller's transaction)."""
+        self.conn().executemany("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def face_count(self) -> int:
+        return int(self.conn().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def face_images(self) -> list[int]:
+        """The image id of every face, by face id."""
+        return [int(r[0]) for r in self.conn().execute("SELECT image_id FROM faces ORDER BY id")]
+
+    def face_boxes(self, face_ids: Iterable[int]) -> dict[int, tuple[float, float, float, float]]:
+        """The box of each of these faces."""
+        valid = [int(i) for i in face_ids if 0 <= int(i) < _MAX_ID]
+        sql = "SELECT id, x0, y0, x1, y1 FROM faces WHERE id IN ({})"
+        return {int(r[0]): (r[1], r[2], r[3], r[4]) for r in select_in(self.conn(), sql, valid)}
 
     def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
         """Metadata of the images with these ids (unknown and out-of-range ids are absent)."""

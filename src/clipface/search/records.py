@@ -71,10 +71,14 @@ class IndexedImage(ImageRecord):
 
 @dataclass(frozen=True)
 class SearchHit(IndexedImage):
-    """One search result: an indexed image, its 1-based rank and its score (cosine similarity)."""
+    """One search result: an indexed image, its 1-based rank and its score (cosine similarity).
+
+    ``box``: where a face index answered, the matching face (left, top, right, bottom, source pixels).
+    """
 
     rank: int
     score: float
+    box: tuple[float, float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "name": self.name}
@@ -112,6 +116,8 @@ class Manifest:
     on_no_face: str = "skip"
     is_test_model: bool = False
     format: int = FORMAT
+    #: The face vectors kept beside the image vectors (:class:`~clipface.search.facestore.FaceModel`), if any.
+    faces: dict[str, Any] | None = None
 
     @property
     def encoder_id(self) -> EncoderId:

@@ -12,6 +12,8 @@ An index folder holds:
   to the indexed folder, identity (the parent folder's name; ``None`` for images lying directly
   in the indexed folder), width, height and SHA-256. File names that are not UTF-8 are kept exact.
 * ``skipped.json``: files left out (unreadable, truncated, not an image, no face) and why.
+* optionally ``faces.f32`` and a ``faces`` table: the faces of each image by a face recogniser
+  (:mod:`.facestore`; ``build(face_encoder=...)``).
 
 Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
 build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
@@ -23,23 +25,23 @@ read and rewritten in this layout on their next change.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .._util import write_json
 from ..data.dataset import SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
-from ..errors import ImageError, NoFaceError
+from ..embed.faces import Faces
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
+from .facestore import FACES, FaceModel, FaceStore, face_rows
 from .faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
+from .index_faces import FaceMethods, MetaMethods, QueryMethods, faces_with
 from .ingest import Embedded, ImageSource, embed_source
 from .meta import MetaDB
 from .records import (
@@ -49,7 +51,6 @@ from .records import (
     Exclude,
     FaceIndexError,
     ImageRecord,
-    IndexedImage,
     IndexUpdate,
     Manifest,
     QueryError,
@@ -64,13 +65,14 @@ __all__ = ["FaceIndex"]
 MANIFEST, META, SKIPPED = "manifest.json", "meta.sqlite", "skipped.json"
 
 
-class FaceIndex:
+class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
     """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`."""
 
-    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore) -> None:
+    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore, faces: FaceStore | None = None) -> None:
         self.dir = Path(index_dir)
         self.manifest = manifest
         self._store = store
+        self._faces = faces
         self._lock = threading.RLock()
         self._meta = MetaDB(self.dir / META)
 
@@ -91,17 +93,24 @@ class FaceIndex:
         batch_size: int = 32,
         workers: int | None = None,
         progress: bool = False,
+        face_encoder: Encoder | None = None,
+        faces: str = "central",
     ) -> tuple[FaceIndex, IndexUpdate]:
         """Embed every image of ``images`` with ``encoder`` and write a new index to ``index_dir``.
 
         ``cache`` defaults to the on-disk embedding cache (an interrupted build resumes).
         ``align``/``on_no_face``: the ``--align`` choice the encoder was created with, recorded so
         :meth:`load_encoder` recreates it (``None``: the model's own front end).
+        ``face_encoder``: also keep the faces of every image embedded by this face recogniser
+        (:mod:`.facestore`), the central one or, with ``faces="all"``, every detected face.
         """
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
         manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
+        if face_encoder is not None:
+            manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
+            emb.faces = faces_with(face_encoder, faces, emb.records, cache, batch_size, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod
@@ -142,17 +151,20 @@ class FaceIndex:
             manifest.kind = choose_kind(len(emb.vectors), kind, flat_max)
             manifest.params = default_params(manifest.kind, len(emb.vectors), manifest.dim)
             # the manifest first: a half-removed index is none
-            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, LEGACY):
+            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, LEGACY, FACES):
                 (index_dir / name).unlink(missing_ok=True)
             try:
                 store = VectorStore.create(
                     index_dir, manifest.kind, manifest.dim, manifest.params, l2_normalize(emb.vectors)
                 )
-                index = cls(index_dir, manifest, store)
-                update = index._append(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+                fm = FaceModel.read(manifest.faces, index_dir)
+                index = cls(index_dir, manifest, store, FaceStore.create(index_dir, fm.dim) if fm else None)
+                update = index._append(
+                    emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, emb.faces
+                )
             except BaseException:
                 if not (index_dir / MANIFEST).exists():
-                    for name in (META, SKIPPED, VECTORS, ANN):
+                    for name in (META, SKIPPED, VECTORS, ANN, FACES):
                         (index_dir / name).unlink(missing_ok=True)
                 raise
         return index, update
@@ -172,6 +184,8 @@ class FaceIndex:
         try:
             index = cls(index_dir, manifest, store)
             n_rows = index._meta.count()
+            fm = index.face_model
+            index._faces = FaceStore.open(index_dir, index._meta, fm, mmap) if fm is not None else None
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
@@ -194,12 +208,18 @@ class FaceIndex:
         batch_size: int = 32,
         workers: int | None = None,
         progress: bool = False,
+        face_encoder: Encoder | None = None,
     ) -> IndexUpdate:
-        """Embed and append new images (files whose SHA-256 is already indexed are skipped)."""
+        """Embed and append new images (files whose SHA-256 is already indexed are skipped).
+
+        An index with faces embeds the new images' faces too, with ``face_encoder`` (default: its
+        face model, loaded).
+        """
         self.check_encoder(encoder)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, self.known, cache, batch_size, workers, progress)
-        return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached)
+        faces = self._embed_faces(emb.records, cache, face_encoder, batch_size, progress)
+        return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, faces)
 
     def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
         """Append the embedding shards of :func:`clipface.search.ray.embed_with_ray` (same encoder required)."""
@@ -224,7 +244,8 @@ class FaceIndex:
             else np.zeros((0, self.manifest.dim), np.float32)
         )
         records, vectors, dups = unique(list(records), vectors, self.known([r.sha256 for r in records]))
-        return self._commit(records, vectors, list(skipped or []), dups)
+        faces = self._embed_faces(records, None)
+        return self._commit(records, vectors, list(skipped or []), dups, faces=faces)
 
     def _commit(
         self,
@@ -234,6 +255,7 @@ class FaceIndex:
         duplicates: int,
         computed: int = 0,
         cached: int = 0,
+        faces: dict[str, Faces] | None = None,
     ) -> IndexUpdate:
         """Append vectors and metadata to the committed index (see :mod:`clipface.search.writer`).
 
@@ -244,7 +266,7 @@ class FaceIndex:
             if self._reload_for_write():
                 records, vectors, more = unique(records, vectors, self.known([r.sha256 for r in records]))
                 duplicates += more
-            return self._append(records, vectors, skipped, duplicates, computed, cached)
+            return self._append(records, vectors, skipped, duplicates, computed, cached, faces)
 
     def _append(
         self,
@@ -254,13 +276,21 @@ class FaceIndex:
         duplicates: int,
         computed: int,
         cached: int,
+        faces: dict[str, Faces] | None = None,
     ) -> IndexUpdate:
-        """Write the vectors with the metadata rows, then the manifest and skipped list (writer lock held)."""
+        """Write the vectors (and faces) with the metadata rows, then the manifest and skipped list (writer lock
+        held)."""
         start = self._store.count
         if len(records):
             self._store.append(l2_normalize(vectors))
-        commit_rows(self._store, self._meta, start, records)
+        rows: list[Any] = []
+        if self._faces is not None and self.manifest.faces is not None:
+            rows, face_vecs, owners = face_rows(self._faces.count, start, records, faces or {}, self._faces.dim)
+            self._faces.append(l2_normalize(face_vecs), owners)
+        commit_rows(self._store, self._meta, start, records, rows)
         self.manifest.count = self._store.count
+        if self._faces is not None and self.manifest.faces is not None:
+            self.manifest.faces["count"] = self._faces.count
         self.manifest.format = FORMAT
         write_json(self.dir / MANIFEST, asdict(self.manifest))
         self._store.finish_legacy_upgrade()
@@ -275,6 +305,9 @@ class FaceIndex:
         if changed:
             m = on_disk
             self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
+            self.manifest.faces = m.faces
+            fm = self.face_model
+            self._faces = FaceStore.open(self.dir, self._meta, fm, True) if fm is not None else None
         self.manifest.count = self._store.count
         return changed
 
@@ -309,6 +342,10 @@ class FaceIndex:
     def kind(self) -> str:
         return self.manifest.kind
 
+    def image_vectors(self) -> np.ndarray:
+        """The ``(count, dim)`` unit image vectors, row ``i`` for image ``i`` (memory-mapped; read-only)."""
+        return self._store.vectors
+
     def search_vectors(self, queries: np.ndarray, k: int = 10, exclude: Exclude | None = None) -> list[list[SearchHit]]:
         """The ``k`` best images for each query vector (a ``(dim,)`` or ``(n, dim)`` array), one list per query.
 
@@ -336,62 +373,6 @@ class FaceIndex:
                 return out
             fetch = min(self.count, fetch * 4)
 
-    def query_text(self, encoder: Encoder, text: str, k: int = 10, exclude: Exclude | None = None) -> list[SearchHit]:
-        """Images best matching ``text`` (CLIP models only)."""
-        self.check_encoder(encoder)
-        if not encoder.has_text:
-            raise QueryError(
-                f"{encoder.name} has no text tower: text queries need a CLIP model (query with a photo instead)"
-            )
-        if not text.strip():
-            raise QueryError("empty text query")
-        return self.search_vectors(encoder.encode_text([text]), k, exclude)[0]
-
-    def query_image(
-        self, encoder: Encoder, image: Image.Image, k: int = 10, exclude: Exclude | None = None
-    ) -> list[SearchHit]:
-        """Images most similar to the face in ``image``, prepared by the encoder's own front end."""
-        return self.search_vectors(self.embed_query_image(encoder, image), k, exclude)[0]
-
-    def embed_query_image(self, encoder: Encoder, image: Image.Image) -> np.ndarray:
-        """The ``(1, dim)`` embedding of a query photo; a photo without a face is a :class:`QueryError`."""
-        self.check_encoder(encoder)
-        try:
-            prepared = encoder.prepare(image.convert("RGB"))
-        except NoFaceError:
-            raise QueryError(
-                f"no face found in the query image ({encoder.name} needs a photo with a visible face)"
-            ) from None
-        except ImageError as exc:
-            raise QueryError(f"unusable query image: {exc.reason}") from None
-        return encoder.embed_prepared(np.stack([prepared]))
-
-    # -- metadata ----------------------------------------------------------------------
-    def images(self, ids: Iterable[int]) -> dict[int, IndexedImage]:
-        """Metadata of the images with these ids (unknown and out-of-range ids are absent)."""
-        return self._meta.images(ids)
-
-    def image(self, image_id: int) -> IndexedImage | None:
-        """Metadata of one image, or ``None``."""
-        return self.images([image_id]).get(image_id)
-
-    def images_of(self, identity: str) -> list[IndexedImage]:
-        """Every image of a person (name matched with :func:`~clipface.search.records.identity_key`)."""
-        return self._meta.images_of(identity)
-
-    def n_images_of(self, identity: str) -> int:
-        """Number of images of a person."""
-        return self._meta.n_images_of(identity)
-
-    def n_identities(self) -> int:
-        """Number of distinct known identities."""
-        return self._meta.n_identities()
-
-    def skipped(self) -> list[dict[str, str]]:
-        """Files left out of the index so far, with reasons."""
-        path = self.dir / SKIPPED
-        return json.loads(path.read_text()) if path.is_file() else []
-
     def stats(self) -> dict[str, Any]:
         """Summary for people and the API."""
         m = self.manifest
@@ -406,11 +387,8 @@ class FaceIndex:
             "count": m.count,
             "identities": self.n_identities(),
             "skipped": len(self.skipped()),
+            "faces": self.face_stats(),
         }
-
-    def known(self, shas: list[str]) -> set[str]:
-        """Which of these SHA-256s are already indexed."""
-        return self._meta.known(shas)
 
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"

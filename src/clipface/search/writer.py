@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ContextManager
+from typing import Any, ContextManager, Sequence
 
 import numpy as np
 
@@ -41,14 +41,19 @@ def write_lock(index_dir: Path, timeout: float | None = None) -> ContextManager[
     )
 
 
-def commit_rows(store: VectorStore, meta: MetaDB, start: int, records: list[ImageRecord]) -> None:
-    """Add ``records`` (ids from ``start``) to ``meta`` and write ``store``'s codes (``ann.faiss``): both or neither."""
+def commit_rows(
+    store: VectorStore, meta: MetaDB, start: int, records: list[ImageRecord], faces: Sequence[tuple[Any, ...]] = ()
+) -> None:
+    """Add ``records`` (ids from ``start``) and their ``faces`` rows to ``meta`` and write ``store``'s codes
+    (``ann.faiss``): all or none."""
     tmp = store.write_ann()
     try:
         if tmp is not None:
             os.chmod(tmp, FILE_MODE)  # mkstemp's file is private; the index is as readable as its other files
         with meta.conn():
             meta.insert(start, records)
+            if faces:
+                meta.insert_faces(faces)
             if tmp is not None:
                 os.replace(tmp, store.dir / ANN)
     finally:

@@ -32,12 +32,13 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from ..errors import ClipfaceError, ImageError
+from ..errors import ClipfaceError, ImageError, UsageError
 from ..models.base import Encoder
 from ..search.audit import THRESHOLD, audit_person
 from ..search.records import IndexedImage, QueryError
 from ..search.store import FaceIndex
 from .clip_retrieval import CLIP_RETRIEVAL_PATHS, add_clip_retrieval_routes
+from .face_optout import FaceOptOut, person_folders
 from .gate import Gate, TooLarge, json_error
 from .policies import OptOutList, RateLimiter
 from .schemas import AuditResponse, ErrorResponse, SearchResponse, result_of, text_query_model
@@ -87,6 +88,8 @@ def create_app(
     clip_retrieval: bool = False,
     cors_origins: Sequence[str] = (),
     indice_name: str | None = None,
+    opt_out_faces: str | Path | None = None,
+    opt_out_faces_threshold: float | None = None,
 ) -> FastAPI:
     """The search engine over the index in ``index_dir``.
 
@@ -94,6 +97,8 @@ def create_app(
     the index listed as ``indice_name`` (default: the index folder's name), behind the same gate.
     ``cors_origins``: web origins allowed to call the API from a browser (e.g. clip-retrieval's
     front end served elsewhere); none by default.
+    ``opt_out_faces``: a folder with one sub-folder of photos per person removed from every answer
+    by face (:mod:`clipface.server.face_optout`; the index needs face vectors or a face-recogniser model).
 
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
@@ -104,6 +109,10 @@ def create_app(
     ``X-Forwarded-For`` from 127.0.0.1 and any local client could choose its own bucket.
     """
     token = token or os.environ.get(TOKEN_ENV) or None
+    if opt_out_faces is not None:
+        person_folders(Path(opt_out_faces))  # a wrong folder is refused before any model loads
+    if opt_out_faces_threshold is not None and not -1.0 <= opt_out_faces_threshold <= 1.0:
+        raise UsageError("opt_out_faces_threshold", opt_out_faces_threshold, "a cosine: between -1 and 1")
     if require_token and not token:
         raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
     index = FaceIndex.load(index_dir, mmap=True)
@@ -114,9 +123,14 @@ def create_app(
     limit_heap()
     removed = _OptOutReport(index, optout)
     removed.log_unmatched()
+    by_face = (
+        FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device)
+        if opt_out_faces is not None
+        else None
+    )
 
     def exclude(image: IndexedImage) -> bool:
-        return optout.blocks(image)
+        return optout.blocks(image) or (by_face is not None and by_face.blocks(image))
 
     app = FastAPI(
         title="clipface search",
@@ -172,7 +186,8 @@ def create_app(
 
         ``opt_out``: one item per entry of the list, by line number (names are not repeated
         here), with the number of indexed images it removes: an entry that removes none is a
-        typo or a person not in the index.
+        typo or a person not in the index. ``opt_out_faces``: per person enrolled by face
+        (numbered in folder order), the photos enrolled and the indexed images removed.
         """
         optout.refresh()
         return {
@@ -182,6 +197,7 @@ def create_app(
             "opt_out_entries": len(optout),
             "opt_out": removed.items(),
             "opt_out_error": optout.error,
+            "opt_out_faces": by_face.stats() if by_face is not None else None,
             "max_k": limits.max_k,
             "max_upload_bytes": limits.max_upload_bytes,
             "max_pixels": limits.max_pixels,

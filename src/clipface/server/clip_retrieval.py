@@ -8,7 +8,9 @@ so that its ``ClipClient`` and its web front end work against a clipface index:
   index), ``num_images`` (results with metadata), ``num_result_ids`` (results in all), ``indice_name``,
   and one of ``text``, ``image`` (base64), ``embedding_input``; the answer is a list of
   ``{"id", "similarity", "caption", "image_path", "image"}`` (``image``: a base64 JPEG of the
-  held file, ``caption``: the person's name where the index knows it), best first, ``[]`` for no hit;
+  held file, ``caption``: the person's name where the index knows it; an image query of a face
+  index adds ``box``, the matching face, left/top/right/bottom in the held file's pixels), best
+  first, ``[]`` for no hit;
 * ``POST /metadata``: ``{"ids", "indice_name"}`` to ``[{"id", "metadata"}]``.
 
 Flags this engine does not support (``use_mclip``, ``aesthetic_score``/``aesthetic_weight``,
@@ -138,6 +140,7 @@ def add_clip_retrieval_routes(
         num_images = count(data, "num_images", None, MAX_IMAGES, clamped)
         num_ids = max(num_images, count(data, "num_result_ids", num_images, MAX_IDS, clamped))
         text, image, image_url, vector = (data.get(k) for k in ("text", "image", "image_url", "embedding_input"))
+        by_photo = False
         if text not in (None, ""):
             if not isinstance(text, str) or len(text) > 1000:
                 raise HTTPException(400, "text must be a string of at most 1000 characters")
@@ -150,6 +153,7 @@ def add_clip_retrieval_routes(
             except (binascii.Error, ValueError):
                 raise HTTPException(400, "image is not valid base64") from None
             query = index.embed_query_image(encoder, decode(raw))
+            by_photo = True
         elif image_url not in (None, ""):
             raise HTTPException(
                 400, "image_url is not supported (the server fetches nothing for clients): send image as base64"
@@ -164,12 +168,20 @@ def add_clip_retrieval_routes(
         else:
             raise HTTPException(400, "give one of text, image or embedding_input")
         refresh()
-        hits: list[SearchHit] = index.search_vectors(query, num_ids, exclude)[0] if num_ids else []
+        hits: list[SearchHit] = []
+        if num_ids:
+            hits = (
+                index.search_query(encoder, query, num_ids, exclude)
+                if by_photo
+                else index.search_vectors(query, num_ids, exclude)[0]
+            )
         answer = []
         for rank, hit in enumerate(hits):
             entry: dict[str, Any] = _metadata(hit, with_image=True) if rank < num_images else {}
             entry["id"] = hit.id
             entry["similarity"] = hit.score
+            if hit.box is not None:
+                entry["box"] = [round(v, 1) for v in hit.box]
             answer.append(entry)
         headers = {}
         ignored = [f for f in IGNORED_FLAGS if _flag_set(data.get(f))]

@@ -33,6 +33,11 @@ class Result(BaseModel):
     name: str | None
     score: float
     image_url: str = Field(description="Thumbnail URL (same token required).")
+    box: list[float] | None = Field(
+        None, description="The matching face (left, top, right, bottom, in the image's pixels), for a face index."
+    )
+    width: int = Field(0, description="Width of the indexed image in pixels (the box's frame).")
+    height: int = Field(0, description="Height of the indexed image in pixels.")
 
 
 class SearchResponse(BaseModel):
@@ -70,4 +75,7 @@ def result_of(hit: SearchHit) -> Result:
         name=hit.name,
         score=hit.score,
         image_url=f"/api/image/{hit.id}",
+        box=[round(float(v), 1) for v in hit.box] if hit.box is not None else None,
+        width=hit.width,
+        height=hit.height,
     )

@@ -66,6 +66,22 @@ function render(results, person = null) {
     if (person && r.name && r.name.toLowerCase() === person.toLowerCase()) card.classList.add("match");
     const img = document.createElement("img");
     img.alt = r.name || "unknown person";
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    thumb.append(img);
+    if (r.box && r.width > 0 && r.height > 0) {
+      // the whole image is shown (its own aspect ratio), the matching face outlined in percentages of it
+      thumb.style.aspectRatio = `${r.width} / ${r.height}`;
+      const [x0, y0, x1, y1] = r.box;
+      const face = document.createElement("div");
+      face.className = "face-box";
+      face.title = "matching face";
+      face.style.left = `${(100 * Math.max(0, x0)) / r.width}%`;
+      face.style.top = `${(100 * Math.max(0, y0)) / r.height}%`;
+      face.style.width = `${(100 * (Math.min(r.width, x1) - Math.max(0, x0))) / r.width}%`;
+      face.style.height = `${(100 * (Math.min(r.height, y1) - Math.max(0, y0))) / r.height}%`;
+      thumb.append(face);
+    }
     const meta = document.createElement("figcaption");
     meta.className = "meta";
     const name = document.createElement("div");
@@ -75,7 +91,7 @@ function render(results, person = null) {
     score.className = "score";
     score.textContent = `score ${r.score.toFixed(3)}`;
     meta.append(name, score);
-    card.append(img, meta);
+    card.append(thumb, meta);
     grid.append(card);
     showThumbnail(img, r.image_url);
   }

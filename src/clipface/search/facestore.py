@@ -1,0 +1,218 @@
+"""An index's face vectors: every face (or the central one) of each image, by a face recogniser.
+
+Kept beside the image vectors when an index is built with a face model (``clipface index build
+--face-model dlib [--faces all|central]``):
+
+* ``faces.f32``: row ``j`` is face ``j``'s unit vector (``dim`` float32 values, no header), written
+  like ``vectors.f32`` (rows beyond the committed count are left over from an interrupted write
+  and overwritten by the next one), memory-mapped when opened;
+* the ``faces`` table of ``meta.sqlite``: face id, image id, box (x0, y0, x1, y1 in source pixels)
+  and detector score, written in the same transaction as the image rows;
+* ``manifest.json``'s ``faces``: the face model's name, fingerprint, preparation and dimension
+  (a different model is refused), the mode and the committed face count.
+
+Index folders without faces (every folder written before this) load as before, with no face
+store. Face search is exact (a matrix product over the memory-mapped faces); an image's score
+is its best face's, and its answer carries that face's box.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..embed.faces import Faces
+from .meta import MetaDB
+from .records import EncoderId, Exclude, FaceIndexError, ImageRecord, SearchHit
+
+__all__ = ["FACES", "FaceModel", "FaceStore", "face_rows"]
+
+FACES = "faces.f32"
+#: Face similarities computed at once (rows of the face matrix per block).
+BLOCK = 65_536
+
+
+@dataclass
+class FaceModel:
+    """The manifest's ``faces`` entry: which face recogniser made the face vectors, how, and how many there are."""
+
+    model: str
+    fingerprint: str
+    preprocess_id: str
+    dim: int
+    mode: str = "central"
+    count: int = 0
+
+    @property
+    def encoder_id(self) -> EncoderId:
+        return EncoderId(self.model, self.fingerprint, self.preprocess_id, self.dim)
+
+    @classmethod
+    def of(cls, eid: EncoderId, mode: str) -> FaceModel:
+        return cls(eid.model, eid.fingerprint, eid.preprocess_id, eid.dim, mode)
+
+    @classmethod
+    def read(cls, entry: Any, where: Path) -> FaceModel | None:
+        if entry is None:
+            return None
+        try:
+            return cls(**entry)
+        except TypeError as exc:
+            raise FaceIndexError(f"{where}: unreadable faces entry in the manifest ({exc})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FaceStore:
+    """The face vectors of one index folder and the image each face belongs to."""
+
+    def __init__(self, folder: Path, dim: int, vectors: np.ndarray, image_ids: np.ndarray) -> None:
+        self.dir, self.dim = Path(folder), dim
+        self.vectors = vectors
+        self.image_ids = image_ids
+
+    @property
+    def count(self) -> int:
+        return len(self.vectors)
+
+    @classmethod
+    def create(cls, folder: Path, dim: int) -> FaceStore:
+        (Path(folder) / FACES).unlink(missing_ok=True)
+        return cls(folder, dim, np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def open(cls, folder: Path, meta: MetaDB, model: FaceModel, mmap: bool = True) -> FaceStore:
+        """The committed faces (checked against the manifest's count and the metadata rows)."""
+        path, count, dim = Path(folder) / FACES, model.count, model.dim
+        need = count * dim * 4
+        size = path.stat().st_size if path.is_file() else -1
+        if size < need:
+            found = "is missing" if size < 0 else f"holds {size} bytes"
+            raise FaceIndexError(f"{path}: not a readable face file ({found}, {count} faces need {need}); rebuild")
+        image_ids = np.asarray(meta.face_images()[:count], np.int64)
+        if len(image_ids) != count:
+            raise FaceIndexError(
+                f"{folder}: inconsistent index ({count} faces in the manifest, {len(image_ids)} face rows): rebuild it"
+            )
+        if count == 0:
+            vectors = np.zeros((0, dim), np.float32)
+        elif mmap:
+            vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+        else:
+            vectors = np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
+        return cls(folder, dim, vectors, image_ids)
+
+    def append(self, new: np.ndarray, image_ids: Sequence[int]) -> None:
+        """Write ``new`` rows after the committed ones (the manifest's face count commits them)."""
+        new = np.ascontiguousarray(new, dtype=np.float32).reshape(-1, self.dim)
+        path, before = self.dir / FACES, self.count
+        with open(path, "r+b" if path.exists() else "w+b") as fh:
+            fh.truncate(before * self.dim * 4)  # drop rows of an interrupted write
+            fh.seek(0, os.SEEK_END)
+            fh.write(new.tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        total = before + len(new)
+        self.vectors = (
+            np.memmap(path, dtype=np.float32, mode="r", shape=(total, self.dim))
+            if total
+            else np.zeros((0, self.dim), np.float32)
+        )
+        self.image_ids = np.concatenate([self.image_ids, np.asarray(image_ids, np.int64)])
+
+    # -- matching ------------------------------------------------------------------------------
+    def best(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every face's similarity to one unit query vector, and the face ids best first."""
+        scores = (
+            np.concatenate([np.asarray(self.vectors[i : i + BLOCK]) @ query for i in range(0, self.count, BLOCK)])
+            if self.count
+            else np.zeros(0, np.float32)
+        )
+        return scores, np.argsort(-scores, kind="stable")
+
+    def matching(self, references: np.ndarray, threshold: float) -> np.ndarray:
+        """For each face, whether it reaches ``threshold`` (cosine) with any of ``references`` (rows: unit vectors),
+        as a ``(faces, references)`` boolean matrix (exact, block by block)."""
+        refs = np.asarray(references, np.float32).reshape(-1, self.dim)
+        out = np.zeros((self.count, len(refs)), bool)
+        for i in range(0, self.count, BLOCK):
+            out[i : i + BLOCK] = (np.asarray(self.vectors[i : i + BLOCK]) @ refs.T) >= threshold
+        return out
+
+    def median_matching(self, references: np.ndarray, threshold: float) -> np.ndarray:
+        """For each face, whether its median similarity to ``references`` reaches ``threshold`` (the engine audit's
+        rule: at least half of a person's photos match)."""
+        refs = np.asarray(references, np.float32).reshape(-1, self.dim)
+        out = np.zeros(self.count, bool)
+        if len(refs):
+            for i in range(0, self.count, BLOCK):
+                out[i : i + BLOCK] = np.median(np.asarray(self.vectors[i : i + BLOCK]) @ refs.T, axis=1) >= threshold
+        return out
+
+    def first_faces(self, image_ids: Iterable[int]) -> np.ndarray:
+        """The first stored face (the chosen one) of each of these images that has one."""
+        wanted = set(int(i) for i in image_ids)
+        seen: set[int] = set()
+        rows = []
+        for j, owner in enumerate(self.image_ids.tolist()):
+            if owner in wanted and owner not in seen:
+                seen.add(owner)
+                rows.append(j)
+        return np.asarray(self.vectors[rows], np.float32) if rows else np.zeros((0, self.dim), np.float32)
+
+
+def face_rows(
+    start_face: int, start_image: int, records: Sequence[ImageRecord], faces: dict[str, Faces], dim: int
+) -> tuple[list[tuple[int, int, float, float, float, float, float]], np.ndarray, list[int]]:
+    """Metadata rows, vectors and image ids of the faces of ``records`` (image ids from ``start_image``)."""
+    rows, vecs, owners = [], [], []
+    for i, r in enumerate(records):
+        f = faces.get(r.sha256)
+        if f is None:
+            continue
+        for b, s, v in zip(f.boxes, f.scores, f.vectors):
+            rows.append((start_face + len(rows), start_image + i, *map(float, b), float(s)))
+            vecs.append(v)
+            owners.append(start_image + i)
+    return rows, (np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)), owners
+
+
+def search_faces(
+    store: FaceStore,
+    meta: MetaDB,
+    images: Any,
+    query: np.ndarray,
+    k: int,
+    exclude: Exclude | None,
+) -> list[SearchHit]:
+    """The ``k`` best images for one query face: each image scored by its best face, with that face's box."""
+    scores, order = store.best(np.asarray(query, np.float32).reshape(-1))
+    hits: list[SearchHit] = []
+    seen: set[int] = set()
+    step = max(64, 4 * k)
+    for at in range(0, len(order), step):
+        chunk = order[at : at + step]
+        owners = [int(store.image_ids[j]) for j in chunk]
+        found = images([i for i in set(owners) if i not in seen])
+        boxes = meta.face_boxes(int(j) for j in chunk)
+        for j, owner in zip(chunk, owners):
+            if owner in seen or owner not in found:
+                continue
+            seen.add(owner)
+            im = found[owner]
+            if exclude is not None and exclude(im):
+                continue
+            hits.append(SearchHit(**asdict(im), rank=len(hits) + 1, score=float(scores[j]), box=boxes.get(int(j))))
+            if len(hits) == k:
+                return hits
+    return hits
+
+
+def owners_of(store: FaceStore, matched: np.ndarray) -> Iterable[int]:
+    """Image ids of the faces where ``matched`` (a boolean vector over faces) is true."""
+    return {int(i) for i in store.image_ids[np.asarray(matched, bool)]}

@@ -1,0 +1,107 @@
+"""Opt out by face (``serve --opt-out-faces``): an enrolled person's unlabelled photos never appear in any route.
+
+The index (random-weight CLIP for the image vectors, real dlib for the face vectors) holds nine
+lfw-mini people with their labels and Colin Powell's photos 4-10 with no label (lying directly
+in the indexed folder); Colin Powell asked to be removed with photos 1-3. Every route of the
+server, clipface's own and clip-retrieval's, is asked for everything it will give.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from clipface.api import build_index
+from clipface.embed.options import RunOptions
+from clipface.search.store import FaceIndex
+
+from .conftest import LFW_MINI
+from .live_server import serve
+
+pytest.importorskip("dlib")
+
+OUT = "Colin_Powell"
+INDICE = "faces-engine"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[int]]:
+    root = tmp_path_factory.mktemp("optfaces")
+    images, enrol = root / "collection", root / "optout" / "Person_A"
+    shutil.copytree(LFW_MINI, images, ignore=shutil.ignore_patterns(OUT))
+    enrol.mkdir(parents=True)
+    for i, photo in enumerate(sorted((LFW_MINI / OUT).glob("*.jpg"))):
+        shutil.copy(photo, enrol / photo.name if i < 3 else images / f"upload_{i:03d}.jpg")  # no name, no label
+    index_dir = root / INDICE
+    build_index("test-tiny-random", str(images), index_dir, RunOptions(progress=False), face_model="dlib")
+    index = FaceIndex.load(index_dir)
+    hidden = sorted(i for i, im in index.images(range(index.count)).items() if im.identity is None)
+    assert len(hidden) == 7 and index.faces is not None and index.faces.count >= index.count == 97
+    return index_dir, root / "optout", hidden
+
+
+@pytest.fixture(scope="module")
+def engine(folders: tuple[Path, Path, list[int]]) -> Iterator[str]:
+    index_dir, optout, _ = folders
+    with serve(index_dir, "--clip-retrieval", "--no-auth", "--opt-out-faces", str(optout)) as (port, _):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _ids(results: list[dict]) -> set[int]:
+    return {int(r["id"]) for r in results}
+
+
+def test_opted_out_face_never_appears_in_any_route(engine: str, folders: tuple[Path, Path, list[int]]) -> None:
+    index_dir, optout, hidden = folders
+    others = 97 - len(hidden)
+    stats = httpx.get(f"{engine}/api/stats").json()
+    assert stats["opt_out_faces"]["people"] == [{"person": 1, "photos": 3, "enrolled": 3, "removes": 7}]
+    assert str(optout) not in json.dumps(stats) and "Person_A" not in json.dumps(stats)  # no path, no folder name
+    photos = sorted((optout / "Person_A").glob("*.jpg")) + sorted(index_dir.parent.glob("collection/upload_*.jpg"))
+    # clipface's own routes: text (everything the index will give), photos, audits, thumbnails
+    got = httpx.post(f"{engine}/api/search/text", json={"query": "a photo of Colin Powell.", "k": 100}).json()
+    assert len(got["results"]) == others and not _ids(got["results"]) & set(hidden)  # nobody else removed
+    for photo in photos:
+        got = httpx.post(f"{engine}/api/search/image", files={"file": photo.read_bytes()}, data={"k": "100"}).json()
+        assert len(got["results"]) == others and not _ids(got["results"]) & set(hidden), photo.name
+        audit = httpx.post(
+            f"{engine}/api/audit", data={"name": "Colin Powell", "k": "100"}, files={"file": photo.read_bytes()}
+        ).json()
+        assert audit["matches"] == 0 and audit["in_index"] == 0 and not _ids(audit["results"]) & set(hidden)
+    audit = httpx.post(f"{engine}/api/audit", data={"name": "Colin Powell", "k": "100"}).json()
+    assert not _ids(audit["results"]) & set(hidden)
+    for i in hidden:
+        assert httpx.get(f"{engine}/api/image/{i}").status_code == 404
+    shown = next(iter(_ids(got["results"])))
+    assert httpx.get(f"{engine}/api/image/{shown}").status_code == 200
+    # clip-retrieval's routes: text, image, embedding (the hidden images' own vectors), metadata of every id
+    vectors = FaceIndex.load(index_dir).image_vectors()
+    base = {"modality": "image", "num_images": 100, "num_result_ids": 1000, "indice_name": INDICE}
+    queries = [{"text": "Colin Powell"}] + [{"image": base64.b64encode(p.read_bytes()).decode()} for p in photos]
+    queries += [{"embedding_input": vectors[i].tolist()} for i in hidden]
+    for q in queries:
+        resp = httpx.post(f"{engine}/knn-service", json={**base, **q})
+        assert resp.status_code == 200 and len(resp.json()) == others and not _ids(resp.json()) & set(hidden)
+    meta = httpx.post(f"{engine}/metadata", json={"ids": list(range(100)), "indice_name": INDICE}).json()
+    assert len(meta) == others and not _ids(meta) & set(hidden)
+    # the web page is static and reads only the routes above
+    page = httpx.get(f"{engine}/")
+    assert page.status_code == 200 and "Colin" not in page.text
+
+
+def test_without_the_opt_out_the_same_photos_are_found(folders: tuple[Path, Path, list[int]]) -> None:
+    """The control: the same server without --opt-out-faces returns the hidden photos (the test above can fail)."""
+    index_dir, optout, hidden = folders
+    with serve(index_dir, "--no-auth") as (port, _):
+        photo = sorted((optout / "Person_A").glob("*.jpg"))[0]
+        got = httpx.post(
+            f"http://127.0.0.1:{port}/api/search/image", files={"file": photo.read_bytes()}, data={"k": "100"}
+        ).json()
+        assert set(hidden) <= _ids(got["results"])
+        assert httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["opt_out_faces"] is None
