@@ -141,6 +141,7 @@ def main() -> None:
         "surrogate": args.surrogate,
         "method": args.method,
         "mode": args.mode,
+        "steps": args.steps,
         "machine": machine_info(),
         "results": rows,
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -150,10 +151,13 @@ def main() -> None:
     lines = [
         "# Cloaking a large photo: peak memory",
         "",
-        f"`clipface cloak --method {args.method} --mode {args.mode} --surrogate {args.surrogate}` on one enlarged LFW "
-        "photo "
-        f"(JPEG), each size in its own process; DSSIM measured again on the saved PNG over the whole image. "
-        f"{doc['machine']['cpu']}.",
+        f"`clipface cloak --method {args.method} --mode {args.mode} --surrogate {args.surrogate}"
+        + (f" --steps {args.steps}" if args.steps else "")
+        + "` on one enlarged LFW photo (JPEG), each size in its own process; DSSIM measured again on the saved PNG "
+        "over the whole image. Memory does not grow with the steps (each step holds the same tensors). "
+        f"{doc['machine']['cpu']}, {doc['machine']['physical_cores']} cores, `python benchmarks/cloak_memory.py"
+        + (f" --steps {args.steps}" if args.steps else "")
+        + "`.",
         "",
         "| size | Mpx | seconds | peak RSS GB | DSSIM (saved) | budget | within budget | record = saved |",
         "|---|---|---|---|---|---|---|---|",
