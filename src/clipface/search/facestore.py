@@ -18,7 +18,6 @@ is its best face's, and its answer carries that face's box.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from ..embed.faces import Faces
 from .meta import MetaDB
 from .records import EncoderId, Exclude, FaceIndexError, ImageRecord, SearchHit
+from .rows import append_rows, read_rows
 
 __all__ = ["FACES", "FaceModel", "FaceStore", "face_rows"]
 
@@ -88,41 +88,19 @@ class FaceStore:
     @classmethod
     def open(cls, folder: Path, meta: MetaDB, model: FaceModel, mmap: bool = True) -> FaceStore:
         """The committed faces (checked against the manifest's count and the metadata rows)."""
-        path, count, dim = Path(folder) / FACES, model.count, model.dim
-        need = count * dim * 4
-        size = path.stat().st_size if path.is_file() else -1
-        if size < need:
-            found = "is missing" if size < 0 else f"holds {size} bytes"
-            raise FaceIndexError(f"{path}: not a readable face file ({found}, {count} faces need {need}); rebuild")
+        count, dim = model.count, model.dim
+        vectors = read_rows(Path(folder) / FACES, count, dim, mmap, "face")
         image_ids = np.asarray(meta.face_images()[:count], np.int64)
         if len(image_ids) != count:
             raise FaceIndexError(
                 f"{folder}: inconsistent index ({count} faces in the manifest, {len(image_ids)} face rows): rebuild it"
             )
-        if count == 0:
-            vectors = np.zeros((0, dim), np.float32)
-        elif mmap:
-            vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
-        else:
-            vectors = np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
         return cls(folder, dim, vectors, image_ids)
 
     def append(self, new: np.ndarray, image_ids: Sequence[int]) -> None:
         """Write ``new`` rows after the committed ones (the manifest's face count commits them)."""
         new = np.ascontiguousarray(new, dtype=np.float32).reshape(-1, self.dim)
-        path, before = self.dir / FACES, self.count
-        with open(path, "r+b" if path.exists() else "w+b") as fh:
-            fh.truncate(before * self.dim * 4)  # drop rows of an interrupted write
-            fh.seek(0, os.SEEK_END)
-            fh.write(new.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        total = before + len(new)
-        self.vectors = (
-            np.memmap(path, dtype=np.float32, mode="r", shape=(total, self.dim))
-            if total
-            else np.zeros((0, self.dim), np.float32)
-        )
+        self.vectors = append_rows(self.dir / FACES, self.count, new)
         self.image_ids = np.concatenate([self.image_ids, np.asarray(image_ids, np.int64)])
 
     # -- matching ------------------------------------------------------------------------------

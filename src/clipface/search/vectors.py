@@ -26,6 +26,7 @@ import numpy as np
 from .exact import exact_search, rerank
 from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
 from .records import FaceIndexError
+from .rows import append_rows, map_rows, read_rows
 
 __all__ = ["ANN", "LEGACY", "VECTORS", "VectorStore"]
 
@@ -71,18 +72,7 @@ class VectorStore:
         folder = Path(folder)
         if not (folder / VECTORS).is_file() and (folder / LEGACY).is_file():
             return cls._open_legacy(folder, dim, kind, params, mmap)
-        path = folder / VECTORS
-        need = count * dim * 4
-        size = path.stat().st_size if path.is_file() else -1
-        if size < need:
-            found = "is missing" if size < 0 else f"holds {size} bytes"
-            raise FaceIndexError(f"{path}: not a readable vector file ({found}, {count} vectors need {need}); rebuild")
-        if count == 0:
-            vectors = np.zeros((0, dim), np.float32)
-        elif mmap:
-            vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
-        else:
-            vectors = np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
+        vectors = read_rows(folder / VECTORS, count, dim, mmap, "vector")
         ann = None
         if kind != "flat":
             try:
@@ -152,21 +142,9 @@ class VectorStore:
             self.ann = read_faiss(self.dir / ANN, mmap=False)
             set_search_params(self.ann, self.params)
             self._ann_mapped = False
-        path, before = self.dir / VECTORS, self.count
-        with open(path, "r+b" if path.exists() else "w+b") as fh:
-            fh.truncate(before * self.dim * 4)  # drop rows of an interrupted write
-            fh.seek(0, os.SEEK_END)
-            fh.write(new.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
+        self.vectors = append_rows(self.dir / VECTORS, self.count, new)
         if self.ann is not None and len(new):
             self.ann.add(new)
-        total = before + len(new)
-        self.vectors = (
-            np.memmap(path, dtype=np.float32, mode="r", shape=(total, self.dim))
-            if total
-            else np.zeros((0, self.dim), np.float32)
-        )
 
     def _write_all(self, vectors: np.ndarray) -> None:
         """First format to this one: the vectors to ``vectors.f32``, the codes from a writable (unmapped) read."""
@@ -181,7 +159,7 @@ class VectorStore:
             set_search_params(self.ann, self.params)
         else:
             self._legacy = None
-        self.vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(len(vectors), self.dim))
+        self.vectors = map_rows(path, len(vectors), self.dim)
         self._upgraded = True
 
     def write_ann(self) -> Path | None:

@@ -1,0 +1,51 @@
+"""Headerless float32 row files (``vectors.f32``, ``faces.f32``): row ``i`` is ``dim`` values.
+
+The manifest's count says how many rows are committed; a row beyond it is left over from an
+interrupted write and is overwritten by the next append. Opened with ``np.memmap``, so a large
+file opens at once and only the pages a search touches are read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .records import FaceIndexError
+
+__all__ = ["append_rows", "map_rows", "read_rows"]
+
+
+def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str) -> np.ndarray:
+    """The first ``count`` rows of ``path`` (memory-mapped if ``mmap``); a short or missing file names the ``noun``."""
+    need = count * dim * 4
+    size = path.stat().st_size if path.is_file() else -1
+    if size < need:
+        found = "is missing" if size < 0 else f"holds {size} bytes"
+        raise FaceIndexError(f"{path}: not a readable {noun} file ({found}, {count} {noun}s need {need}); rebuild")
+    if count == 0:
+        return np.zeros((0, dim), np.float32)
+    if mmap:
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+    return np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
+
+
+def map_rows(path: Path, count: int, dim: int) -> np.ndarray:
+    """A read-only memory map of the first ``count`` rows (an empty array for none)."""
+    if count == 0:
+        return np.zeros((0, dim), np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+
+
+def append_rows(path: Path, before: int, new: np.ndarray) -> np.ndarray:
+    """Write ``new`` after the ``before`` committed rows (dropping rows of an interrupted write), synced to disk;
+    the map of all rows."""
+    dim = new.shape[1]
+    with open(path, "r+b" if path.exists() else "w+b") as fh:
+        fh.truncate(before * dim * 4)
+        fh.seek(0, os.SEEK_END)
+        fh.write(np.ascontiguousarray(new, dtype=np.float32).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return map_rows(path, before + len(new), dim)
