@@ -52,6 +52,17 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
         assert Path(constants.HF_HUB_CACHE).is_relative_to(_EMPTY), "the Hugging Face cache must be the tests' own"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine more threads spin and run several times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     import clipface

@@ -38,12 +38,8 @@ from clipface.models.base import resize_center_crop
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine more threads spin and run several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread."""
 
 
 def reference_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:

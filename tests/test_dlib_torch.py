@@ -23,11 +23,8 @@ pytestmark = pytest.mark.skipif(not DLIB_OK, reason=DLIB_WHY)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread."""
 
 
 @pytest.fixture(scope="module")

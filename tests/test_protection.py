@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,12 +28,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy 2-core machine more threads spin and run several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread."""
 
 
 def unit(deg: float) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ...errors import WeightsUnavailableError
+from .. import dlib_resnet
 from ..align import get_aligner
 from ..base import Aligner, Encoder, TorchEncoder
 from ..dlib_resnet import N_PARAMS, DlibEncoder, availability, resolve_weights
@@ -107,6 +108,8 @@ def load(
     ``num_jitters > 0`` (dlib's random jittering, averaged) exists only in dlib's own network, which
     is then returned.
     """
+    if num_jitters:
+        return dlib_resnet.load(spec, weights, device, aligner, on_no_face, num_jitters, select)
     pretraining = getattr(spec, "pretraining", "unknown")
     if isinstance(aligner, str):
         aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
@@ -116,7 +119,5 @@ def load(
             raise WeightsUnavailableError(f"converted dlib weights not found: {path}")
     else:
         path = resolve_weights(weights)
-    if num_jitters:
-        return DlibEncoder(resolve_weights(weights), aligner, num_jitters=num_jitters, pretraining=pretraining)
     module, sha, dat = _module(path)
     return DlibTorchEncoder(module, sha, dat, aligner, pretraining=pretraining, device=device)
