@@ -103,9 +103,7 @@ def main() -> None:
         f"unlabelled among {doc['other_photos']} photos of others; dlib vectors. The served rule is `any` at "
         f"{doc['recorded_threshold']:.5f} (LFW, FAR 1e-3). Thresholds tuned on this table are tuned on its test "
         f"set. `python benchmarks/opt_out_rules.py`; {m['cpu']}, {m['physical_cores']} cores, "
-        f"{', '.join(m['isa'])}.\n\n"
-        + table
-        + f"\n\nRules meeting both 1% goals: {len(both)}.\n"
+        f"{', '.join(m['isa'])}.\n\n" + table + f"\n\nRules meeting both 1% goals: {len(both)}.\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "opt_out_rules.json", doc)
