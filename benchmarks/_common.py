@@ -47,3 +47,31 @@ def machine_info() -> dict[str, Any]:
             for pkg in ("torch", "onnxruntime", "onnx", "transformers", "numpy", "pillow", "dlib-bin", "faiss-cpu")
         },
     }
+
+
+def cgroup_memory() -> dict[str, float] | None:
+    """This process's memory cgroup (v1 or v2): its limit and peak use in MB, page cache included; ``None`` if
+    there is no limit (a benchmark run under ``--memory-limit`` shows here what the limit held it to)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = []
+        if "memory" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            candidates.append((base / "memory.limit_in_bytes", base / "memory.max_usage_in_bytes"))
+        if controllers == "":
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            candidates.append((base / "memory.max", base / "memory.peak"))
+        for limit_file, peak_file in candidates:
+            try:
+                limit = limit_file.read_text().strip()
+                peak = peak_file.read_text().strip() if peak_file.is_file() else "0"
+            except OSError:
+                continue
+            if limit == "max" or int(limit) >= 1 << 60:
+                continue
+            return {"limit_mb": int(limit) / 2**20, "peak_mb": int(peak) / 2**20}
+    return None

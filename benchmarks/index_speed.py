@@ -47,7 +47,7 @@ from typing import Any, Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
+from _common import cgroup_memory, machine_info  # (benchmarks/ is on sys.path when run as a script)
 from clipface._util import versions, write_json, write_text
 from clipface.report.markdown import md_table
 from clipface.search.exact import exact_search
@@ -235,6 +235,9 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
         f.unlink()
     tmp.rmdir()
     mem = memory.stop()
+    cgroup = cgroup_memory()
+    if cgroup is not None:
+        mem |= {"cgroup_limit_mb": cgroup["limit_mb"], "cgroup_peak_mb": cgroup["peak_mb"]}
     log(f"n={n:,}: peak memory {mem}")
     return {"n": n, "rows": rows, "memory": mem, "exact_qps": exact_qps, "ceiling_qps": ceiling, "streamed": stream}
 
@@ -260,11 +263,19 @@ def markdown(doc: dict[str, Any]) -> str:
         "p50 ms",
         "p95 ms",
         "queries/s (batch)",
+        "x exact (batch)",
+        "x exact (one query)",
         "recall@10",
     ]
     for size in doc["results"]:
         rows = []
+        exact_row = next((r for r in size["rows"] if r["index"].startswith("exact")), {})
         for r in size["rows"]:
+            one = (
+                f"{exact_row['latency_p50_ms'] / r['latency_p50_ms']:,.1f}"
+                if "latency_p50_ms" in r and "latency_p50_ms" in exact_row
+                else "-"
+            )
             params = (
                 r["params"] if isinstance(r["params"], str) else ", ".join(f"{k}={v}" for k, v in r["params"].items())
             )
@@ -278,6 +289,8 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"{r['latency_p50_ms']:.2f}" if "latency_p50_ms" in r else "-",
                     f"{r['latency_p95_ms']:.2f}" if "latency_p95_ms" in r else "-",
                     f"{r['qps_batch']:,.1f}",
+                    f"{r['qps_batch'] / size['exact_qps']:,.1f}",
+                    one,
                     "-" if r["recall_at_10"] != r["recall_at_10"] else f"{r['recall_at_10']:.3f}",
                 ]
             )
@@ -288,7 +301,13 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             f"{size['n']:,} vectors: exact search {size['exact_qps']:,.1f} queries/s{ratio}; peak memory "
             f"{mem['peak_rss_anon_mb']:,.0f} MB anonymous, {mem['peak_rss_total_mb']:,.0f} MB resident with "
-            f"memory-mapped pages{' (vectors streamed, never all in memory)' if size['streamed'] else ''}.",
+            f"memory-mapped pages{' (vectors streamed, never all in memory)' if size['streamed'] else ''}"
+            + (
+                f"; run in a memory cgroup limited to {mem['cgroup_limit_mb'] / 1024:,.1f} GB (page cache included), "
+                f"peak {mem['cgroup_peak_mb'] / 1024:,.2f} GB."
+                if "cgroup_limit_mb" in mem
+                else "."
+            ),
             "",
         ]
     return "\n".join(out)
@@ -315,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.queries, args.latency_queries = [20_000], 100, 20
     sweep = {
-        "ivfpqfs": [{"k_factor": 8}, {"k_factor": 32}, {"nprobe": 16}, {"nprobe": 64, "k_factor": 32}],
+        "ivfpqfs": [{"k_factor": 4}, {"k_factor": 16}, {"k_factor": 64}, {"nprobe": 8}, {"nprobe": 64, "k_factor": 64}],
         "ivfsq8": [{"nprobe": 16}, {"nprobe": 64}],
         "ivfpq": [{"k_factor": 16}],
         "hnsw": [{"ef_search": 64}, {"ef_search": 256}],

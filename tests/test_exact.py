@@ -54,3 +54,54 @@ def test_rerank_scores_candidates_exactly_and_skips_missing_ones():
     first = sorted([5, 17, 42], key=lambda j: -full[0, j])
     assert i[0].tolist() == first and np.allclose(s[0], full[0, first], atol=1e-5)
     assert i[1].tolist() == [3, -1, -1] and np.isneginf(s[1, 1:]).all()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rerank_in_parallel_equals_a_full_sort_of_the_candidates(threads, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(exact, "RERANK_ROWS_PER_WORKER", 16)  # several workers on a small batch
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((500, 16)).astype(np.float32)
+    q = rng.standard_normal((11, 16)).astype(np.float32)
+    cand = np.stack([rng.choice(500, 20, replace=False) for _ in q])
+    cand[3, 5:] = -1  # a query with few candidates
+    s, i = rerank(x, q, cand, 8, threads=threads)
+    for row in range(len(q)):
+        ids = [j for j in cand[row] if j >= 0]
+        want = sorted(ids, key=lambda j: -float(q[row] @ x[j]))[:8]
+        assert i[row, : len(want)].tolist() == want
+        np.testing.assert_allclose(s[row, : len(want)], [q[row] @ x[j] for j in want], atol=1e-5)
+    assert (i[3, 5:] == -1).all() and np.isneginf(s[3, 5:]).all()
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8x4fs", "IVF16,SQ8"])
+def test_probing_by_blas_finds_what_faiss_finds(factory):
+    faiss = pytest.importorskip("faiss")
+    from clipface.search.probe import Prober
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.index_factory(32, factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    faiss.extract_index_ivf(index).nprobe = 3
+    prober = Prober(index)
+    assert prober.blas_probing
+    q = x[:25] + 0.05 * rng.standard_normal((25, 32)).astype(np.float32)
+    want_s, want_i = index.search(q, 10)
+    got_s, got_i = prober.search(q, 10)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-4, atol=1e-4)
+
+
+def test_an_hnsw_quantizer_is_left_to_faiss():
+    faiss = pytest.importorskip("faiss")
+    from clipface.search.probe import Prober
+
+    x = np.random.default_rng(2).standard_normal((500, 16)).astype(np.float32)
+    index = faiss.index_factory(16, "IVF8_HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    prober = Prober(index)
+    assert not prober.blas_probing
+    np.testing.assert_array_equal(prober.search(x[:4], 5)[1], index.search(x[:4], 5)[1])

@@ -128,20 +128,41 @@ def _one_blas_thread(active: bool) -> Iterator[None]:
         yield
 
 
-def rerank(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of each query's ``candidates`` (ids, ``-1`` = none) from ``vectors``, and its ``k`` best."""
+def rerank(
+    vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of each query's ``candidates`` (ids, ``-1`` = none) from ``vectors``, and its ``k`` best.
+
+    Each query's candidate rows are gathered straight from ``vectors`` (which may be memory-mapped)
+    and scored by one batched product; large batches are split among ``threads`` workers (default:
+    the physical cores), since the gather and the product both release Python's lock.
+    """
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    cand = np.asarray(candidates, dtype=np.int64)
+    cand = np.asarray(candidates, dtype=np.int64).reshape(len(q), -1)
+    workers = max(1, min(inference_threads(threads), cand.size // RERANK_ROWS_PER_WORKER))
+    if workers == 1 or len(q) < 2:
+        return _rerank(vectors, q, cand, k)
+    cuts = np.linspace(0, len(q), workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda a: _rerank(vectors, q[a[0] : a[1]], cand[a[0] : a[1]], k), zip(cuts, cuts[1:])))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+#: Candidate rows per re-ranking worker at least (below it one thread is faster).
+RERANK_ROWS_PER_WORKER = 2048
+
+
+def _rerank(vectors: np.ndarray, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     valid = cand >= 0
-    rows = np.unique(cand[valid])
-    table = np.asarray(vectors[rows], dtype=np.float32) if len(rows) else np.zeros((0, q.shape[1]), np.float32)
-    where = np.searchsorted(rows, np.where(valid, cand, rows[0] if len(rows) else 0))
-    scores = np.einsum("md,mcd->mc", q, table[where]) if len(rows) else np.zeros(cand.shape, np.float32)
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
     width = max(k, 1)
+    if len(vectors) == 0 or cand.shape[1] == 0:
+        scores = np.full(cand.shape, -np.inf, np.float32)
+    else:
+        rows = np.asarray(vectors[np.where(valid, cand, 0)], dtype=np.float32)  # (m, c, d)
+        scores = np.matmul(rows, q[:, :, None])[..., 0]
+        scores[~valid] = -np.inf
     if cand.shape[1] < width:
         pad = width - cand.shape[1]
         scores = np.hstack([scores, np.full((len(q), pad), -np.inf, np.float32)])
         cand = np.hstack([cand, np.full((len(q), pad), -1, np.int64)])
-    s, i = top_k(scores, np.where(np.isfinite(scores), cand, -1), k)
-    return s, i
+    return top_k(scores, np.where(np.isfinite(scores), cand, -1), k)

@@ -88,20 +88,24 @@ def _nlist(n: int) -> int:
 def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
     """Parameters of ``kind`` for ``n`` vectors of ``dim``: the FAISS factory string and the query-time settings.
 
-    Inverted files: about ``4 sqrt(n)`` lists, 32 probed (``nprobe``), ``k_factor x k`` candidates
-    re-ranked exactly. ``ivfpqfs`` has ``dim / 16`` sub-quantisers of 4 bits, ``ivfpq`` ``dim / 8`` of 8 bits (fewer
-    bits on tiny sets). HNSW: 32 links per node, ``efConstruction`` 80, ``efSearch`` 128.
+    Inverted files: about ``4 sqrt(n)`` lists, 16 probed (``nprobe``; 32 from :data:`HNSW_QUANTIZER_MIN` on),
+    ``k_factor x k`` candidates re-ranked exactly. ``ivfpqfs`` has ``dim / 16`` sub-quantisers of 4 bits and
+    re-ranks 8 k (32 k from :data:`HNSW_QUANTIZER_MIN` on, where each list holds more look-alikes), ``ivfpq``
+    ``dim / 8`` of 8 bits (fewer bits on tiny sets). HNSW: 32 links per node, ``efConstruction`` 80,
+    ``efSearch`` 128. Chosen by the sweeps of ``benchmarks/index_speed.py``.
     """
     if kind == "flat":
         return {}
     if kind == "hnsw":
         return {"factory": "HNSW32_SQ8", "ef_construction": 80, "ef_search": 128, "k_factor": 4}
     nlist = _nlist(n)
-    coarse = f"IVF{nlist}_HNSW32" if n >= HNSW_QUANTIZER_MIN else f"IVF{nlist}"
+    large = n >= HNSW_QUANTIZER_MIN
+    coarse = f"IVF{nlist}_HNSW32" if large else f"IVF{nlist}"
+    nprobe = 32 if large else 16
     if kind == "ivfpqfs":
         m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
         codes = f"PQ{m}x4fs"
-        k_factor = 16
+        k_factor = 32 if large else 8
     elif kind == "ivfsq8":
         codes, k_factor = "SQ8", 4
     elif kind == "ivfpq":
@@ -109,7 +113,7 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
         codes, k_factor = f"PQ{m}x{min(8, int(math.log2(max(2, n))))}np", 4  # np: no polysemous training
     else:
         raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS[1:])}")
-    return {"factory": f"{coarse},{codes}", "nlist": nlist, "nprobe": min(nlist, 32), "k_factor": k_factor}
+    return {"factory": f"{coarse},{codes}", "nlist": nlist, "nprobe": min(nlist, nprobe), "k_factor": k_factor}
 
 
 def train_sample(vectors: np.ndarray, params: dict[str, Any]) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .exact import exact_search, rerank
 from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
+from .probe import Prober
 from .records import FaceIndexError
 from .rows import append_rows, map_rows, read_rows
 
@@ -55,6 +56,7 @@ class VectorStore:
         self._legacy: Any = None  # a first-format FAISS index whose memory the views point into
         self._ann_mapped = False  # codes read with IO_FLAG_MMAP_IFC point into the file: read-only
         self._upgraded = False
+        self._prober: Prober | None = None
         if ann is not None:
             set_search_params(ann, params)
 
@@ -123,11 +125,17 @@ class VectorStore:
         out_s, out_i = [], []
         for i in range(0, len(queries), QUERY_CHUNK):
             q = np.ascontiguousarray(queries[i : i + QUERY_CHUNK], dtype=np.float32)
-            _, candidates = self.ann.search(q, min(fetch, max(1, self.count)))
+            _, candidates = self._probe().search(q, min(fetch, max(1, self.count)))
             s, ids = rerank(self.vectors, q, candidates, k)
             out_s.append(s)
             out_i.append(ids)
         return np.concatenate(out_s), np.concatenate(out_i)
+
+    def _probe(self) -> Prober:
+        """The codes' searcher (its copy of the centroids made once per FAISS object)."""
+        if self._prober is None or self._prober.index is not self.ann:
+            self._prober = Prober(self.ann)
+        return self._prober
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, new: np.ndarray) -> None:

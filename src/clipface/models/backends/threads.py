@@ -8,6 +8,7 @@ overrides the choice.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -32,9 +33,15 @@ def _cgroup_cpu_limit() -> float | None:
 
 
 def physical_cores() -> int:
-    """Physical cores among the CPUs this process may use, capped by the cgroup CPU quota."""
-    cpus = _allowed_cpus()
-    cores = set()
+    """Physical cores among the CPUs this process may use, capped by the cgroup CPU quota.
+
+    The topology is read once per set of allowed CPUs (a search asks for every query)."""
+    return _physical_cores(tuple(_allowed_cpus()))
+
+
+@functools.lru_cache(maxsize=16)
+def _physical_cores(cpus: tuple[int, ...]) -> int:
+    cores: set[object] = set()
     for cpu in cpus:
         topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
