@@ -340,8 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.queries, args.latency_queries = [20_000], 100, 20
     sweep = {
-        "ivfpqfs": [{"k_factor": 4}, {"k_factor": 16}, {"k_factor": 64}, {"nprobe": 8}, {"nprobe": 64, "k_factor": 64}],
-        "ivfsq8": [{"nprobe": 8}, {"nprobe": 64}],
+        "ivfpqfs": [
+            {"k_factor": 4},
+            {"k_factor": 16},
+            {"k_factor": 64},
+            {"nprobe": 16},
+            {"nprobe": 64, "k_factor": 64},
+        ],
+        "ivfsq8": [{"nprobe": 16}, {"nprobe": 64}],
         "ivfpq": [{"k_factor": 16}],
         "hnsw": [{"ef_search": 64}, {"ef_search": 256}],
     }

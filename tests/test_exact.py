@@ -17,7 +17,9 @@ def brute(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return np.take_along_axis(s, order, 1), order
 
 
-@pytest.mark.parametrize("n, m, k, threads", [(5000, 7, 10, 1), (5000, 7, 10, 3), (40, 3, 50, 2), (3000, 1, 1, 2)])
+@pytest.mark.parametrize(
+    "n, m, k, threads", [(5000, 7, 10, 1), (5000, 7, 10, 3), (40, 3, 50, 2), (3000, 1, 1, 2), (200, 64, 5, 3)]
+)
 def test_exact_search_equals_a_full_sort(n, m, k, threads, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setattr(exact, "BLOCK_ROWS", 256)  # many blocks, shared by the workers
     rng = np.random.default_rng(n + m)

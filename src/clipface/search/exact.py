@@ -92,7 +92,9 @@ def exact_search(
     Which of several rows with exactly the same score is kept at the ``k``-th place is not specified.
     ``threads`` workers (default: the physical cores) each take blocks in turn and run the BLAS
     product on one thread: a multi-threaded BLAS would meet at a barrier after every block, and
-    stall whenever another process holds one of the cores.
+    stall whenever another process holds one of the cores. Where there are fewer blocks than
+    workers (a few thousand rows, such as an inverted file's centroids), the workers share the
+    queries instead.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     m, n = len(q), len(vectors)
@@ -100,7 +102,20 @@ def exact_search(
         k = max(k, 0)
         return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
     rows = int(max(min(BLOCK_ROWS, BLOCK_BYTES // (4 * m)), 2 * k, 256))
-    workers = max(1, min(inference_threads(threads), -(-n // rows)))
+    cores = inference_threads(threads)
+    n_blocks = -(-n // rows)
+    if n_blocks < cores and m >= 2 * cores:  # too few blocks to share (an IVF's centroids): share the queries
+        cuts = np.linspace(0, m, cores + 1).astype(int)
+        with _one_blas_thread(True), ThreadPoolExecutor(cores) as pool:
+            parts = list(
+                pool.map(
+                    lambda a: _scan(vectors, q[a[0] : a[1]], k, iter(range(0, n, rows)), rows), zip(cuts, cuts[1:])
+                )
+            )
+        best_s, best_i = top_k(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]), k)
+        best_i[~np.isfinite(best_s)] = -1
+        return best_s, best_i
+    workers = max(1, min(cores, n_blocks))
     blocks = _Blocks(n, rows)
     with _one_blas_thread(workers > 1):
         if workers == 1:
