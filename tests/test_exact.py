@@ -107,3 +107,15 @@ def test_an_hnsw_quantizer_is_left_to_faiss():
     prober = Prober(index)
     assert not prober.blas_probing
     np.testing.assert_array_equal(prober.search(x[:4], 5)[1], index.search(x[:4], 5)[1])
+
+
+def test_the_scattered_view_reads_the_same_rows(tmp_path: Path):
+    from clipface.search.rows import scattered_view
+
+    x = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
+    x.tofile(tmp_path / "v.f32")
+    mapped = np.memmap(tmp_path / "v.f32", dtype=np.float32, mode="r", shape=x.shape)
+    view = scattered_view(mapped)
+    assert isinstance(view, np.memmap) and view is not mapped
+    np.testing.assert_array_equal(view[[5, 299, 0]], x[[5, 299, 0]])
+    assert scattered_view(x) is x  # not a map: as is

@@ -7,6 +7,7 @@ file opens at once and only the pages a search touches are read.
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from .records import FaceIndexError
 
-__all__ = ["append_rows", "map_rows", "read_rows"]
+__all__ = ["append_rows", "map_rows", "read_rows", "scattered_view"]
 
 
 def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str) -> np.ndarray:
@@ -49,3 +50,21 @@ def append_rows(path: Path, before: int, new: np.ndarray) -> np.ndarray:
         fh.flush()
         os.fsync(fh.fileno())
     return map_rows(path, before + len(new), dim)
+
+
+def scattered_view(rows: np.ndarray) -> np.ndarray:
+    """A second map of a memory-mapped row file, for scattered reads (re-ranking candidates).
+
+    By default the kernel reads ahead around every page fault (128 KB here), which suits the
+    sequential pass of exact search; re-ranking touches a few rows of 2 KB at random, so on a file
+    that is not in the page cache each row would cost a whole read-ahead window. This map is marked
+    ``MADV_RANDOM``, which only affects this mapping. Anything that is not a memory map comes back as is.
+    """
+    name = getattr(rows, "filename", None)
+    if not isinstance(rows, np.memmap) or name is None or len(rows) == 0:
+        return rows
+    view = np.memmap(name, dtype=rows.dtype, mode="r", shape=rows.shape, offset=rows.offset)
+    raw = getattr(view, "_mmap", None)  # numpy keeps the mmap object here
+    if raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        raw.madvise(mmap.MADV_RANDOM)
+    return view

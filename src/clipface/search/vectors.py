@@ -27,7 +27,7 @@ from .exact import exact_search, rerank
 from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
 from .probe import Prober
 from .records import FaceIndexError
-from .rows import append_rows, map_rows, read_rows
+from .rows import append_rows, map_rows, read_rows, scattered_view
 
 __all__ = ["ANN", "LEGACY", "VECTORS", "VectorStore"]
 
@@ -57,6 +57,7 @@ class VectorStore:
         self._ann_mapped = False  # codes read with IO_FLAG_MMAP_IFC point into the file: read-only
         self._upgraded = False
         self._prober: Prober | None = None
+        self._scattered: tuple[np.ndarray, np.ndarray] | None = None  # (vectors, their MADV_RANDOM map)
         if ann is not None:
             set_search_params(ann, params)
 
@@ -126,10 +127,16 @@ class VectorStore:
         for i in range(0, len(queries), QUERY_CHUNK):
             q = np.ascontiguousarray(queries[i : i + QUERY_CHUNK], dtype=np.float32)
             _, candidates = self._probe().search(q, min(fetch, max(1, self.count)))
-            s, ids = rerank(self.vectors, q, candidates, k)
+            s, ids = rerank(self._for_rerank(), q, candidates, k)
             out_s.append(s)
             out_i.append(ids)
         return np.concatenate(out_s), np.concatenate(out_i)
+
+    def _for_rerank(self) -> np.ndarray:
+        """The vectors mapped for scattered reads (:func:`~.rows.scattered_view`), made once per map."""
+        if self._scattered is None or self._scattered[0] is not self.vectors:
+            self._scattered = (self.vectors, scattered_view(self.vectors))
+        return self._scattered[1]
 
     def _probe(self) -> Prober:
         """The codes' searcher (its copy of the centroids made once per FAISS object)."""
