@@ -115,7 +115,8 @@ def test_the_scattered_view_reads_the_same_rows(tmp_path: Path):
     x = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
     x.tofile(tmp_path / "v.f32")
     mapped = np.memmap(tmp_path / "v.f32", dtype=np.float32, mode="r", shape=x.shape)
-    view = scattered_view(mapped)
+    view = scattered_view(mapped, min_bytes=0)
     assert isinstance(view, np.memmap) and view is not mapped
     np.testing.assert_array_equal(view[[5, 299, 0]], x[[5, 299, 0]])
-    assert scattered_view(x) is x  # not a map: as is
+    assert scattered_view(x, min_bytes=0) is x  # not a map: as is
+    assert scattered_view(mapped) is mapped  # a small file: read-ahead is left on

@@ -52,16 +52,22 @@ def append_rows(path: Path, before: int, new: np.ndarray) -> np.ndarray:
     return map_rows(path, before + len(new), dim)
 
 
-def scattered_view(rows: np.ndarray) -> np.ndarray:
+#: Smallest row file re-ranked through a ``MADV_RANDOM`` map (``benchmarks/cold_rerank.py``: on a cold 100 MB file,
+#: 16,000 rows touch most pages and read-ahead wins; on a cold 2 GB file it reads 30x the bytes needed).
+SCATTERED_MIN_BYTES = 512 << 20
+
+
+def scattered_view(rows: np.ndarray, min_bytes: int = SCATTERED_MIN_BYTES) -> np.ndarray:
     """A second map of a memory-mapped row file, for scattered reads (re-ranking candidates).
 
     By default the kernel reads ahead around every page fault (128 KB here), which suits the
     sequential pass of exact search; re-ranking touches a few rows of 2 KB at random, so on a file
     that is not in the page cache each row would cost a whole read-ahead window. This map is marked
-    ``MADV_RANDOM``, which only affects this mapping. Anything that is not a memory map comes back as is.
+    ``MADV_RANDOM``, which only affects this mapping. A map smaller than ``min_bytes``, where a batch
+    touches most pages anyway, and anything that is not a memory map come back as they are.
     """
     name = getattr(rows, "filename", None)
-    if not isinstance(rows, np.memmap) or name is None or len(rows) == 0:
+    if not isinstance(rows, np.memmap) or name is None or len(rows) == 0 or rows.nbytes < min_bytes:
         return rows
     view = np.memmap(name, dtype=rows.dtype, mode="r", shape=rows.shape, offset=rows.offset)
     raw = getattr(view, "_mmap", None)  # numpy keeps the mmap object here
