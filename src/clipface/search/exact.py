@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 from ..models.backends.threads import inference_threads
 
 __all__ = ["BLOCK_BYTES", "exact_search", "rerank", "top_k"]
+
+_T = TypeVar("_T")
 
 #: Largest block of scores (queries x rows, float32) computed at once.
 BLOCK_BYTES = 32 << 20
@@ -105,13 +108,8 @@ def exact_search(
     cores = inference_threads(threads)
     n_blocks = -(-n // rows)
     if n_blocks < cores and m >= 2 * cores:  # too few blocks to share (an IVF's centroids): share the queries
-        cuts = np.linspace(0, m, cores + 1).astype(int)
-        with _one_blas_thread(True), ThreadPoolExecutor(cores) as pool:
-            parts = list(
-                pool.map(
-                    lambda a: _scan(vectors, q[a[0] : a[1]], k, iter(range(0, n, rows)), rows), zip(cuts, cuts[1:])
-                )
-            )
+        with _one_blas_thread(True):
+            parts = _by_query_slices(m, cores, lambda a, b: _scan(vectors, q[a:b], k, iter(range(0, n, rows)), rows))
         best_s, best_i = top_k(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]), k)
         best_i[~np.isfinite(best_s)] = -1
         return best_s, best_i
@@ -126,6 +124,13 @@ def exact_search(
     best_s, best_i = top_k(np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts]), k)
     best_i[~np.isfinite(best_s)] = -1
     return best_s, best_i
+
+
+def _by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> list[_T]:
+    """``work(start, stop)`` on ``workers`` consecutive slices of ``m`` queries, one thread each, in order."""
+    cuts = np.linspace(0, m, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda ab: work(int(ab[0]), int(ab[1])), zip(cuts, cuts[1:])))
 
 
 @contextlib.contextmanager
@@ -157,9 +162,7 @@ def rerank(
     workers = max(1, min(inference_threads(threads), cand.size // RERANK_ROWS_PER_WORKER))
     if workers == 1 or len(q) < 2:
         return _rerank(vectors, q, cand, k)
-    cuts = np.linspace(0, len(q), workers + 1).astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda a: _rerank(vectors, q[a[0] : a[1]], cand[a[0] : a[1]], k), zip(cuts, cuts[1:])))
+    parts = _by_query_slices(len(q), workers, lambda a, b: _rerank(vectors, q[a:b], cand[a:b], k))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

@@ -28,8 +28,8 @@ class Prober:
     def __init__(self, index: Any) -> None:
         faiss = faiss_module()
         self.index = index
-        self._ivf: Any = None
-        self._centroids: np.ndarray | None = None
+        self._ivf: Any = None  # set (with the centroids) only where the lists are chosen here
+        self._centroids = np.zeros((0, 0), np.float32)
         ivf = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
         if not isinstance(ivf, faiss.IndexIVF):  # exact, HNSW, a pre-transform or a wrapper: left to FAISS
             return
@@ -47,7 +47,7 @@ class Prober:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's ``search(queries, k)``: ``(scores, ids)`` from the codes, ``-1`` where there are fewer."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._ivf is None or self._centroids is None:
+        if self._ivf is None:
             return self.index.search(q, k)
         nprobe = max(1, min(int(self._ivf.nprobe), len(self._centroids)))
         coarse_s, coarse_i = exact_search(self._centroids, q, nprobe)
