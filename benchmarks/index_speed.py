@@ -52,9 +52,12 @@ from clipface._util import versions, write_json, write_text
 from clipface.report.markdown import md_table
 from clipface.search.exact import exact_search
 from clipface.search.faiss_backend import APPROXIMATE, default_params, set_search_params
+from clipface.search.tune import needs_tuning, tune_nprobe
 from clipface.search.vectors import ANN, VECTORS, VectorStore
 
 K = 10
+#: Calls timed per approximate setting (one takes tens of milliseconds; the median is kept).
+APPROX_REPEATS = 7
 LATENT = 64
 CHUNK = 250_000
 
@@ -170,6 +173,7 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
     data = None if stream else np.array(mapped)
     log(f"n={n:,}: vectors written in {time.perf_counter() - t:.0f} s ({'streamed' if stream else 'in memory'})")
     rows: list[dict[str, Any]] = []
+    tunings: list[dict[str, Any]] = []
     file_mb = n * args.dim * 4 / 2**20
 
     def add(index: str, params: Any, build: float, mb: float, lat: dict[str, float], qps: float, rec: float) -> None:
@@ -207,7 +211,7 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
             old.add(data)
             build = time.perf_counter() - t
             ivf.nprobe, old.k_factor = 16, 4
-            (_, ids), qps = throughput(lambda q: old.search(q, K), queries, args.threads)
+            (_, ids), qps = throughput(lambda q: old.search(q, K), queries, args.threads, APPROX_REPEATS)
             lat = latency(lambda q: old.search(q, K), single)
             params = {"nlist": nlist, "m": args.dim // 8, "nbits": 8, "nprobe": 16, "k_factor": 4}
             add("previous ivfpq (release 1)", params, build, file_mb + n * (args.dim // 8 + 8) / 2**20, lat, qps,
@@ -226,13 +230,19 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
         faiss.write_index(store.ann, str(tmp / kind / ANN))
         mb = file_mb + os.path.getsize(tmp / kind / ANN) / 2**20
         store.vectors = mapped
-        settings = [dict(params)] + [{**params, **s} for s in args.sweep_settings.get(kind, [])]
-        for s in settings:
+        if needs_tuning(store):  # as FaceIndex does after a build: nprobe measured on the stored vectors
+            with threadpool_limits(args.threads):
+                (params, tune_s) = timed(lambda st=store: tune_nprobe(st))
+            tunings.append({"kind": kind, "seconds": tune_s, **params["tuned"], "nprobe": params["nprobe"]})
+            log(f"n={n:,} {kind}: tuned in {tune_s:.0f} s: nprobe {params['nprobe']}, {params['tuned']}")
+        base = {k: v for k, v in params.items() if k != "tuned"}
+        settings = [base] + [{**base, **s} for s in args.sweep_settings.get(kind, [])]
+        for s in [s for i, s in enumerate(settings) if s not in settings[:i]]:
             store.params = s
             set_search_params(store.ann, s)
-            (_, ids), qps = throughput(lambda q, st=store: st.search(q, K), queries, args.threads)
+            (_, ids), qps = throughput(lambda q, st=store: st.search(q, K), queries, args.threads, APPROX_REPEATS)
             lat = latency(lambda q, st=store: st.search(q, K), single)
-            add(kind + (" (default)" if s == params else ""), s, build, mb, lat, qps, recall(ids, truth))
+            add(kind + (" (default)" if s == base else ""), s, build, mb, lat, qps, recall(ids, truth))
         store = None
         (tmp / kind / ANN).unlink(missing_ok=True)
         (tmp / kind).rmdir()
@@ -245,17 +255,35 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
     if cgroup is not None:
         mem |= {"cgroup_limit_mb": cgroup["limit_mb"], "cgroup_peak_mb": cgroup["peak_mb"]}
     log(f"n={n:,}: peak memory {mem}")
-    return {"n": n, "rows": rows, "memory": mem, "exact_qps": exact_qps, "ceiling_qps": ceiling, "streamed": stream}
+    return {
+        "n": n,
+        "rows": rows,
+        "tuning": tunings,
+        "memory": mem,
+        "exact_qps": exact_qps,
+        "ceiling_qps": ceiling,
+        "streamed": stream,
+    }
+
+
+clipface_tune = "`clipface.search.tune`"
 
 
 def markdown(doc: dict[str, Any]) -> str:
     c, m = doc["config"], doc["machine"]
+    repeats = (
+        f" (the median of {c['approx_repeats']} calls for approximate indexes, of 3 for exact ones)"
+        if c.get("approx_repeats")
+        else " (median of 3 calls)"
+        if c.get("median_of_3")
+        else ""
+    )
     out = [
         "# Index speed: exact and approximate search",
         "",
         f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one "
         f"query per call on one thread ({c['latency_queries']} queries); throughput: {c['queries']} queries in one "
-        f"call on {c['threads']} threads{' (median of 3 calls)' if c.get('median_of_3') else ''}; recall@10 "
+        f"call on {c['threads']} threads{repeats}; recall@10 "
         f"against clipface's exact search. {m['cpu']}, {m['physical_cores']} "
         f"physical cores, FAISS {doc['versions'].get('faiss-cpu', '?')}, load average {m['load_average_1m_at_start']} "
         f"at start (the machine is shared). File size: the vectors (float32) plus the codes.",
@@ -302,6 +330,13 @@ def markdown(doc: dict[str, Any]) -> str:
                 ]
             )
         out.append(md_table(head, rows))
+        for t in size.get("tuning", []):
+            tried = ", ".join(f"{p} lists {r:.3f}" for p, r in t["recall_at_10"].items())
+            out += [
+                "",
+                f"{t['kind']}: nprobe {t['nprobe']} chosen at build ({clipface_tune}) in {t['seconds']:.0f} s, "
+                f"recall@10 of {t['queries']} stored vectors against exact search: {tried} (target {t['target']}).",
+            ]
         mem = size["memory"]
         ratio = f", {size['exact_qps'] / size['ceiling_qps']:.2f} of the plain product" if size["ceiling_qps"] else ""
         out += [
@@ -344,9 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         "ivfpqfs": [
             {"k_factor": 4},
             {"k_factor": 16},
-            {"k_factor": 64},
+            {"nprobe": 8},
             {"nprobe": 16},
-            {"nprobe": 64, "k_factor": 64},
+            {"nprobe": 64},
+            {"nprobe": 128},
+            {"nprobe": 256},
         ],
         "ivfsq8": [{"nprobe": 16}, {"nprobe": 64}],
         "ivfpq": [{"k_factor": 16}],
@@ -360,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "benchmark": "index_speed",
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "tmp", "sweep_settings")}
-        | {"median_of_3": True},
+        | {"median_of_3": True, "approx_repeats": APPROX_REPEATS},
         "machine": info,
         "seconds": time.perf_counter() - start,
         "versions": versions(),

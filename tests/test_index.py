@@ -143,7 +143,7 @@ def test_kind_is_chosen_by_size_and_can_be_forced(tiny, cache, tmp_path: Path, m
     forced, _ = FaceIndex.build(tiny, LFW_MINI, tmp_path / "flat", kind="flat", cache=cache, flat_max=50)
     built = {k: FaceIndex.build(tiny, LFW_MINI, tmp_path / k, kind=k, cache=cache)[0] for k in ("hnsw", "ivfsq8")}
     assert (auto.kind, forced.kind, built["hnsw"].kind) == ("ivfpqfs", "flat", "hnsw")
-    assert {"factory", "nlist", "nprobe", "k_factor"} <= set(auto.manifest.params)
+    assert {"factory", "nlist", "nprobe", "k_factor", "tuned"} <= set(auto.manifest.params)  # nprobe measured
     assert "x4fs" in auto.manifest.params["factory"]
     query = tiny.encode_images([Image.open(LFW_MINI / "Colin_Powell" / "Colin_Powell_0001.jpg")])
     exact = [h.id for h in forced.search_vectors(query, k=10)[0]]

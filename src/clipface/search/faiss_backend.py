@@ -16,9 +16,13 @@ exact cosines, and only a true neighbour missing from the candidates costs recal
 * ``hnsw``: an HNSW graph over 8-bit scalar codes (``HNSW32_SQ8``).
 
 The number of lists grows as ``4 sqrt(n)`` up to :data:`NLIST_MAX` (k-means training on a few
-cores stays at minutes). From :data:`HNSW_QUANTIZER_MIN` vectors on, the coarse quantiser is an
-HNSW graph over the centroids (autofaiss's choice at LAION scale), so that assigning ten
-million vectors to lists does not cost a matrix product with every centroid.
+cores stays at minutes), and the coarse quantiser is flat at every size: assigning vectors to
+lists (at build) is then one BLAS product with top-1, and ranking them for a query (at search) one
+BLAS product too (:mod:`.probe`). An HNSW graph over the centroids (autofaiss's choice at LAION
+scale, with far more lists) was no cheaper at 4,096 centroids with the ``efSearch`` that recall
+needs: adding 2M vectors through it took 355 s here. Indexes built with one still open and are
+searched by FAISS. How many lists a query probes is measured when the index is built
+(:mod:`.tune`).
 """
 
 from __future__ import annotations
@@ -59,8 +63,6 @@ IVF_MIN = 64
 TRAIN_MIN, TRAIN_PER_LIST = 65_536, 64
 #: Most inverted lists (k-means on a 2-core machine: about 4 minutes at 4,096 lists).
 NLIST_MAX = 4096
-#: From this many vectors on, the coarse quantiser is an HNSW graph over the centroids.
-HNSW_QUANTIZER_MIN = 2_000_000
 
 
 def faiss_module() -> Any:
@@ -88,25 +90,20 @@ def _nlist(n: int) -> int:
 def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
     """Parameters of ``kind`` for ``n`` vectors of ``dim``: the FAISS factory string and the query-time settings.
 
-    Inverted files: about ``4 sqrt(n)`` lists, 8 probed (``nprobe``; 64 from :data:`HNSW_QUANTIZER_MIN` on),
-    ``k_factor x k`` candidates re-ranked exactly. ``ivfpqfs`` has ``dim / 16`` sub-quantisers of 4 bits and
-    re-ranks 8 k (64 k from :data:`HNSW_QUANTIZER_MIN` on, where each list holds more look-alikes; at 10M
-    vectors recall@10 was 0.69, 0.80 and 0.90 at 16, 32 and 64 lists probed), ``ivfpq``
-    ``dim / 8`` of 8 bits (fewer bits on tiny sets). HNSW: 32 links per node, ``efConstruction`` 80,
-    ``efSearch`` 128. Chosen by the sweeps of ``benchmarks/index_speed.py``.
+    Inverted files: about ``4 sqrt(n)`` lists, 8 probed until :mod:`.tune` measures how many are
+    needed, ``k_factor x k`` candidates re-ranked exactly. ``ivfpqfs`` has ``dim / 16`` sub-quantisers
+    of 4 bits and re-ranks 8 k (re-ranking 64 k gave the same recall at 2M and 10M vectors),
+    ``ivfpq`` ``dim / 8`` of 8 bits (fewer bits on tiny sets). HNSW: 32 links per node,
+    ``efConstruction`` 80, ``efSearch`` 128. Chosen by the sweeps of ``benchmarks/index_speed.py``.
     """
     if kind == "flat":
         return {}
     if kind == "hnsw":
         return {"factory": "HNSW32_SQ8", "ef_construction": 80, "ef_search": 128, "k_factor": 4}
     nlist = _nlist(n)
-    large = n >= HNSW_QUANTIZER_MIN
-    coarse = f"IVF{nlist}_HNSW32" if large else f"IVF{nlist}"
-    nprobe = 64 if large else 8
     if kind == "ivfpqfs":
         m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
-        codes = f"PQ{m}x4fs"
-        k_factor = 64 if large else 8
+        codes, k_factor = f"PQ{m}x4fs", 8
     elif kind == "ivfsq8":
         codes, k_factor = "SQ8", 4
     elif kind == "ivfpq":
@@ -114,7 +111,7 @@ def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
         codes, k_factor = f"PQ{m}x{min(8, int(math.log2(max(2, n))))}np", 4  # np: no polysemous training
     else:
         raise FaceIndexError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS[1:])}")
-    return {"factory": f"{coarse},{codes}", "nlist": nlist, "nprobe": min(nlist, nprobe), "k_factor": k_factor}
+    return {"factory": f"IVF{nlist},{codes}", "nlist": nlist, "nprobe": min(nlist, 8), "k_factor": k_factor}
 
 
 def train_sample(vectors: np.ndarray, params: dict[str, Any]) -> np.ndarray:

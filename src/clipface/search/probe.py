@@ -4,10 +4,10 @@ An IVF index first ranks its ``nlist`` centroids for each query and then scans t
 ``nprobe`` best lists. With a flat coarse quantiser FAISS ranks the centroids with its
 ``IndexFlatIP`` (small tiles and a heap per query), which at 4,096 centroids and a batch of 200
 queries took about 90% of the whole search here (``benchmarks/index_speed.py``). The same ranking
-is a matrix product and a top-k, which :func:`~.exact.exact_search` runs at BLAS speed; FAISS's
-``search_preassigned`` then scans the chosen lists, with the same results as ``search`` (ties
-among equal centroid scores aside). An HNSW coarse quantiser (ten million vectors and more) is
-already sub-linear and is left to FAISS.
+is a matrix product and a top-k, run here by BLAS on the calling thread (so that each worker of
+:mod:`.approximate` ranks its own slice of the queries); FAISS's ``search_preassigned`` then scans
+the chosen lists, with the same results as ``search`` (ties among equal centroid scores aside).
+An HNSW coarse quantiser (ten million vectors and more) is already sub-linear and is left to FAISS.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .exact import exact_search
+from .exact import BLOCK_BYTES
 from .faiss_backend import faiss_module
 
 __all__ = ["Prober"]
@@ -49,6 +49,28 @@ class Prober:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self._ivf is None:
             return self.index.search(q, k)
-        nprobe = max(1, min(int(self._ivf.nprobe), len(self._centroids)))
-        coarse_s, coarse_i = exact_search(self._centroids, q, nprobe)
-        return self._ivf.search_preassigned(q, k, np.ascontiguousarray(coarse_i), np.ascontiguousarray(coarse_s))
+        coarse_s, coarse_i = self.rank_lists(q, int(self._ivf.nprobe))
+        return self._ivf.search_preassigned(q, k, coarse_i, coarse_s)
+
+    def rank_lists(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``nprobe`` best lists by centroid score: ``(scores, list ids)``, best first.
+
+        One BLAS product per block of queries (a block of scores is at most
+        :data:`~.exact.BLOCK_BYTES`) and a partial sort; BLAS runs on whatever threads the caller allows.
+        """
+        nlist = len(self._centroids)
+        nprobe = max(1, min(nprobe, nlist))
+        m = len(queries)
+        out_s, out_i = np.empty((m, nprobe), np.float32), np.empty((m, nprobe), np.int64)
+        step = max(1, BLOCK_BYTES // (4 * max(1, nlist)))
+        for a in range(0, m, step):
+            scores = queries[a : a + step] @ self._centroids.T
+            if nprobe < nlist:
+                part = np.argpartition(scores, nlist - nprobe, axis=1)[:, nlist - nprobe :]
+                scores = np.take_along_axis(scores, part, 1)
+            else:
+                part = np.broadcast_to(np.arange(nlist), scores.shape)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            out_s[a : a + step] = np.take_along_axis(scores, order, 1)
+            out_i[a : a + step] = np.take_along_axis(part, order, 1)
+        return out_s, out_i

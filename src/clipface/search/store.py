@@ -57,6 +57,7 @@ from .records import (
     SearchHit,
 )
 from .shards import read_shards
+from .tune import needs_tuning, tune_nprobe
 from .vectors import ANN, LEGACY, VECTORS, VectorStore
 from .writer import commit_rows, fresh_dir, unique, write_lock
 
@@ -291,6 +292,8 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         self.manifest.count = self._store.count
         if self._faces is not None and self.manifest.faces is not None:
             self.manifest.faces["count"] = self._faces.count
+        if needs_tuning(self._store):  # lists probed chosen by measurement (built, or doubled since)
+            self.manifest.params = tune_nprobe(self._store)
         self.manifest.format = FORMAT
         write_json(self.dir / MANIFEST, asdict(self.manifest))
         self._store.finish_legacy_upgrade()

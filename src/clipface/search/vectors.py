@@ -5,7 +5,7 @@
   interrupted write and is overwritten by the next one). Opened with ``np.memmap``, so a large
   index opens at once and only the pages a search touches are read.
 * ``ann.faiss``: the codes of an approximate kind (:mod:`.faiss_backend`), which propose
-  ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:func:`~.exact.rerank`).
+  ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:mod:`.approximate`).
   Exact (``flat``) indexes have none and are searched by :func:`~.exact.exact_search`.
 
 Index folders of the first format kept everything in one FAISS file (``vectors.faiss``: a flat
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .exact import exact_search, rerank
+from .approximate import approximate_search
+from .exact import exact_search
 from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
 from .probe import Prober
 from .records import FaceIndexError
@@ -126,8 +127,7 @@ class VectorStore:
         out_s, out_i = [], []
         for i in range(0, len(queries), QUERY_CHUNK):
             q = np.ascontiguousarray(queries[i : i + QUERY_CHUNK], dtype=np.float32)
-            _, candidates = self._probe().search(q, min(fetch, max(1, self.count)))
-            s, ids = rerank(self._for_rerank(), q, candidates, k)
+            s, ids = approximate_search(self._probe(), self._for_rerank(), q, k, min(fetch, max(1, self.count)))
             out_s.append(s)
             out_i.append(ids)
         return np.concatenate(out_s), np.concatenate(out_i)

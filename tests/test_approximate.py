@@ -1,0 +1,80 @@
+"""Approximate search: each worker's chain (rank lists, scan codes, re-rank) gives what one thread gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipface.search import approximate
+from clipface.search.exact import exact_search, rerank
+
+faiss = pytest.importorskip("faiss")
+
+
+def _index(factory: str, x: np.ndarray):
+    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    faiss.extract_index_ivf(index).nprobe = 4
+    return index
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:37] + 0.1 * rng.standard_normal((37, 32)).astype(np.float32)
+    return x, q
+
+
+@pytest.mark.parametrize("factory", ["IVF32,PQ8x4fs", "IVF32,SQ8", "IVF16_HNSW32,Flat"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_every_worker_count_gives_the_one_thread_answer(factory, threads, data, monkeypatch: pytest.MonkeyPatch):
+    from clipface.search.probe import Prober
+
+    monkeypatch.setattr(approximate, "MIN_QUERIES_PER_WORKER", 4)  # 37 queries: several workers
+    x, q = data
+    prober = Prober(_index(factory, x))
+    _, cand = prober.search(q, 40)
+    want_s, want_i = rerank(x, q, cand, 10, threads=1)
+    got_s, got_i = approximate.approximate_search(prober, x, q, 10, 40, threads=threads)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, atol=1e-6)
+    # re-ranked scores are exact inner products
+    np.testing.assert_allclose(got_s[:, 0], np.einsum("md,md->m", q, x[got_i[:, 0]]), atol=1e-5)
+
+
+def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatch: pytest.MonkeyPatch):
+    from clipface.search import probe
+
+    x, q = data
+    prober = probe.Prober(_index("IVF32,Flat", x))
+    monkeypatch.setattr(probe, "BLOCK_BYTES", 4 * 32 * 5)  # blocks of 5 queries
+    s, i = prober.rank_lists(q, 6)
+    want_s, want_i = exact_search(prober._centroids, q, 6)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(s, want_s, atol=1e-6)
+    s, i = prober.rank_lists(q, 100)  # more than there are lists: all of them, best first
+    assert i.shape == (37, 32) and (np.sort(i, axis=1) == np.arange(32)).all()
+    assert (np.diff(s, axis=1) <= 0).all()
+
+
+def test_a_worker_sets_faiss_threads_for_itself_only():
+    import threading
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)  # this thread's setting, which the worker must leave alone
+    seen: list[int] = []
+
+    def work() -> None:
+        approximate._faiss_threads_here(1)
+        seen.append(faiss.omp_get_max_threads())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    try:
+        assert seen == [1] and faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
