@@ -26,7 +26,7 @@ import numpy as np
 
 from ..models.backends.threads import inference_threads
 
-__all__ = ["BLOCK_BYTES", "exact_search", "rerank", "top_k"]
+__all__ = ["BLOCK_BYTES", "by_query_slices", "exact_search", "one_blas_thread", "rerank", "top_k"]
 
 _T = TypeVar("_T")
 
@@ -108,14 +108,14 @@ def exact_search(
     cores = inference_threads(threads)
     n_blocks = -(-n // rows)
     if n_blocks < cores and m >= 2 * cores:  # too few blocks to share (an IVF's centroids): share the queries
-        with _one_blas_thread(True):
-            parts = _by_query_slices(m, cores, lambda a, b: _scan(vectors, q[a:b], k, iter(range(0, n, rows)), rows))
+        with one_blas_thread(True):
+            parts = by_query_slices(m, cores, lambda a, b: _scan(vectors, q[a:b], k, iter(range(0, n, rows)), rows))
         best_s, best_i = top_k(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]), k)
         best_i[~np.isfinite(best_s)] = -1
         return best_s, best_i
     workers = max(1, min(cores, n_blocks))
     blocks = _Blocks(n, rows)
-    with _one_blas_thread(workers > 1):
+    with one_blas_thread(workers > 1):
         if workers == 1:
             parts = [_scan(vectors, q, k, blocks, rows)]
         else:
@@ -126,7 +126,7 @@ def exact_search(
     return best_s, best_i
 
 
-def _by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> list[_T]:
+def by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> list[_T]:
     """``work(start, stop)`` on ``workers`` consecutive slices of ``m`` queries, one thread each, in order."""
     cuts = np.linspace(0, m, workers + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:
@@ -134,7 +134,7 @@ def _by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> li
 
 
 @contextlib.contextmanager
-def _one_blas_thread(active: bool) -> Iterator[None]:
+def one_blas_thread(active: bool) -> Iterator[None]:
     """BLAS on one thread while the workers run (``threadpoolctl``; without it, BLAS keeps its own threads)."""
     if not active:
         yield
@@ -163,7 +163,7 @@ def rerank(
     workers = max(1, min(inference_threads(threads), cand.size // RERANK_ROWS_PER_WORKER))
     if workers == 1 or len(q) < 2:
         return _rerank(vectors, q, cand, k)
-    parts = _by_query_slices(len(q), workers, lambda a, b: _rerank(vectors, q[a:b], cand[a:b], k))
+    parts = by_query_slices(len(q), workers, lambda a, b: _rerank(vectors, q[a:b], cand[a:b], k))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

@@ -7,7 +7,7 @@ queries took about 90% of the whole search here (``benchmarks/index_speed.py``).
 is a matrix product and a top-k, run here by BLAS on the calling thread (so that each worker of
 :mod:`.approximate` ranks its own slice of the queries); FAISS's ``search_preassigned`` then scans
 the chosen lists, with the same results as ``search`` (ties among equal centroid scores aside).
-An HNSW coarse quantiser (ten million vectors and more) is already sub-linear and is left to FAISS.
+An HNSW coarse quantiser (built by the previous release from 2M vectors on) is left to FAISS.
 """
 
 from __future__ import annotations
