@@ -308,7 +308,7 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         if changed:
             m = on_disk
             self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
-            self.manifest.faces = m.faces
+            self.manifest.faces, self.manifest.params = m.faces, m.params  # params: another writer's tuning
             fm = self.face_model
             self._faces = FaceStore.open(self.dir, self._meta, fm, True) if fm is not None else None
         self.manifest.count = self._store.count
