@@ -286,9 +286,6 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
     }
 
 
-clipface_tune = "`clipface.search.tune`"
-
-
 def markdown(doc: dict[str, Any]) -> str:
     c, m = doc["config"], doc["machine"]
     repeats = (
@@ -303,9 +300,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Index speed: exact and approximate search",
         "",
         f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one "
-        f"query per call on one thread ({c['latency_queries']} queries{passes}); throughput: {c['queries']} queries in "
-        "one "
-        f"call on {c['threads']} threads{repeats}; recall@10 "
+        f"query per call on one thread ({c['latency_queries']} queries{passes}); throughput: {c['queries']} "
+        f"queries in one call on {c['threads']} threads{repeats}; recall@10 "
         f"against clipface's exact search. {m['cpu']}, {m['physical_cores']} "
         f"physical cores, FAISS {doc['versions'].get('faiss-cpu', '?')}, load average {m['load_average_1m_at_start']} "
         f"at start (the machine is shared). File size: the vectors (float32) plus the codes."
@@ -359,7 +355,7 @@ def markdown(doc: dict[str, Any]) -> str:
             tried = ", ".join(f"{p} lists {r:.3f}" for p, r in t["recall_at_10"].items())
             out += [
                 "",
-                f"{t['kind']}: nprobe {t['nprobe']} chosen at build ({clipface_tune}) in {t['seconds']:.0f} s, "
+                f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`clipface.search.tune`) in {t['seconds']:.0f} s, "
                 f"recall@10 of {t['queries']} stored vectors against exact search: {tried} (target {t['target']}).",
             ]
         mem = size["memory"]

@@ -13,10 +13,9 @@ this way (median of 15 calls each).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from ..models.backends.threads import inference_threads
 from .exact import by_query_slices, one_blas_thread, rerank
 from .faiss_backend import faiss_module
 from .probe import Prober
@@ -36,8 +35,6 @@ def approximate_search(
     ``threads`` workers at most (default: the physical cores), one per slice of at least
     :data:`MIN_QUERIES_PER_WORKER` queries.
     """
-    from ..models.backends.threads import inference_threads
-
     q = np.ascontiguousarray(queries, dtype=np.float32)
     workers = max(1, min(inference_threads(threads), len(q) // MIN_QUERIES_PER_WORKER))
     if workers == 1:
@@ -54,6 +51,6 @@ def approximate_search(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _faiss_threads_here(n: int) -> Any:
+def _faiss_threads_here(n: int) -> None:
     """FAISS's OpenMP threads for parallel regions started by this thread (``omp_set_num_threads``)."""
-    return faiss_module().omp_set_num_threads(n)
+    faiss_module().omp_set_num_threads(n)

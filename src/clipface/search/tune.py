@@ -56,18 +56,16 @@ def tune_nprobe(store: VectorStore, target: float = TARGET_RECALL, queries: int 
     _, truth = exact_search(store.vectors, q, K + 1)
     want = [set(_others(t, r)) for t, r in zip(truth, rows)]
     measured: dict[str, float] = {}
-    params = dict(store.params)
+    params = store.params = dict(store.params)  # the store searches with these as they change
     for nprobe in [p for p in LADDER if p < ivf.nlist] + [int(ivf.nlist)]:
         params["nprobe"] = nprobe
         set_search_params(store.ann, params)
-        store.params = params
         _, got = store.search(q, K + 1)
         recall = float(np.mean([len(set(_others(g, r)) & w) / max(1, len(w)) for g, r, w in zip(got, rows, want)]))
         measured[str(nprobe)] = round(recall, 4)
         if recall >= target:
             break
     params["tuned"] = {"count": n, "queries": m, "target": target, "recall_at_10": measured}
-    store.params = params
     return params
 
 
