@@ -27,15 +27,17 @@ random linear map, images scattered around their centre, plus isotropic noise, a
 queries are new images of the same identities.
 
     python benchmarks/index_speed.py                         # 100k and 1M
-    python benchmarks/index_speed.py --sizes 10000000 --name index_speed_10m --kinds ivfpqfs
+    python benchmarks/index_speed.py --sizes 10000000 --kinds ivfpqfs --sweep --merge --memory-limit 8
     python benchmarks/index_speed.py --quick                 # 20k, seconds
 
-Writes ``benchmarks/results/NAME.json`` and ``.md`` (``NAME`` = ``index_speed`` by default).
+Writes ``benchmarks/results/NAME.json`` and ``.md`` (``NAME`` = ``index_speed`` by default); ``--merge`` keeps
+the sizes already there that this run does not measure, each with the machine and command it was measured by.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -47,7 +49,11 @@ from typing import Any, Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from _common import cgroup_memory, machine_info  # (benchmarks/ is on sys.path when run as a script)
+from _common import (  # (benchmarks/ is on sys.path when run as a script)
+    cgroup_memory,
+    enter_memory_cgroup,
+    machine_info,
+)
 from clipface._util import versions, write_json, write_text
 from clipface.report.markdown import md_table
 from clipface.search.exact import exact_search
@@ -286,8 +292,18 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
     }
 
 
+def kept_sizes(path: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    """The results of an earlier run in ``path`` at sizes other than ``sizes``, each stamped with that run's
+    machine, so that one file holds 100k, 1M and 10M although 10M takes its own command (and memory limit)."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    stamp = {"machine": old["machine"], "faiss": old.get("versions", {}).get("faiss-cpu")}
+    return [stamp | r for r in old["results"] if r["n"] not in sizes]
+
+
 def markdown(doc: dict[str, Any]) -> str:
-    c, m = doc["config"], doc["machine"]
+    c = doc["config"]
     repeats = (
         f" (the median of {c['approx_repeats']} calls for approximate indexes, of 3 for exact ones)"
         if c.get("approx_repeats")
@@ -302,9 +318,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Synthetic face-like {c['dim']}-d unit vectors (see `benchmarks/index_speed.py`), k={K}. Latency: one "
         f"query per call on one thread ({c['latency_queries']} queries{passes}); throughput: {c['queries']} "
         f"queries in one call on {c['threads']} threads{repeats}; recall@10 "
-        f"against clipface's exact search. {m['cpu']}, {m['physical_cores']} "
-        f"physical cores, FAISS {doc['versions'].get('faiss-cpu', '?')}, load average {m['load_average_1m_at_start']} "
-        f"at start (the machine is shared). File size: the vectors (float32) plus the codes."
+        f"against clipface's exact search. File size: the vectors (float32) plus the codes."
         + (
             f" x exact: against exact search timed again just before each approximate setting (one batch call, "
             f"{c['adjacent_single']} single queries)."
@@ -327,6 +341,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "recall@10",
     ]
     for size in doc["results"]:
+        m = size.get("machine", doc["machine"])
+        out += [
+            f"## {size['n']:,} vectors",
+            "",
+            f"{m['cpu']} ({', '.join(i for i in m.get('isa', []) if i.startswith(('avx', 'amx')))}), "
+            f"{m['physical_cores']} physical cores, FAISS {size.get('faiss', doc['versions'].get('faiss-cpu', '?'))}, "
+            f"load average {m['load_average_1m_at_start']} at start (the machine is shared)"
+            + (f"; measured {size['date']} by `{size['command']}`." if "command" in size else "."),
+            "",
+        ]
         rows = []
         exact_row = next((r for r in size["rows"] if r["index"].startswith("exact")), {})
         for r in size["rows"]:
@@ -394,13 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tmp", type=Path, default=None, help="folder for the temporary vector files")
     p.add_argument("--name", default=None)
+    p.add_argument("--merge", action="store_true", help="keep the other sizes already in NAME.json (the 10M run)")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="GB", help="run in a memory cgroup (root)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
+    if args.memory_limit:
+        enter_memory_cgroup(int(args.memory_limit * 2**30), "index-speed")
     if args.quick:
         args.sizes, args.queries, args.latency_queries = [20_000], 100, 20
     sweep = {
         "ivfpqfs": [
             {"k_factor": 4},
+            {"k_factor": 8},
             {"k_factor": 16},
             {"nprobe": 8},
             {"nprobe": 16},
@@ -415,18 +444,21 @@ def main(argv: list[str] | None = None) -> int:
     args.sweep_settings = sweep if args.sweep else {}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     info = machine_info()
+    name = args.name or ("index_speed_quick" if args.quick else "index_speed")
+    kept = kept_sizes(args.out / f"{name}.json", args.sizes) if args.merge else []
     start = time.perf_counter()
-    results = [run_size(n, args, log) for n in args.sizes]
+    command = " ".join(["python benchmarks/index_speed.py", *(sys.argv[1:] if argv is None else argv)])
+    stamp = {"machine": info, "faiss": info.get("faiss-cpu"), "command": command, "date": time.strftime("%Y-%m-%d")}
+    results = sorted([run_size(n, args, log) | stamp for n in args.sizes] + kept, key=lambda r: r["n"])
     doc = {
         "benchmark": "index_speed",
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "tmp", "sweep_settings")}
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "tmp", "sweep_settings", "merge")}
         | {"median_of_3": True, "approx_repeats": APPROX_REPEATS, "approx_passes": APPROX_PASSES},
         "machine": info,
         "seconds": time.perf_counter() - start,
         "versions": versions(),
         "results": results,
     }
-    name = args.name or ("index_speed_quick" if args.quick else "index_speed")
     write_json(args.out / f"{name}.json", doc)
     write_text(args.out / f"{name}.md", markdown(doc))
     log(f"wrote {args.out / name}.json and .md in {doc['seconds']:.0f} s")

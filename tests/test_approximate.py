@@ -52,7 +52,7 @@ def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatc
     prober = probe.Prober(_index("IVF32,Flat", x))
     monkeypatch.setattr(probe, "BLOCK_BYTES", 4 * 32 * 5)  # blocks of 5 queries
     s, i = prober.rank_lists(q, 6)
-    want_s, want_i = exact_search(prober._centroids, q, 6)
+    want_s, want_i = exact_search(np.ascontiguousarray(prober._centroids_t.T), q, 6)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, atol=1e-6)
     s, i = prober.rank_lists(q, 100)  # more than there are lists: all of them, best first
@@ -78,3 +78,22 @@ def test_a_worker_sets_faiss_threads_for_itself_only():
         assert seen == [1] and faiss.omp_get_max_threads() == 3
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_query_slices_run_on_kept_threads_and_a_nested_call_does_not_wait_on_its_caller():
+    import threading
+
+    from clipface.search.exact import by_query_slices
+
+    def names(a: int, b: int) -> tuple[int, int, int]:
+        return a, b, threading.get_ident()
+
+    first, second = by_query_slices(10, 2, names), by_query_slices(10, 2, names)
+    assert [(a, b) for a, b, _ in first] == [(0, 5), (5, 10)]
+    kept = {t.ident for t in threading.enumerate() if t.name.startswith("clipface-search-2")}
+    assert {t for *_, t in first + second} <= kept and threading.get_ident() not in kept
+
+    def outer(a: int, b: int) -> list[tuple[int, int]]:  # both kept threads busy, each asking for two more
+        return [(c, d) for c, d, _ in by_query_slices(b - a, 2, names)]
+
+    assert by_query_slices(8, 2, outer) == [[(0, 2), (2, 4)], [(0, 2), (2, 4)]]
