@@ -97,3 +97,24 @@ def test_query_slices_run_on_kept_threads_and_a_nested_call_does_not_wait_on_its
         return [(c, d) for c, d, _ in by_query_slices(b - a, 2, names)]
 
     assert by_query_slices(8, 2, outer) == [[(0, 2), (2, 4)], [(0, 2), (2, 4)]]
+
+
+def test_a_forked_child_makes_its_own_kept_threads():
+    import multiprocessing
+
+    from clipface.search.exact import by_query_slices
+
+    by_query_slices(4, 2, _width)  # the parent's kept pool exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_in_child).get(timeout=60) == (0, [2, 2])
+
+
+def _in_child() -> tuple[int, list[int]]:
+    """How many of the parent's kept pools the child sees (none: their threads did not fork), then a call."""
+    from clipface.search import exact
+
+    return len(exact._POOLS), exact.by_query_slices(4, 2, _width)
+
+
+def _width(a: int, b: int) -> int:
+    return b - a

@@ -65,6 +65,7 @@ def test_the_fewest_candidates_that_keep_the_target_are_chosen_and_retuning_star
     assert tuned["k_factor_from"] == 8 and tuned["recall_at_10"][str(nprobe)] >= 0.95
     assert list(factors) == ["4", "6"]  # on these vectors 4 k falls short, so 6 k is tried
     assert factors["4"] < 0.95 <= factors["6"] and params["k_factor"] == 6
+    assert factors["6"] >= tuned["recall_at_10"][str(nprobe)] - tune.K_FACTOR_MAX_LOSS
     rows = np.sort(np.random.default_rng(0).choice(12_000, 100, replace=False))
     for f, r in factors.items():  # each measured as the test measures it
         assert _recall(store, nprobe, rows, int(f)) == pytest.approx(r, abs=1e-4)
@@ -72,6 +73,13 @@ def test_the_fewest_candidates_that_keep_the_target_are_chosen_and_retuning_star
     again = tune.tune_nprobe(store, target=0.95, queries=100)
     assert again["tuned"]["k_factor_from"] == 8 and again["tuned"]["recall_at_10"] == tuned["recall_at_10"]
     assert tune.tune_nprobe(store, target=1.01, queries=50)["k_factor"] == 8  # unreachable: nothing fewer tried
+
+
+def test_fewer_candidates_may_not_lose_more_than_the_allowed_recall(store):
+    params = tune.tune_nprobe(store, target=0.9, queries=100)
+    reached, factors = params["tuned"]["recall_at_10"][str(params["nprobe"])], params["tuned"]["k_factor_recall_at_10"]
+    assert 0.9 <= factors["4"] < reached - tune.K_FACTOR_MAX_LOSS  # above the target, but too far below 8 k
+    assert params["k_factor"] == 6 and factors["6"] >= reached - tune.K_FACTOR_MAX_LOSS
 
 
 def test_an_unreachable_target_probes_every_list_and_growth_retunes(store):

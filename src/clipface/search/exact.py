@@ -17,6 +17,7 @@ vectors and 200 queries it ran at about 0.12 of the plain product here, this cod
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +146,16 @@ def by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> lis
 _IN_WORKER = threading.local()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:  # a forked child has none of its parent's threads
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
