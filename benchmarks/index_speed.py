@@ -259,7 +259,6 @@ def run_size(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> di
             with threadpool_limits(args.threads):
                 (params, tune_s) = timed(lambda st=store: tune_nprobe(st))
             tunings.append({"kind": kind, "seconds": tune_s, **params["tuned"], "nprobe": params["nprobe"]})
-            tunings[-1]["k_factor"] = params.get("k_factor")
             log(f"n={n:,} {kind}: tuned in {tune_s:.0f} s: nprobe {params['nprobe']}, {params['tuned']}")
         base = {k: v for k, v in params.items() if k != "tuned"}
         settings = [base] + [{**base, **s} for s in args.sweep_settings.get(kind, [])]
@@ -378,12 +377,6 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append(md_table(head, rows))
         for t in size.get("tuning", []):
             tried = ", ".join(f"{p} lists {r:.3f}" for p, r in t["recall_at_10"].items())
-            if t.get("k_factor_recall_at_10"):
-                tried += (
-                    "; then at that nprobe, re-ranking "
-                    + ", ".join(f"{f} k {r:.3f}" for f, r in t["k_factor_recall_at_10"].items())
-                    + f" (instead of {t['k_factor_from']} k): k_factor {t['k_factor']}"
-                )
             out += [
                 "",
                 f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`clipface.search.tune`) in {t['seconds']:.0f} s, "
@@ -436,7 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     sweep = {
         "ivfpqfs": [
             {"k_factor": 4},
-            {"k_factor": 8},
             {"k_factor": 16},
             {"nprobe": 8},
             {"nprobe": 16},

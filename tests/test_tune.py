@@ -32,9 +32,9 @@ def store(tmp_path: Path):
     return st
 
 
-def _recall(st, nprobe: int, rows: np.ndarray, k_factor: int = 8) -> float:
-    """recall@10 at ``nprobe`` and ``k_factor``, computed here without the tuner (own row left out)."""
-    params = {**st.params, "nprobe": nprobe, "k_factor": k_factor}
+def _recall(st, nprobe: int, rows: np.ndarray) -> float:
+    """recall@10 at ``nprobe``, computed here without the tuner (own row left out)."""
+    params = {**st.params, "nprobe": nprobe}
     set_search_params(st.ann, params)
     st.params = params
     q = np.asarray(st.vectors[rows])
@@ -56,30 +56,6 @@ def test_the_fewest_lists_that_reach_the_target_are_chosen(store):
     rows = np.sort(np.random.default_rng(0).choice(12_000, 100, replace=False))  # the tuner's seeded sample
     assert _recall(store, params["nprobe"], rows) == pytest.approx(measured[str(params["nprobe"])], abs=1e-4)
     assert not tune.needs_tuning(store)
-
-
-def test_the_fewest_candidates_that_keep_the_target_are_chosen_and_retuning_starts_from_the_own(store):
-    params = tune.tune_nprobe(store, target=0.95, queries=100)
-    tuned, nprobe = params["tuned"], params["nprobe"]
-    factors = tuned["k_factor_recall_at_10"]
-    assert tuned["k_factor_from"] == 8 and tuned["recall_at_10"][str(nprobe)] >= 0.95
-    assert list(factors) == ["4", "6"]  # on these vectors 4 k falls short, so 6 k is tried
-    assert factors["4"] < 0.95 <= factors["6"] and params["k_factor"] == 6
-    assert factors["6"] >= tuned["recall_at_10"][str(nprobe)] - tune.K_FACTOR_MAX_LOSS
-    rows = np.sort(np.random.default_rng(0).choice(12_000, 100, replace=False))
-    for f, r in factors.items():  # each measured as the test measures it
-        assert _recall(store, nprobe, rows, int(f)) == pytest.approx(r, abs=1e-4)
-    store.params = {**params, "k_factor": 4}  # a later tuning measures the lists at the index's own 8 again
-    again = tune.tune_nprobe(store, target=0.95, queries=100)
-    assert again["tuned"]["k_factor_from"] == 8 and again["tuned"]["recall_at_10"] == tuned["recall_at_10"]
-    assert tune.tune_nprobe(store, target=1.01, queries=50)["k_factor"] == 8  # unreachable: nothing fewer tried
-
-
-def test_fewer_candidates_may_not_lose_more_than_the_allowed_recall(store):
-    params = tune.tune_nprobe(store, target=0.9, queries=100)
-    reached, factors = params["tuned"]["recall_at_10"][str(params["nprobe"])], params["tuned"]["k_factor_recall_at_10"]
-    assert 0.9 <= factors["4"] < reached - tune.K_FACTOR_MAX_LOSS  # above the target, but too far below 8 k
-    assert params["k_factor"] == 6 and factors["6"] >= reached - tune.K_FACTOR_MAX_LOSS
 
 
 def test_an_unreachable_target_probes_every_list_and_growth_retunes(store):
