@@ -26,7 +26,7 @@ fails): ``n / 100`` "identities", each a centre in a 64-d latent space mapped to
 random linear map, images scattered around their centre, plus isotropic noise, all L2-normalised;
 queries are new images of the same identities.
 
-    python benchmarks/index_speed.py                         # 100k and 1M
+    python benchmarks/index_speed.py --sweep --hnsw-max 100000 --merge   # 100k and 1M, keeping 10M
     python benchmarks/index_speed.py --sizes 10000000 --kinds ivfpqfs --sweep --merge --memory-limit 8
     python benchmarks/index_speed.py --quick                 # 20k, seconds
 
