@@ -137,10 +137,10 @@ def by_query_slices(m: int, workers: int, work: Callable[[int, int], _T]) -> lis
     """
     cuts = np.linspace(0, m, workers + 1).astype(int)
     slices = [(int(a), int(b)) for a, b in zip(cuts, cuts[1:])]
-    if getattr(_IN_WORKER, "active", False):
+    if getattr(_IN_WORKER, "active", False):  # called from a kept thread
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(lambda ab: work(*ab), slices))
-    return list(_workers(workers).map(lambda ab: _as_worker(work, *ab), slices))
+    return list(_workers(workers).map(lambda ab: work(*ab), slices))
 
 
 _IN_WORKER = threading.local()
@@ -162,13 +162,12 @@ def _workers(n: int) -> ThreadPoolExecutor:
     """The kept pool of ``n`` threads (made on first use)."""
     with _POOLS_LOCK:
         if n not in _POOLS:
-            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix=f"clipface-search-{n}")
+            _POOLS[n] = ThreadPoolExecutor(n, f"clipface-search-{n}", initializer=_mark_kept_thread)
         return _POOLS[n]
 
 
-def _as_worker(work: Callable[[int, int], _T], a: int, b: int) -> _T:
+def _mark_kept_thread() -> None:
     _IN_WORKER.active = True
-    return work(a, b)
 
 
 @contextlib.contextmanager
