@@ -57,14 +57,17 @@ def audit(
         threshold = spec.verify_threshold
     if out is not None:
         check_out(out)
-    client = EngineClient(engine, indice, token=token or os.environ.get("CLIPFACE_API_TOKEN") or None)
-    known = client.indices()
-    if indice not in known:
-        raise UsageError("indice", indice, f"the engine has no such index (it has: {', '.join(known) or 'none'})")
-    encoder = load_encoder(spec.name, LoadOptions())
-    doc = audit_engine(
-        client, photos, encoder, threshold, name or display_name(folder.name), k=k, fetch_urls=fetch_urls, echo=echo
-    )
+    client = EngineClient(engine, indice, token=token or os.environ.get("CLIPFACE_API_TOKEN") or None, on_wait=echo)
+    try:
+        known = client.indices()
+        if indice not in known:
+            raise UsageError("indice", indice, f"the engine has no such index (it has: {', '.join(known) or 'none'})")
+        encoder = load_encoder(spec.name, LoadOptions())
+        doc = audit_engine(
+            client, photos, encoder, threshold, name or display_name(folder.name), k=k, fetch_urls=fetch_urls, echo=echo
+        )
+    finally:
+        client.close()
     if out is not None:
         write_results(doc, out)
     return doc

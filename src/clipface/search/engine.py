@@ -15,9 +15,12 @@ examples.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import hashlib
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,7 +34,7 @@ from ..errors import ClipfaceError, ImageError, UsageError
 from ..models.align import faces_of
 from ..models.base import Encoder
 
-__all__ = ["EngineClient", "EngineError", "audit_engine", "result_image"]
+__all__ = ["EngineClient", "EngineError", "audit_engine", "result_image", "retry_after"]
 
 #: Largest image fetched from a result's URL.
 MAX_FETCH_BYTES = 20 * 2**20
@@ -41,49 +44,95 @@ class EngineError(ClipfaceError):
     """A search engine that cannot be reached or answers something other than clip-retrieval's JSON."""
 
 
+#: Longest single wait for a rate-limited engine (its ``Retry-After``) before the query counts as an error.
+MAX_RETRY_WAIT_S = 120.0
+
+
+def retry_after(value: str | None, default: float) -> float:
+    """Seconds from an HTTP ``Retry-After`` header (RFC 9110 10.2.3: seconds or an HTTP date); ``default`` if absent."""
+    if value is None or not value.strip():
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
 @dataclass
 class EngineClient:
-    """clip-retrieval's back-end API, as ``ClipClient`` speaks it: ``POST /knn-service``, ``GET /indices-list``."""
+    """clip-retrieval's back-end API, as ``ClipClient`` speaks it: ``POST /knn-service``, ``GET /indices-list``.
+
+    An engine that answers 429 (or 503) with ``Retry-After`` is waited for and asked again, up to
+    ``max_wait`` seconds per wait and ``retries`` times per request; the waits are counted in
+    ``waits`` and ``waited_s`` and each is announced through ``on_wait``.
+    """
 
     url: str  # the knn-service URL, e.g. http://127.0.0.1:8000/knn-service
     indice: str
     timeout: float = 60.0
     token: str | None = None
+    max_wait: float = MAX_RETRY_WAIT_S
+    retries: int = 8
+    on_wait: Callable[[str], None] | None = None
+    transport: Any = None  # an httpx transport (tests); None: the network
+    waits: int = field(default=0, init=False)
+    waited_s: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(timeout=self.timeout, headers=headers, transport=self.transport)
+
+    def close(self) -> None:
+        """Close the connections kept to the engine."""
+        self._http.close()
 
     @property
     def base(self) -> str:
         return re.sub(r"/knn-service/?$", "", self.url.rstrip("/"))
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
     def indices(self) -> list[str]:
         """The engine's index names (``GET /indices-list``)."""
-        import httpx
-
-        try:
-            resp = httpx.get(f"{self.base}/indices-list", timeout=self.timeout, headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.base}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
-        return list(self._json(resp, "/indices-list"))
+        return list(self._request("GET", f"{self.base}/indices-list", "/indices-list"))
 
     def knn(self, *, text: str | None = None, image: bytes | None = None, num_images: int = 10) -> list[dict[str, Any]]:
         """The results of one query (text, or image bytes sent as base64) in the engine's image index."""
-        import httpx
-
         payload: dict[str, Any] = {"modality": "image", "num_images": num_images, "indice_name": self.indice}
         if text is not None:
             payload["text"] = text
         if image is not None:
             payload["image"] = base64.b64encode(image).decode("ascii")
-        try:
-            resp = httpx.post(self.url, json=payload, timeout=self.timeout, headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.url}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
-        answer = self._json(resp, "/knn-service")
+        answer = self._request("POST", self.url, "/knn-service", json=payload)
         if not isinstance(answer, list):
             raise EngineError(f"{self.url}: expected a list of results, got {type(answer).__name__}")
         return [r for r in answer if isinstance(r, dict)]
+
+    def _request(self, method: str, url: str, route: str, **kwargs: Any) -> Any:
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._http.request(method, url, **kwargs)
+            except httpx.HTTPError as exc:
+                raise EngineError(f"{url}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
+            if resp.status_code not in (429, 503) or attempt == self.retries:
+                break
+            wait = retry_after(resp.headers.get("retry-after"), default=min(self.max_wait, 2.0**attempt))
+            if (resp.status_code == 503 and "retry-after" not in resp.headers) or wait > self.max_wait:
+                break
+            self.waits += 1
+            self.waited_s += wait
+            if self.on_wait is not None:
+                self.on_wait(f"  {route}: HTTP {resp.status_code}, waiting {wait:.0f} s as the engine asks")
+            time.sleep(wait)
+        return self._json(resp, route)
 
     def _json(self, resp: Any, route: str) -> Any:
         try:
@@ -270,6 +319,7 @@ def audit_engine(
         "images_found": len(found_all),
         "unreadable": unreadable[:200],
         "n_unreadable": len(unreadable),
+        "rate_limited": {"waits": client.waits, "seconds": round(client.waited_s, 1)},
         "verdict": (
             f"the engine returns {len(found_all)} distinct images of {person}"
             if found_all
