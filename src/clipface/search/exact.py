@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -173,16 +174,30 @@ def _mark_kept_thread() -> None:
 @contextlib.contextmanager
 def one_blas_thread(active: bool) -> Iterator[None]:
     """BLAS on one thread while the workers run (``threadpoolctl``; without it, BLAS keeps its own threads)."""
-    if not active:
+    controller = _blas_controller() if active else None
+    if controller is None:
         yield
         return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+_CONTROLLER: list = [None, -1]  # threadpoolctl's controller, and len(sys.modules) when it was made
+
+
+def _blas_controller() -> Any:
+    """A kept ``ThreadpoolController``, made again after new imports (which may have loaded another BLAS).
+
+    Making one scans the loaded libraries: ``threadpool_limits`` did so on every call, 0.4-0.6 ms
+    here with torch loaded, against 0.03 ms for a limit set through a kept controller.
+    """
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
+        return None
+    if _CONTROLLER[0] is None or _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0]
 
 
 def rerank(
@@ -190,17 +205,25 @@ def rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores of each query's ``candidates`` (ids, ``-1`` = none) from ``vectors``, and its ``k`` best.
 
-    The candidate rows of a few queries at a time (:data:`RERANK_CHUNK_BYTES`) are gathered straight
-    from ``vectors`` (which may be memory-mapped) and scored by one batched product while they are
-    still in the cache; large batches are split among ``threads`` workers (default: the physical
-    cores), since the gather and the product both release Python's lock.
+    Each candidate row is read once from ``vectors`` (which may be memory-mapped) and scored where
+    it lies, by FAISS's ``fvec_inner_products_by_idx`` (``faiss/utils/distances.h``) for float32
+    rows: at 80 rows of 2 KB per query it ran 3.5x faster here than gathering the rows into a
+    copy and scoring that by one batched product, which remains the path without FAISS (a few
+    queries' rows at a time, :data:`RERANK_CHUNK_BYTES`, scored while they are still in the cache).
+    Large batches are split among ``threads`` workers (default: the physical cores), since both
+    paths release Python's lock.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
     cand = np.asarray(candidates, dtype=np.int64).reshape(len(q), -1)
     workers = max(1, min(inference_threads(threads), cand.size // RERANK_ROWS_PER_WORKER))
     if workers == 1 or len(q) < 2:
         return _rerank(vectors, q, cand, k)
-    parts = by_query_slices(len(q), workers, lambda a, b: _rerank(vectors, q[a:b], cand[a:b], k))
+
+    def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        _one_openmp_thread_here()
+        return _rerank(vectors, q[a:b], cand[a:b], k)
+
+    parts = by_query_slices(len(q), workers, part)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -212,19 +235,54 @@ RERANK_CHUNK_BYTES = 1 << 20
 
 
 def _rerank(vectors: np.ndarray, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    valid = cand >= 0
     width = max(k, 1)
-    scores = np.full(cand.shape, -np.inf, np.float32)
+    cand = np.where((cand >= 0) & (cand < len(vectors)), cand, -1)  # a row beyond the vectors is no candidate
     if len(vectors) and cand.shape[1]:
         rows_of = vectors.view(np.ndarray) if isinstance(vectors, np.memmap) else vectors  # no memmap wrapping
-        safe = np.where(valid, cand, 0)
-        step = max(1, RERANK_CHUNK_BYTES // (cand.shape[1] * q.shape[1] * 4))
-        for a in range(0, len(q), step):  # each chunk's rows are scored while they are still in the cache
-            rows = np.take(rows_of, safe[a : a + step], axis=0).astype(np.float32, copy=False)  # (s, c, d)
-            scores[a : a + step] = np.matmul(rows, q[a : a + step, :, None])[..., 0]
-        scores[~valid] = -np.inf
+        scores = _scores_in_place(rows_of, q, cand)
+        if scores is None:
+            scores = _scores_gathered(rows_of, q, cand)
+    else:
+        scores = np.full(cand.shape, -np.inf, np.float32)
     if cand.shape[1] < width:
         pad = width - cand.shape[1]
         scores = np.hstack([scores, np.full((len(q), pad), -np.inf, np.float32)])
         cand = np.hstack([cand, np.full((len(q), pad), -1, np.int64)])
     return top_k(scores, np.where(np.isfinite(scores), cand, -1), k)
+
+
+def _scores_in_place(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.ndarray | None:
+    """``q[i] . rows[cand[i, j]]`` (``-inf`` where ``cand`` is -1) by FAISS, or ``None`` where it cannot run."""
+    if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != q.shape[1]:
+        return None
+    try:
+        import faiss
+    except ImportError:
+        return None
+    out = np.empty(cand.shape, np.float32)
+    ids = np.ascontiguousarray(cand)
+    sp = faiss.swig_ptr
+    faiss.fvec_inner_products_by_idx(sp(out), sp(q), sp(rows), sp(ids), q.shape[1], len(q), cand.shape[1])
+    return out
+
+
+def _scores_gathered(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The same scores from a copy of a few queries' candidate rows at a time, scored by one batched product."""
+    valid = cand >= 0
+    safe = np.where(valid, cand, 0)
+    scores = np.empty(cand.shape, np.float32)
+    step = max(1, RERANK_CHUNK_BYTES // (cand.shape[1] * q.shape[1] * 4))
+    for a in range(0, len(q), step):  # each chunk's rows are scored while they are still in the cache
+        chunk = np.take(rows, safe[a : a + step], axis=0).astype(np.float32, copy=False)  # (s, c, d)
+        scores[a : a + step] = np.matmul(chunk, q[a : a + step, :, None])[..., 0]
+    scores[~valid] = -np.inf
+    return scores
+
+
+def _one_openmp_thread_here() -> None:
+    """FAISS's OpenMP threads for parallel regions this thread starts: one (its worker already has a core)."""
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(1)
