@@ -120,3 +120,45 @@ def test_the_scattered_view_reads_the_same_rows(tmp_path: Path):
     np.testing.assert_array_equal(view[[5, 299, 0]], x[[5, 299, 0]])
     assert scattered_view(x, min_bytes=0) is x  # not a map: as is
     assert scattered_view(mapped) is mapped  # a small file: read-ahead is left on
+
+
+def test_rerank_in_place_and_gathered_agree_whatever_the_rows(tmp_path):
+    """FAISS's in-place scores (float32 rows) and the gathered product (any other rows) are the same scores."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    q = rng.standard_normal((9, 24)).astype(np.float32)
+    cand = rng.integers(-1, 300, (9, 30))
+    cand[2, :] = -1
+    want = exact._scores_gathered(x, q, cand)
+    got = exact._scores_in_place(x, q, cand)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.isneginf(got[cand < 0]).all() and np.isfinite(got[cand >= 0]).all()
+    path = tmp_path / "rows.f32"
+    x.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=x.shape)
+    np.testing.assert_allclose(exact._scores_in_place(mapped.view(np.ndarray), q, cand), want, atol=1e-5)
+    assert exact._scores_in_place(x.astype(np.float16), q, cand) is None  # half precision: gathered instead
+    assert exact._scores_in_place(x[:, ::2], q[:, ::2], cand) is None  # not contiguous: gathered instead
+    s16, i16 = rerank(x.astype(np.float16), q, cand, 5)
+    s32, i32 = rerank(mapped, q, cand, 5)
+    np.testing.assert_array_equal(i16[:, 0], i32[:, 0])
+    np.testing.assert_allclose(s16, s32, atol=2e-2)
+
+
+def test_rerank_skips_candidates_beyond_the_vectors():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    q = rng.standard_normal((1, 8)).astype(np.float32)
+    s, i = rerank(x, q, np.array([[3, 50, 10_000, 7]]), 4)  # 50 and 10,000 are no rows of x
+    assert sorted(i[0, :2].tolist()) == [3, 7] and (i[0, 2:] == -1).all() and np.isneginf(s[0, 2:]).all()
+
+
+def test_one_blas_thread_limits_blas_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with exact.one_blas_thread(True):
+        inside = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert inside and set(inside) == {1} and after == before
