@@ -259,7 +259,7 @@ def _scores_in_place(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.nd
         import faiss
     except ImportError:
         return None
-    out = np.empty(cand.shape, np.float32)
+    out = np.full(cand.shape, -np.inf, np.float32)  # some FAISS versions leave the entries of id -1 unwritten
     ids = np.ascontiguousarray(cand)
     sp = faiss.swig_ptr
     faiss.fvec_inner_products_by_idx(sp(out), sp(q), sp(rows), sp(ids), q.shape[1], len(q), cand.shape[1])
