@@ -63,12 +63,14 @@ def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatc
 def test_a_worker_sets_faiss_threads_for_itself_only():
     import threading
 
+    from clipface.search.faiss_backend import faiss_threads_here
+
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(3)  # this thread's setting, which the worker must leave alone
     seen: list[int] = []
 
     def work() -> None:
-        approximate._faiss_threads_here(1)
+        faiss_threads_here(1)
         seen.append(faiss.omp_get_max_threads())
 
     t = threading.Thread(target=work)

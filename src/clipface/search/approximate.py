@@ -17,7 +17,7 @@ import numpy as np
 
 from ..models.backends.threads import inference_threads
 from .exact import by_query_slices, one_blas_thread, rerank
-from .faiss_backend import faiss_module
+from .faiss_backend import faiss_threads_here
 from .probe import Prober
 
 __all__ = ["MIN_QUERIES_PER_WORKER", "approximate_search"]
@@ -42,15 +42,10 @@ def approximate_search(
         return rerank(vectors, q, cand, k, threads=1)
 
     def chain(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        _faiss_threads_here(1)  # OpenMP's thread count is a setting of the calling thread
+        faiss_threads_here(1)  # this worker already has its core
         _, cand = prober.search(q[a:b], fetch)
         return rerank(vectors, q[a:b], cand, k, threads=1)
 
     with one_blas_thread(True):
         parts = by_query_slices(len(q), workers, chain)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _faiss_threads_here(n: int) -> None:
-    """FAISS's OpenMP threads for parallel regions started by this thread (``omp_set_num_threads``)."""
-    faiss_module().omp_set_num_threads(n)

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..errors import BackendUnavailableError
 from ..models.backends.threads import inference_threads
+from .faiss_backend import faiss_module, faiss_threads_here
 
 __all__ = ["BLOCK_BYTES", "by_query_slices", "exact_search", "one_blas_thread", "rerank", "top_k"]
 
@@ -220,7 +222,7 @@ def rerank(
         return _rerank(vectors, q, cand, k)
 
     def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        _one_openmp_thread_here()
+        faiss_threads_here(1)  # this worker already has its core
         return _rerank(vectors, q[a:b], cand[a:b], k)
 
     parts = by_query_slices(len(q), workers, part)
@@ -256,8 +258,8 @@ def _scores_in_place(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.nd
     if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != q.shape[1]:
         return None
     try:
-        import faiss
-    except ImportError:
+        faiss = faiss_module()
+    except BackendUnavailableError:
         return None
     out = np.full(cand.shape, -np.inf, np.float32)  # some FAISS versions leave the entries of id -1 unwritten
     ids = np.ascontiguousarray(cand)
@@ -277,12 +279,3 @@ def _scores_gathered(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.nd
         scores[a : a + step] = np.matmul(chunk, q[a : a + step, :, None])[..., 0]
     scores[~valid] = -np.inf
     return scores
-
-
-def _one_openmp_thread_here() -> None:
-    """FAISS's OpenMP threads for parallel regions this thread starts: one (its worker already has a core)."""
-    try:
-        import faiss
-    except ImportError:
-        return
-    faiss.omp_set_num_threads(1)

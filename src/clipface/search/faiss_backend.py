@@ -73,6 +73,16 @@ def faiss_module() -> Any:
     return faiss
 
 
+def faiss_threads_here(n: int) -> None:
+    """FAISS's OpenMP threads for the parallel regions this thread starts (``omp_set_num_threads`` is a setting
+    of the calling thread); nothing without FAISS."""
+    try:
+        faiss = faiss_module()
+    except BackendUnavailableError:
+        return
+    faiss.omp_set_num_threads(n)
+
+
 def choose_kind(n: int, kind: str = "auto", flat_max: int = FLAT_MAX) -> str:
     """The kind for ``n`` vectors: ``kind`` itself unless ``"auto"`` (flat up to ``flat_max``, else the default)."""
     if kind not in KINDS:

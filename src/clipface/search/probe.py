@@ -72,12 +72,8 @@ class Prober:
             scores = np.ascontiguousarray(queries[a : a + step] @ self._centroids_t)
             best_s, best_i = out_s[a : a + step], out_i[a : a + step]  # contiguous views: the heaps write there
             heaps = faiss.float_minheap_array_t()  # a min-heap per query keeps its largest scores
-            heaps.nh, heaps.k, heaps.val, heaps.ids = (
-                len(scores),
-                nprobe,
-                faiss.swig_ptr(best_s),
-                faiss.swig_ptr(best_i),
-            )
+            heaps.nh, heaps.k = len(scores), nprobe
+            heaps.val, heaps.ids = faiss.swig_ptr(best_s), faiss.swig_ptr(best_i)
             heaps.heapify()
             heaps.addn(nlist, faiss.swig_ptr(scores))
             heaps.reorder()  # best first
