@@ -87,3 +87,26 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= retry_after(later, 1.0) <= 31
     assert retry_after(email.utils.formatdate(time.time() - 30, usegmt=True), 1.0) == 0.0
+
+
+def test_the_audit_report_says_how_long_a_rate_limited_engine_made_it_wait() -> None:
+    from clipface.report.md_study import audit_markdown
+
+    query = {"queries": 2, "answered": 2, "n_errors": 0, "precision_at_k": 0.5, "images_found": 1}
+    doc = {
+        "engine": URL,
+        "indice": "faces",
+        "person": "Tony Blair",
+        "verdict": "the engine returns 1 distinct images of Tony Blair",
+        "photos": ["a.jpg"],
+        "model": "dlib",
+        "threshold": 0.93,
+        "k": 10,
+        "n_unreadable": 0,
+        "unreadable": [],
+        "queries": {"image": {**query, "found_with_name_in_caption": 0, "examples": [], "errors": []}},
+        "rate_limited": {"waits": 3, "seconds": 7.2},
+    }
+    assert "the audit waited 3 times, 7 s in all" in audit_markdown(doc)
+    assert "limited its rate" not in audit_markdown({**doc, "rate_limited": {"waits": 0, "seconds": 0.0}})
+    assert "limited its rate" not in audit_markdown({k: v for k, v in doc.items() if k != "rate_limited"})

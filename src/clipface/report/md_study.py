@@ -78,6 +78,13 @@ def main_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rate_limited(waits: dict[str, Any]) -> str:
+    """A sentence on the waits a rate-limited engine asked for (none: nothing)."""
+    if not waits.get("waits"):
+        return ""
+    return f" The engine limited its rate: the audit waited {waits['waits']} times, {waits['seconds']:.0f} s in all."
+
+
 def audit_markdown(doc: dict[str, Any]) -> str:
     """``results.md`` of ``clipface audit``: the exposure of one person by a search engine, per query kind."""
     rows = [
@@ -97,7 +104,8 @@ def audit_markdown(doc: dict[str, Any]) -> str:
         "",
         f"**Verdict: {doc['verdict']}.** {len(doc['photos'])} photos of the person; each result judged by "
         f"{doc['model']} (a face within cosine {doc['threshold']:.4f} of one of them, its LFW threshold at FAR 1e-3); "
-        f"top {doc['k']} results per query; {doc['n_unreadable']} results whose image could not be read.",
+        f"top {doc['k']} results per query; {doc['n_unreadable']} results whose image could not be read."
+        + _rate_limited(doc.get("rate_limited") or {}),
         "",
         md_table(
             [
