@@ -26,9 +26,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
 from ..models.backends.threads import inference_threads
-from .faiss_backend import faiss_module, faiss_threads_here
+from .faiss_backend import faiss_if_installed, faiss_threads_here
 
 __all__ = ["BLOCK_BYTES", "by_query_slices", "exact_search", "one_blas_thread", "rerank", "top_k"]
 
@@ -123,7 +122,7 @@ def exact_search(
         if workers == 1:
             parts = [_scan(vectors, q, k, blocks, rows)]
         else:
-            with ThreadPoolExecutor(workers) as pool:
+            with ThreadPoolExecutor(workers) as pool:  # a new pool: kept threads were no faster here (1.5-4% slower)
                 parts = list(pool.map(lambda _: _scan(vectors, q, k, blocks, rows), range(workers)))
     best_s, best_i = top_k(np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts]), k)
     best_i[~np.isfinite(best_s)] = -1
@@ -257,9 +256,8 @@ def _scores_in_place(rows: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.nd
     """``q[i] . rows[cand[i, j]]`` (``-inf`` where ``cand`` is -1) by FAISS, or ``None`` where it cannot run."""
     if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != q.shape[1]:
         return None
-    try:
-        faiss = faiss_module()
-    except BackendUnavailableError:
+    faiss = faiss_if_installed()
+    if faiss is None:
         return None
     out = np.full(cand.shape, -np.inf, np.float32)  # some FAISS versions leave the entries of id -1 unwritten
     ids = np.ascontiguousarray(cand)

@@ -73,14 +73,20 @@ def faiss_module() -> Any:
     return faiss
 
 
+def faiss_if_installed() -> Any:
+    """The ``faiss`` module, or ``None`` where it is not installed (for paths that have a fallback)."""
+    try:
+        return faiss_module()
+    except BackendUnavailableError:
+        return None
+
+
 def faiss_threads_here(n: int) -> None:
     """FAISS's OpenMP threads for the parallel regions this thread starts (``omp_set_num_threads`` is a setting
     of the calling thread); nothing without FAISS."""
-    try:
-        faiss = faiss_module()
-    except BackendUnavailableError:
-        return
-    faiss.omp_set_num_threads(n)
+    faiss = faiss_if_installed()
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
 
 
 def choose_kind(n: int, kind: str = "auto", flat_max: int = FLAT_MAX) -> str:
