@@ -26,6 +26,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+try:  # the same examples on every machine and every run: derandomised, no example database carried over
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("clipface", derandomize=True, database=None, deadline=None)
+    _hypothesis_settings.load_profile("clipface")
+except ImportError:  # hypothesis is a test extra; the tests that use it import it themselves
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 #: The 10-person LFW subset: the copy bundled in the package (the same files as ../shared/datasets/lfw-mini).

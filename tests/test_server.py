@@ -262,3 +262,25 @@ def test_opt_out_list_parsing(tmp_path: Path) -> None:
     assert listed.identities == {"tony blair", "george w. bush"} and listed.hashes == {"a" * 64} and len(listed) == 3
     with pytest.raises(ClipfaceError, match="opt-out list"):
         OptOutList(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("blank", [" ", "\u00a0", "\u00a0\u200b\ufeff", "\u3000\t"])
+def test_blank_names_and_queries_are_refused_by_route_and_schema_alike(client: TestClient, blank: str) -> None:
+    """White space and invisible characters only (data.textnorm) is refused on both routes; the rule is the schema's."""
+    import jsonschema_rs
+
+    assert "blank" in assert_json_error(client.post("/api/audit", data={"name": blank}, headers=AUTH), 422)
+    assert_json_error(client.post("/api/search/text", json={"query": blank}, headers=AUTH), 422)
+    pattern = client.get("/openapi.json").json()["components"]["schemas"]["TextQuery"]["properties"]["query"]["pattern"]
+    assert not jsonschema_rs.validator_for({"type": "string", "pattern": pattern}).is_valid(blank)
+
+
+@pytest.mark.parametrize("name", ["\U000c3c31\u00a0", "O\u2019Connor", "\u00a0Ren\u00e9e"])
+def test_names_with_one_visible_or_unassigned_character_are_served(client: TestClient, name: str) -> None:
+    """The failing case of a schemathesis run: an unassigned astral code point and a no-break space is a name."""
+    import jsonschema_rs
+
+    assert client.post("/api/audit", data={"name": name, "k": "3"}, headers=AUTH).status_code == 200
+    assert client.post("/api/search/text", json={"query": name, "k": 3}, headers=AUTH).status_code == 200
+    pattern = client.get("/openapi.json").json()["components"]["schemas"]["TextQuery"]["properties"]["query"]["pattern"]
+    assert jsonschema_rs.validator_for({"type": "string", "pattern": pattern}).is_valid(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, create_model
 
 from .._util import readable
+from ..data.textnorm import NOT_BLANK
 from ..search.records import SearchHit
 
 __all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQuery", "result_of", "text_query_model"]
@@ -12,7 +13,7 @@ __all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQu
 
 class TextQuery(BaseModel):
     query: str = Field(
-        ..., min_length=1, max_length=500, pattern=r"\S", description="Text to search for, e.g. a person's name."
+        ..., min_length=1, max_length=500, pattern=NOT_BLANK, description="Text to search for, e.g. a person's name."
     )
     k: int = Field(10, ge=1, le=100, description="Number of results.")
 
