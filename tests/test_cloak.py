@@ -410,3 +410,39 @@ def test_region_dssim_is_the_full_image_dssim_in_bounded_bands(seed: int) -> Non
     assert n == m == 3 * (80 - 10) * (64 - 10) and banded == pytest.approx(whole, rel=1e-12)
     stats = image_stats(original, cloak, box, changed=box)
     assert stats == pytest.approx(image_stats(original, cloak, box), rel=1e-9)
+
+
+@pytest.mark.parametrize("method", ["fawkes", "lowkey"])
+def test_shipped_cloaks_are_reused_only_for_the_same_photo_and_settings(faces, tmp_path, method):
+    """Cloaks shipped as their changed box (cloak.io.ship_cloaks) come back pixel for pixel, but never for a photo
+    whose bytes changed nor under other settings: those are made anew."""
+    from clipface.cloak import cloak_images, load_surrogates
+    from clipface.cloak.io import ship_cloaks
+
+    opts = RunOptions(progress=False)
+    surrogates = load_surrogates(["test-tiny-random"], opts)
+    ds = FaceDataset.from_folder(faces)
+    first = cloak_images(ds.images, faces, tmp_path / "made", quick(method), surrogates, opts, ds.by_identity())
+    assert first.computed == 6
+    seed = tmp_path / "shipped"
+    assert ship_cloaks(tmp_path / "made", faces, seed) == 6
+    assert all(not Path(json.loads(p.read_text())["source"]).is_absolute() for p in seed.rglob("*.json"))
+    edited = faces / "Bo_Chen" / "Bo_Chen_0001.jpg"
+    if method == "lowkey":  # (for Fawkes another photo moves a centroid, so other targets may change too)
+        Image.fromarray(rgb(44, 40, 99)).save(edited, quality=95)  # the same name, other bytes
+    ds = FaceDataset.from_folder(faces)
+    out = tmp_path / "again"
+    run = cloak_images(ds.images, faces, out, quick(method), surrogates, opts, ds.by_identity(), seed=seed)
+    assert (run.reused, run.computed) == ((5, 1) if method == "lowkey" else (6, 0))
+    made = {r["source"]: r for r in first.records}
+    for r in run.records:
+        if Path(r["source"]) == edited and method == "lowkey":
+            assert "seeded_from" not in r
+            continue
+        assert r["seeded_from"] == "shipped" and Path(r["cloak"]).parent.parent == out
+        saved = np.asarray(Image.open(r["cloak"]).convert("RGB"))
+        assert np.array_equal(saved, np.asarray(Image.open(made[r["source"]]["cloak"]).convert("RGB")))
+        assert r["dssim"] == pytest.approx(made[r["source"]]["dssim"], abs=1e-12)
+    other = CloakSettings(method=method, mode="low", params=quick(method).params if method == "lowkey" else None)
+    run = cloak_images(ds.images, faces, tmp_path / "other", other, surrogates, opts, ds.by_identity(), seed=seed)
+    assert run.reused == 0 and run.computed == 6

@@ -20,7 +20,7 @@ def cloak_settings(
     mode: str = "mid",
     *,
     no_budget: bool = False,
-    region: str = "image",
+    region: str = "face",
     seed: int = 0,
     steps: int | None = None,
     jitter: int | None = None,

@@ -41,7 +41,7 @@ def cloak_cmd(
     method: Method = "fawkes",
     mode: Mode = "low",
     target_dir: TargetDir = None,
-    region: Region = "image",
+    region: Region = "face",
     no_budget: NoBudget = False,
     steps: Steps = None,
     jitter: Jitter = None,

@@ -69,7 +69,7 @@ class CliOptions:
     method: str = "fawkes"
     mode: str = "low"
     surrogate: list[str] = field(default_factory=list)
-    region: str = "image"
+    region: str = "face"
     no_budget: bool = False
     steps: int | None = None
     jitter: int | None = None

@@ -79,6 +79,51 @@ def load_record(dest: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+#: Cloaks that ship with clipface (the bundled dataset's, made by clipface), one folder per settings hash. Each
+#: shipped cloak is its changed box only (``crop`` in its record) as a PNG, pasted onto the source photo when used.
+BUNDLED_CLOAKS = "cloaks"
+
+
+def shipped_cloaks(folder_name: str) -> Path | None:
+    """The folder of shipped cloaks named ``folder_name`` (``METHOD-MODE-SURROGATES-HASH``), if clipface ships it."""
+    from importlib import resources
+
+    path = Path(str(resources.files("clipface.assets").joinpath(BUNDLED_CLOAKS, folder_name)))
+    return path if path.is_dir() else None
+
+
+def ship_cloaks(folder: Path, root: Path, dest: Path) -> int:
+    """Copy the cloaks in ``folder`` (made from photos under ``root``) to ``dest`` in the shipped form; how many.
+
+    Each cloak becomes its changed box (``crop``) as a PNG, with its record, whose paths are made
+    relative to ``root`` and which gains the source photo's SHA-256 (what a reuse must match).
+    """
+    import shutil
+
+    from .._util import file_sha256
+
+    shutil.rmtree(dest, ignore_errors=True)
+    n = 0
+    for meta in sorted(Path(folder).rglob("*.json")):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or "crop" not in record:  # cloak_summary.json and the like
+            continue
+        source = Path(record["source"])
+        relative = source.resolve().relative_to(Path(root).resolve())
+        left, top, right, bottom = record["crop"]
+        out = dest / relative.with_suffix(".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        box = Image.open(meta.with_suffix(".png")).convert("RGB").crop((left, top, right, bottom))
+        box.save(out, format="PNG", optimize=True)
+        record.update(source=str(relative), cloak=str(relative.with_suffix(".png")), source_sha256=file_sha256(source))
+        target = record.get("target_image")
+        if target and Path(target).is_absolute() and Path(target).resolve().is_relative_to(Path(root).resolve()):
+            record["target_image"] = str(Path(target).resolve().relative_to(Path(root).resolve()))
+        write_json(out.with_suffix(".json"), record)
+        n += 1
+    return n
+
+
 def scan_input(path: Path, exclude: Path | None = None) -> tuple[Path, list[FaceImage], list[SkippedFile]]:
     """Images to cloak under ``path``: identity sub-folders, or a flat folder of one person's images.
 

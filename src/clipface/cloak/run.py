@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._util import readable, write_json
+from .._util import file_sha256, readable, write_json
 from ..data.dataset import FaceDataset, FaceImage, SkippedFile
 from ..data.images import load_image
 from ..embed.options import RunOptions
@@ -242,6 +242,7 @@ def _cloak_batch(
         seconds = shared + time.perf_counter() - own_start  # the batch's optimisation, shared, and this budget fit
         record = {
             "source": str(it.image.path),
+            "source_sha256": file_sha256(it.image.path),
             "identity": it.image.identity,
             "cloak": str(it.dest),
             "method": settings.method,
@@ -284,6 +285,36 @@ def _feature_stats(it: _Item, cloak: np.ndarray, surrogates: Sequence[TorchEncod
     return out
 
 
+def _seeded(seed: Path, im: FaceImage, dest: Path, relative: Path, expect: dict[str, Any]) -> dict[str, Any] | None:
+    """A cloak made earlier (``seed/relative``, its changed box as a PNG) pasted onto ``im``, saved at ``dest``.
+
+    Used only when its record agrees with ``expect`` (settings hash, Fawkes target, the source photo's
+    SHA-256) and the pasted cloak is within the budget on this machine's decoding of the photo;
+    the record's image statistics are measured again here. ``None``: make it anew.
+    """
+    found = seed / relative
+    record = load_record(found)
+    if record is None or any(record.get(k) != v for k, v in expect.items()):
+        return None
+    try:
+        original = np.asarray(load_image(im.path))
+        patch = np.asarray(Image.open(found).convert("RGB"))
+        left, top, right, bottom = (int(v) for v in record["crop"])
+    except (OSError, ValueError, KeyError, TypeError, ImageError):
+        return None
+    if list(original.shape[1::-1]) != record.get("size") or patch.shape != (bottom - top, right - left, 3):
+        return None
+    cloak = original.copy()
+    cloak[top:bottom, left:right] = patch
+    crop = (left, top, right, bottom)
+    record = {**record, "source": str(im.path), "cloak": str(dest), "seeded_from": seed.name}
+    record.update(image_stats(original, cloak, crop, changed=crop))
+    if record.get("budget") is not None and not within_budget([record], record["budget"]):
+        return None
+    save_cloak(dest, cloak, record)
+    return record
+
+
 def cloak_images(
     images: Sequence[FaceImage],
     root: Path,
@@ -293,12 +324,15 @@ def cloak_images(
     opts: RunOptions,
     candidates: dict[str, list[FaceImage]] | None = None,
     batch_size: int = 4,
+    seed: Path | None = None,
 ) -> CloakRun:
     """Cloak ``images`` (under ``root``) into ``out``, reusing cloaks already there with the same settings.
 
     ``candidates`` are the identities Fawkes may target (identity -> images); a user's own
-    identity is never its target. Images that cannot be read or whose face a surrogate's front
-    end cannot find are listed in ``skipped``.
+    identity is never its target. ``seed``: a folder of cloaks made earlier in the same layout
+    (the ones clipface ships, :func:`~clipface.cloak.io.shipped_cloaks`); one whose settings hash,
+    target and source bytes match is copied into ``out`` instead of being made again. Images that
+    cannot be read or whose face a surrogate's front end cannot find are listed in ``skipped``.
     """
     digest = settings.digest(surrogates)
     run = CloakRun(settings, digest, [s.name for s in surrogates])
@@ -308,11 +342,11 @@ def cloak_images(
         dest = cloak_destination(out, root, im.path)
         record = load_record(dest)
         target = plan.get(im.path)
-        if (
-            record
-            and record.get("settings_hash") == digest
-            and record.get("target") == (readable(target.identity) if target else None)  # as JSON shows it
-        ):
+        expect = {"settings_hash": digest, "target": readable(target.identity) if target else None}  # as JSON shows it
+        if not (record and all(record.get(k) == v for k, v in expect.items())) and seed is not None:
+            expect["source_sha256"] = file_sha256(im.path)
+            record = _seeded(seed, im, dest, dest.relative_to(out), expect)
+        if record and all(record.get(k) == v for k, v in expect.items()):
             run.records.append(record)
             run.reused += 1
         else:

@@ -36,7 +36,7 @@ class CloakSettings:
     method: str = "fawkes"
     mode: str = "high"
     enforce_budget: bool = True
-    region: str = "image"
+    region: str = "face"
     work_side: int = 1024
     seed: int = 0
     params: fawkes.FawkesParams | lowkey.LowKeyParams | None = None  # None: the method's defaults
