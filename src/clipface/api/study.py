@@ -49,7 +49,8 @@ def run_main(
     first ``cloak_per_person`` photos, kept in ``cloak_dir`` (default ``out/cloaks``) for later runs.
     Writes ``results.json``, ``report.md`` and ``report.html`` after every model.
     """
-    from ..eval.study import StudySettings, make_cloak_sets, read_cloak_sets, run_study
+    from ..eval.stages import Stages
+    from ..eval.study import StudySettings, cloaked_photos, make_cloak_sets, plan_stages, read_cloak_sets, run_study
     from ..models.download import ensure_weights
     from ..models.registry import get_spec, resolve_models
 
@@ -86,20 +87,23 @@ def run_main(
         else:
             skipped.append((name, reason))
             echo(f"skip {name}: {reason}")
-    sets = []
+    sets, variants, usable = [], [], []
+    if cloaked is None and cloak_methods:
+        usable = [s for s in surrogates if get_spec(s).availability()[0]]
+        flags = {"robust": (False,), "published": (True,), "both": (False, True)}[cloak_setting]
+        variants = [cloak_settings(m, cloak_mode, steps=cloak_steps, published=p) for m in cloak_methods for p in flags]
+    n_photos = len(cloaked_photos(dataset, cloak_per_person))
+    stages = plan_stages(Stages(echo), variants if usable else [], usable, n_photos, runnable)
     if cloaked is not None:
         sets = read_cloak_sets(dataset, Path(cloaked), list(cloak_methods))
     elif cloak_methods:
-        usable = [s for s in surrogates if get_spec(s).availability()[0]]
         if not usable:
             echo(f"no cloaks: surrogate {', '.join(surrogates)} is not available here")
         else:
-            flags = {"robust": (False,), "published": (True,), "both": (False, True)}[cloak_setting]
-            variants = [
-                cloak_settings(m, cloak_mode, steps=cloak_steps, published=p) for m in cloak_methods for p in flags
-            ]
             root = Path(cloak_dir) if cloak_dir else out / "cloaks"
-            sets = make_cloak_sets(dataset, cloak_per_person, cloak_methods, variants, usable, opts, root, echo=echo)
+            sets = make_cloak_sets(
+                dataset, cloak_per_person, cloak_methods, variants, usable, opts, root, echo=echo, stages=stages
+            )
     settings = StudySettings(
         distractors=distractors, idia=idia, non_members=non_members, per_person=cloak_per_person, cloak_sets=sets
     )
@@ -109,6 +113,6 @@ def run_main(
         write_text(out / "report.md", render_markdown(doc))
         write_text(out / "report.html", render_html(doc))
 
-    doc = run_study(dataset, runnable, opts, settings, skipped=skipped, echo=echo, on_update=save)
+    doc = run_study(dataset, runnable, opts, settings, skipped=skipped, echo=echo, on_update=save, stages=stages)
     save(doc)
     return out / "report.md"

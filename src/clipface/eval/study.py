@@ -35,6 +35,7 @@ from .metrics.gallery import identify
 from .metrics.zeroshot import IdiaSettings
 from .protection import embed_map
 from .runner import each_model
+from .stages import Stages
 from .zeroshot import zeroshot
 
 __all__ = ["CloakSet", "StudySettings", "cloaked_photos", "run_study", "study_model"]
@@ -157,6 +158,7 @@ def run_study(
     skipped: Sequence[tuple[str, str]] = (),
     echo: Callable[[str], None] = print,
     on_update: Callable[[dict[str, Any]], None] | None = None,
+    stages: Stages | None = None,
 ) -> dict[str, Any]:
     """The study over ``models`` (each loaded, run and released in turn); the ``results.json`` document.
 
@@ -190,12 +192,49 @@ def run_study(
         if on_update is not None:
             on_update(doc)
 
+    stages = stages or Stages(echo)
+
     def one(encoder: Encoder) -> dict[str, Any]:
-        echo(f"study: {encoder.name}")
-        return study_model(encoder, dataset, opts, settings)
+        with stages.run(study_stage(encoder.name)):
+            return study_model(encoder, dataset, opts, settings)
 
     each_model(list(models), opts, one, on_error=lambda m: echo(f"error: {m}"), after=after)
     return doc
+
+
+#: A first guess of the seconds per optimisation step and photo on 2 cores (Fawkes mid: 75 steps, about 4 s),
+#: for the estimate before the first stage has run (:mod:`~clipface.eval.stages` then follows the real pace).
+SECONDS_PER_CLOAK_STEP = 0.055
+#: A first guess of the seconds one model's study takes on the bundled set.
+SECONDS_PER_MODEL = 30.0
+
+
+def cloak_set_name(settings: Any) -> str:
+    """The name of a cloak set in the study: the method, with ``-published`` for the published setting."""
+    return settings.method + ("-published" if settings.published else "")
+
+
+def cloak_stage(settings: Any, surrogates: Sequence[str], n_photos: int) -> str:
+    """The stage label of making (or reusing) one cloak set."""
+    return f"cloaks {cloak_set_name(settings)} ({settings.mode}, {' + '.join(surrogates)}), {n_photos} photos"
+
+
+def study_stage(model: str) -> str:
+    """The stage label of one model's study."""
+    return f"study {model}"
+
+
+def plan_stages(
+    stages: Stages, variants: Sequence[Any], surrogates: Sequence[str], n_photos: int, models: Sequence[str]
+) -> Stages:
+    """Plan the study's stages on ``stages``: each cloak set (its first guess from its steps), then each model."""
+    for settings in variants:
+        stages.plan(
+            cloak_stage(settings, surrogates, n_photos), "cloaks", n_photos * settings.steps * SECONDS_PER_CLOAK_STEP
+        )
+    for model in models:
+        stages.plan(study_stage(model), "models", SECONDS_PER_MODEL)
+    return stages
 
 
 def make_cloak_sets(
@@ -208,8 +247,11 @@ def make_cloak_sets(
     cloak_root: Path,
     batch_size: int = 4,
     echo: Callable[[str], None] = print,
+    stages: Stages | None = None,
 ) -> list[CloakSet]:
     """Cloak each person's first ``per_person`` photos with each method and each settings variant (reused if made).
+
+    Each set is one stage of ``stages`` (planned by :func:`plan_stages`, or announced as it comes).
 
     ``variants`` are :class:`~clipface.cloak.settings.CloakSettings` of one method each; the set is
     named after the method, with ``-published`` for the published setting.
@@ -217,12 +259,13 @@ def make_cloak_sets(
     from .protection import make_cloaks
 
     photos = cloaked_photos(dataset, per_person)
+    stages = stages or Stages(echo)
     sets = []
     for method in methods:
         for settings in (v for v in variants if v.method == method):
-            name = method + ("-published" if settings.published else "")
-            echo(f"cloaks: {name} ({settings.mode}, {' + '.join(surrogates)}), {len(photos)} photos")
-            folder, run = make_cloaks(photos, dataset, surrogates, settings, opts, cloak_root, batch_size)
+            name = cloak_set_name(settings)
+            with stages.run(cloak_stage(settings, surrogates, len(photos))):
+                folder, run = make_cloaks(photos, dataset, surrogates, settings, opts, cloak_root, batch_size)
             summary = {k: v for k, v in run.summary().items() if k not in ("settings", "skipped")}
             info = {
                 "source": "made here",
