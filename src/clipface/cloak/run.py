@@ -93,6 +93,7 @@ class CloakRun:
             "n_cloaks": len(self.records),
             "computed": self.computed,
             "reused": self.reused,
+            "shipped": sum(1 for r in self.records if r.get("seeded_from")),  # of the reused: shipped with clipface
             "budget": self.settings.budget,
             "budget_measure": budget_measure(self.settings.region),
             "dssim_max": stat("dssim", max),

@@ -268,7 +268,7 @@ def make_cloak_sets(
                 folder, run = make_cloaks(photos, dataset, surrogates, settings, opts, cloak_root, batch_size)
             summary = {k: v for k, v in run.summary().items() if k not in ("settings", "skipped")}
             info = {
-                "source": "made here",
+                "source": "clipface",
                 "folder": str(folder),
                 "settings": settings.to_dict(),
                 "surrogates": list(surrogates),

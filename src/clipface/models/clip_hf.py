@@ -128,8 +128,8 @@ def offline_message(spec: ModelSpec, detail: str = "") -> str:
     extra = f" ({detail})" if detail else ""
     return (
         f"model {spec.name}: weights for {spec.hf_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and cannot be downloaded{extra}; provide them by running once with network access (fills the cache) "
-        f"or with --weights DIR (a directory saved by transformers' CLIPModel.save_pretrained)"
+        f"and cannot be downloaded{extra}; get them where the hub can be reached with `clipface download {spec.name}` "
+        f"(fills the cache), or pass --weights DIR (a directory saved by transformers' CLIPModel.save_pretrained)"
     )
 
 
@@ -190,7 +190,7 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
     local = os.environ.get("CLIPFACE_WEIGHTS_DIR")
     if local and (Path(local) / weights_dirname(spec.name) / "config.json").is_file():
         return True, f"in {local}"
-    return False, "weights not cached (download once online, or --weights DIR)"
+    return False, f"weights not cached: clipface download {spec.name} (once, online), or --weights DIR"
 
 
 def weights_dirname(name: str) -> str:

@@ -95,7 +95,7 @@ def _study(doc: dict[str, Any]) -> str:
             ),
         ]
     else:
-        body.append('<p class="note">No CLIP model ran (weights not available here).</p>')
+        body.append(f'<p class="note">{_e(study.missing_clip_note(doc) or "No CLIP model ran.")}</p>')
     body.append("</section>")
     curves = study.idia_curves(doc)
     body.append('<section id="idia"><h2>Identity inference ("Does CLIP Know My Face?")</h2>')
@@ -116,7 +116,7 @@ def _study(doc: dict[str, Any]) -> str:
                     "</details>",
                 ]
     else:
-        body.append('<p class="note">No CLIP model ran.</p>')
+        body.append('<p class="note">No CLIP model ran (see above): identity inference needs one.</p>')
     body.append("</section>")
     names = study.cloak_names(doc)
     body.append('<section id="cloaks"><h2>Clean vs Fawkes vs LowKey</h2>')
@@ -127,6 +127,7 @@ def _study(doc: dict[str, Any]) -> str:
             for r in doc["results"]
         }
         body += [
+            f"<p>{_e(study.cloak_protocol(doc))}</p>",
             table(headers, rows),
             figure(
                 plots.grouped_bars_figure(
@@ -152,43 +153,32 @@ def _study(doc: dict[str, Any]) -> str:
                     "Zero-shot top-1 on the same photos, clean and cloaked",
                 )
             )
-        rows_, cols, values = study.protection_matrix(doc)
+        rows_, cols, cells = study.protection_cells(doc)
+        values = [[None if c is None else c["rate"] for c in row] for row in cells]
+        labels = [[study.protection_label(c, multiline=True) for c in row] for row in cells]
         body += [
             '<h3 id="protection">Protection matrix</h3>',
+            f"<p>{_e(study.PROTECTION_CAPTION)}</p>",
             figure(
-                plots.heatmap_figure(rows_, cols, values, "Protection rate (1 - rank-1)"),
+                plots.heatmap_figure(rows_, cols, values, "Protection rate (1 - rank-1)", labels=labels),
                 "fig-protection",
-                "Cloak set (surrogates) x target model: share of probes not identified",
+                "Cloak set (surrogates) x target model: share of probes not identified, probes protected of all, "
+                "95% interval, white-box or transfer",
             ),
+            table(["cloaks", *cols], [[r, *map(study.protection_label, row)] for r, row in zip(rows_, cells)]),
+            *[f'<p class="note">{_e(n)}</p>' for n in study.below_chance(doc)],
+            table(["cloaks", "cloak set"], [[c["name"], study.cloak_line(c)] for c in doc.get("cloaks", [])]),
         ]
-        body.append(
-            table(
-                ["cloaks", "source", "settings", "DSSIM max", "budget"],
-                [
-                    [
-                        c["name"],
-                        c.get("source"),
-                        ", ".join(
-                            f"{k}={v}"
-                            for k, v in (c.get("settings") or {}).items()
-                            if k in ("mode", "setting", "jitter", "eot")
-                        ),
-                        fmt((c.get("summary") or {}).get("dssim_max"), 4),
-                        (c.get("summary") or {}).get("budget"),
-                    ]
-                    for c in doc.get("cloaks", [])
-                ],
-            )
-        )
     else:
         body.append('<p class="note">No cloaks in this run.</p>')
     body.append("</section>")
-    body.append('<section id="per-person"><h2>Per person</h2>')
-    for r in doc["results"]:
-        if r.get("zeroshot"):
+    clip = [r for r in doc["results"] if r.get("zeroshot")]
+    if clip:  # per person: each CLIP model's zero-shot accuracy and identity inference decision
+        body.append('<section id="per-person"><h2>Per person</h2>')
+        for r in clip:
             headers, rows = study.per_person_table(r)
             body += [f"<h3>{_e(r['model'])}</h3>", table(headers, rows)]
-    body.append("</section>")
+        body.append("</section>")
     body += [
         '<section id="not-run"><h2>Models not run</h2>',
         table(["model", "reason"], [[m["model"], m["reason"]] for m in doc["models_skipped"]])

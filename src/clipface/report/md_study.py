@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import study
-from .tables import fmt, md_table, skipped_section
+from .tables import md_table, skipped_section
 
 
 def main_markdown(doc: dict[str, Any]) -> str:
@@ -24,6 +24,9 @@ def main_markdown(doc: dict[str, Any]) -> str:
     headers, rows = study.models_table(doc)
     lines += ["## Models", "", md_table(headers, rows), ""]
     headers, rows = study.zeroshot_table(doc)
+    note = study.missing_clip_note(doc)
+    if note:
+        lines += ["## Zero-shot name identification and identity inference", "", note, ""]
     if rows:
         s = doc["settings"]
         lines += [
@@ -45,29 +48,22 @@ def main_markdown(doc: dict[str, Any]) -> str:
         lines += [
             "## Clean and cloaked photos",
             "",
-            f"Each person's first {doc['settings']['cloaked_per_person']} photos are cloaked. Zero-shot: those photos, "
-            "clean "
-            "and cloaked. Gallery: those photos enrolled (clean, or their cloaks), the person's other photos as "
-            "probes.",
+            study.cloak_protocol(doc),
             "",
             md_table(headers, rows),
             "",
             "Cloaks:",
             "",
         ]
-        for c in doc["cloaks"]:
-            summ, st = c.get("summary") or {}, c.get("settings") or {}
-            detail = (
-                f", mode {st.get('mode')}, {st.get('setting')} setting (jitter {st.get('jitter')}, "
-                f"EOT {', '.join(st.get('eot') or []) or 'none'}), DSSIM max {fmt(summ.get('dssim_max'), 4)} "
-                f"(budget {fmt(summ.get('budget'), 3)})"
-                if st
-                else ""
-            )
-            lines.append(f"- `{c['name']}`: {c['n_cloaks']} cloaks, {c.get('source', '?')}{detail}")
-        rows_, cols, values = study.protection_matrix(doc)
-        lines += ["", "Protection rate (share of probes not identified, 1 - rank-1):", ""]
-        lines += [md_table(["cloaks", *cols], [[r, *v] for r, v in zip(rows_, values)]), ""]
+        lines += [f"- `{c['name']}`: {study.cloak_line(c)}" for c in doc["cloaks"]]
+        rows_, cols, cells = study.protection_cells(doc)
+        lines += ["", study.PROTECTION_CAPTION, ""]
+        lines += [
+            md_table(["cloaks", *cols], [[r, *map(study.protection_label, v)] for r, v in zip(rows_, cells)]),
+            "",
+        ]
+        notes = study.below_chance(doc)
+        lines += [*(f"- {n}" for n in notes), *([""] if notes else [])]
     errors = [f"- **{e['model']}** failed: {e['error']}" for e in doc.get("errors", [])]
     if errors:
         lines += ["## Errors", "", *errors, ""]

@@ -157,10 +157,11 @@ def grouped_bars_figure(groups: Mapping[str, Mapping[str, float | None]], ylabel
     for j, cond in enumerate(conditions):
         xs = [i + j * width for i in range(len(groups))]
         ys = [groups[m].get(cond) for m in groups]
-        ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width, label=cond)
+        bars = ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width, label=cond)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)  # a bar of height 0 still reads "0.00"
     ax.set_xticks([i + width * (len(conditions) - 1) / 2 for i in range(len(groups))])
     ax.set_xticklabels([m.split(":")[0] if len(m) > 18 else m for m in groups], rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.1)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
@@ -169,10 +170,18 @@ def grouped_bars_figure(groups: Mapping[str, Mapping[str, float | None]], ylabel
 
 
 def heatmap_figure(
-    rows: Sequence[str], columns: Sequence[str], values: Sequence[Sequence[float | None]], title: str
+    rows: Sequence[str],
+    columns: Sequence[str],
+    values: Sequence[Sequence[float | None]],
+    title: str,
+    labels: Sequence[Sequence[str]] | None = None,
 ) -> Figure:
-    """A labelled heat map (rows x columns) of values in [0, 1], each cell printed; ``None`` cells are grey."""
-    fig, ax = new_figure(max(5.0, 1.2 * len(columns) + 2.5), max(2.6, 0.55 * len(rows) + 1.6))
+    """A labelled heat map (rows x columns) of values in [0, 1], each cell printed (its value, or its text in
+    ``labels``); ``None`` cells are grey."""
+    tall = labels is not None
+    fig, ax = new_figure(
+        max(5.0, (2.0 if tall else 1.2) * len(columns) + 3.0), max(2.6, (1.0 if tall else 0.55) * len(rows) + 1.6)
+    )
     data = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
     image = ax.imshow(np.ma.masked_invalid(data), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(columns)))
@@ -185,9 +194,10 @@ def heatmap_figure(
             ax.text(
                 j,
                 i,
-                "—" if np.isnan(v) else f"{v:.2f}",
+                labels[i][j] if labels is not None else ("—" if np.isnan(v) else f"{v:.2f}"),
                 ha="center",
                 va="center",
+                fontsize=7 if tall else 10,
                 color="white" if v < 0.6 else "black",
             )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
