@@ -36,6 +36,8 @@ from clipface.embed.options import RunOptions
 from clipface.errors import ClipfaceError
 from clipface.models.base import resize_center_crop
 
+from .conftest import LFW_MINI
+
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
@@ -205,13 +207,15 @@ def test_cloak_folder_writes_png_and_json_within_budget_and_resumes(faces, tmp_p
     assert again.computed == 0 and again.reused == 6
 
 
-def test_flat_folder_and_fawkes_needs_targets(faces, tmp_path):
+def test_flat_folder_takes_fawkes_targets_from_the_bundled_set_or_target_dir(faces, tmp_path):
     flat = faces / "Bo_Chen"
     root, images, skipped = scan_input(flat)
     assert root == flat and len(images) == 2 and {im.identity for im in images} == {"Bo_Chen"} and not skipped
     opts = RunOptions(progress=False)
-    with pytest.raises(ClipfaceError, match="no target identity for Bo_Chen"):
-        cloak_folder(flat, tmp_path / "o1", quick("fawkes"), ["test-tiny-random"], opts)
+    shipped = cloak_folder(flat, tmp_path / "o1", quick("fawkes"), ["test-tiny-random"], opts)  # as Fawkes does
+    assert shipped.computed == 2 and {r["target"] for r in shipped.records} <= set(
+        FaceDataset.from_folder(LFW_MINI).identities
+    )
     run = cloak_folder(flat, tmp_path / "o2", quick("fawkes"), ["test-tiny-random"], opts, target_dir=faces)
     assert run.computed == 2 and (tmp_path / "o2" / "Bo_Chen_0000.png").is_file()
     assert {r["target"] for r in run.records} <= {"Ann_Lee", "Cy_Diaz"}

@@ -55,3 +55,13 @@ def test_python_blocks_run(index: int, tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={**os.environ}, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_ci_runs_the_readmes_test_command_verbatim() -> None:
+    """`.ci/run` calls exactly command 2 of the README, and command 1 needs no venv of the user's own."""
+    commands = [line for line in blocks("bash")[0].splitlines() if line.startswith("bash install.sh")]
+    assert len(commands) == 2 and commands[0].startswith("bash install.sh && .venv/bin/clipface run")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert commands[1] in ci
+    install = (REPO / "install.sh").read_text(encoding="utf-8")
+    assert "python3" in install and "-m venv .venv" in install

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .._util import file_sha256, readable, write_json
-from ..data.dataset import FaceDataset, FaceImage, SkippedFile
+from ..data.dataset import FaceDataset, FaceImage, SkippedFile, bundled_path
 from ..data.images import load_image
 from ..embed.options import RunOptions
 from ..errors import ClipfaceError, ImageError, NoFaceError
@@ -393,14 +393,18 @@ def cloak_folder(
 ) -> CloakRun:
     """Cloak a folder of identity sub-folders (or a flat folder of one person) into ``out``.
 
-    Fawkes' targets come from ``target_dir`` (identity sub-folders) or else from the other
-    identities of ``src``. Writes ``out/cloak_summary.json``.
+    Fawkes' targets come from ``target_dir`` (identity sub-folders), else from the other identities
+    of ``src``, and where it has none (a flat folder of one person's photos), from the bundled
+    dataset's ten people, as Fawkes picks its targets from a set it ships. Writes
+    ``out/cloak_summary.json``.
     """
     root, images, skipped = scan_input(Path(src), exclude=Path(out))
     surrogates = load_surrogates(surrogate_names, opts)
     candidates = None
     if settings.method == "fawkes":
         pool = FaceDataset.from_folder(target_dir).images if target_dir is not None else images
+        if target_dir is None and len({im.identity for im in images}) < 2:
+            pool = [*pool, *FaceDataset.from_folder(bundled_path()).images]
         candidates = defaultdict(list)
         for im in pool:
             candidates[im.identity].append(im)
