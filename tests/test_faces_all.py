@@ -121,6 +121,8 @@ def test_web_page_draws_the_box(indexes: tuple[FaceIndex, FaceIndex]) -> None:
             page.wait_for_function(
                 "() => document.getElementById('stats').textContent.includes('images of')", timeout=20_000
             )
+            # a dlib index has no text tower: the page shows no text box, and says why
+            assert not page.locator("#text-form").is_visible() and "no text tower" in page.inner_text("#no-text")
             page.set_input_files("#image-file", str(LFW_MINI / RIGHT / f"{RIGHT}_0002.jpg"))
             page.fill("#image-k", "3")
             page.click("#image-form button")

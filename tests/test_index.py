@@ -305,6 +305,9 @@ def test_cli_build_add_query(tmp_path: Path) -> None:
     assert len(hits) == 3 and hits[0]["relpath"] == "Tony_Blair/Tony_Blair_0002.jpg" and hits[0]["name"] == "Tony Blair"
     text = runner.invoke(app, ["index", "query", "--index", str(index), "--text", "a photo of Tony Blair.", "-k", "2"])
     assert text.exit_code == 0 and text.stdout.count("Tony Blair") == 2
+    header, *rows = text.stdout.splitlines()
+    assert header.split()[:3] == ["rank", "cosine", "person"] and len(rows) == 2
+    assert all(row.split()[-1].startswith("Tony_Blair/") and str(few) not in row for row in rows)  # relative paths
     neither = runner.invoke(app, ["index", "query", "--index", str(index)])
     assert neither.exit_code == 2 and "exactly one of --text and --image" in neither.output
     missing = runner.invoke(app, ["index", "query", "--index", str(tmp_path / "nope"), "--text", "x"])

@@ -152,8 +152,9 @@ def query_cmd(
         if o.as_json:
             typer.echo(json.dumps(jsonable([h.to_dict() for h in hits]), indent=2, ensure_ascii=False))
             return
+        typer.echo(f"{'rank':>4}  {'cosine':>6}  {'person':<28}  path (relative to the indexed folder)")
         for h in hits:
-            typer.echo(readable(f"{h.rank:>3}  {h.score:.4f}  {h.name or '(unknown)':<28}  {h.path}"))
+            typer.echo(readable(f"{h.rank:>4}  {h.score:.4f}  {h.name or '(unknown)':<28}  {h.relpath}"))
 
     guard(go)
 

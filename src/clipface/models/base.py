@@ -288,7 +288,8 @@ class TorchEncoder(Encoder):
         out = []
         with torch.inference_mode():
             for i in range(0, len(batch), self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(batch[i : i + self.batch_size]))
+                # a read-only batch (a memory map, a cached array) is copied: torch.from_numpy warns on one
+                chunk = torch.from_numpy(np.require(batch[i : i + self.batch_size], requirements=("C", "W")))
                 x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
                 out.append(self._forward(x).float().numpy())
         if not out:

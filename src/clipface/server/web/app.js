@@ -34,8 +34,11 @@ async function loadStats(quiet = false) {
     const test = s.is_test_model ? " [TEST MODEL: random weights]" : "";
     $("stats").textContent = `${s.count} images of ${s.identities} people, model ${s.model}${test}, ${s.kind} index`;
     $("token-state").textContent = "connected";
+    // an image-only model (dlib, FaceNet) has no text tower: no text box, a line that says why
+    $("text-form").hidden = !s.has_text;
     $("text-query").disabled = !s.has_text;
-    if (!s.has_text) $("text-query").placeholder = `${s.model} has no text tower: search by photo`;
+    $("no-text").hidden = s.has_text;
+    $("no-text").textContent = s.has_text ? "" : `${s.model} has no text tower: search with a photo.`;
     for (const el of document.querySelectorAll("input.k")) el.max = s.max_k;
   } catch (err) {
     $("token-state").textContent = "";
