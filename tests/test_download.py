@@ -100,3 +100,15 @@ def test_presets() -> None:
     )
     with pytest.raises(clipface.ClipfaceError, match="unknown model"):
         resolve_models(["ViT-Q-99"])
+
+
+def test_run_takes_the_weights_its_skip_line_advises(saved_tiny: Path, tmp_path: Path) -> None:
+    """Offline, `clipface run` skips a CLIP model naming `clipface download`, and runs it with `--weights MODEL=DIR`."""
+    env = hub_env(tmp_path, None)
+    base = ["run", "--models", "ViT-B-32:openai", "--cloak", "none", "--max-identities", "3", "--idia-k", "3", "-q"]
+    skipped = cli(*base, "--out", str(tmp_path / "skip"), env=env)
+    assert "skip ViT-B-32:openai" in skipped.stderr and "clipface download ViT-B-32:openai" in skipped.stderr
+    ran = cli(*base, "--weights", f"ViT-B-32:openai={saved_tiny}", "--out", str(tmp_path / "ran"), env=env)
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads((tmp_path / "ran" / "results.json").read_text())
+    assert doc["models_run"] == ["ViT-B-32:openai"] and doc["results"][0]["zeroshot"]["clean"]["n_images"] == 30

@@ -75,7 +75,7 @@ def run_main(
     runnable, skipped = [], []
     for name in names:
         spec = get_spec(name)
-        ok, reason = spec.availability()
+        ok, reason = (True, "--weights") if name in opts.weights else spec.availability()
         if not ok and spec.family == "clip" and spec.hf_id:
             try:
                 echo(ensure_weights(spec))

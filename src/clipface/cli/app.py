@@ -18,6 +18,8 @@ import typer
 from .._util import readable
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
 from .flags import (
+    Align,
+    Backend,
     BatchSize,
     CacheDir,
     CloakDir,
@@ -34,14 +36,17 @@ from .flags import (
     MaxPerIdentity,
     MinImages,
     ModelSets,
+    NoCache,
     NonMembers,
     NonMembersDir,
+    Precision,
     Quiet,
     Results,
     Seed,
     Steps,
     StudyCloaked,
     Surrogates,
+    Weights,
     Workers,
 )
 from .options import CliOptions, flag_of
@@ -150,7 +155,12 @@ def run_cmd(
     batch_size: BatchSize = 32,
     workers: Workers = None,
     cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
     device: Device = "cpu",
+    weights: Weights = None,
+    align: Align = None,
+    backend: Backend = "torch",
+    precision: Precision = "fp32",
     quiet: Quiet = False,
 ) -> None:
     """The study: every chosen model on a dataset, clean and cloaked (report.md, report.html, results.json)."""

@@ -138,7 +138,8 @@ class CliOptions:
     def weights_map(self) -> dict[str, str]:
         """``--weights`` as model -> folder (``DIR`` for a single model, ``MODEL=DIR`` otherwise)."""
         out: dict[str, str] = {}
-        models = list(dict.fromkeys([*self.model, *self.surrogate]))
+        models = list(dict.fromkeys([*self.model, *self.models, *self.surrogate]))
+        models = [m for m in models if m not in ("default", "paper", "all")]  # presets name no one model
         for w in self.weights or []:
             if "=" in w and not Path(w).exists():
                 name, path = w.split("=", 1)

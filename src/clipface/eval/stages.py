@@ -63,7 +63,10 @@ class Stages:
             number = len(self.stages) - 1
         stage, n = self.stages[number], len(self.stages)
         if number == 0:
-            self.echo(f"{n} stages, about {_clock(self.left())} in all (the estimate follows the measured pace)")
+            self.echo(
+                f"{n} stage{'s' if n != 1 else ''}, about {_clock(self.left())} in all "
+                "(the estimate follows the measured pace)"
+            )
         self.echo(f"stage {number + 1}/{n}: {label}")
         start = time.perf_counter()
         try:
