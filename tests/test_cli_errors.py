@@ -283,3 +283,14 @@ def test_face_flags_are_checked_before_work(small_index: Path, tmp_path: Path) -
     assert (
         code == 2 and len(errors) == 1 and "keeps no face vectors" in errors[0] and "--face-model dlib" in errors[0]
     ), output
+
+
+@pytest.mark.parametrize("command", [ZS, ["run", "-d", str(LFW_MINI), "--cloak", "none", "-q"]])
+def test_a_non_member_matching_nobody_is_refused_by_name_before_work(command: list[str], tmp_path: Path) -> None:
+    """A typo would turn a non-member into a member: the name is refused (exit 2) before any embedding."""
+    names = tmp_path / "outside.txt"
+    names.write_text("Colin Powell\nColin Powel\n", encoding="utf-8")
+    code, errors, output = invoke([*command, "--non-members", str(names), "--out", str(tmp_path / "out")], tmp_path)
+    assert code == 2 and len(errors) == 1, output
+    assert errors[0].startswith("error: --non-members 'Colin Powel': matches no person of the dataset"), errors
+    assert embeddings_computed(tmp_path) == 0

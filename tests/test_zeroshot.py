@@ -155,7 +155,16 @@ def test_identity_inference_uses_k_images_and_majority() -> None:
     text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))
     labels = np.zeros(3, np.int64)
     assert identity_inference(img, labels, text, 1, IdiaSettings(tau=1))["tpr"] == 0.0
-    assert identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=1))["tpr"] == 1.0
+    assert identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=3))["tpr"] == 0.0  # k = all 3 images
+    # k=1 votes with one image drawn at random (seeded), as the curve draws: image 0 (the right name) 1 time in 3,
+    # never "the first image" (which would always be right here)
+    tprs = [identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=1, seed=s))["tpr"] for s in range(300)]
+    assert np.mean(tprs) == pytest.approx(1 / 3, abs=0.08)
+    assert tprs == [
+        identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=1, seed=s))["tpr"] for s in range(300)
+    ]
+    few = identity_inference(img, labels, text, 1, IdiaSettings(tau=1, k=4))  # fewer than k images: no vote
+    assert few["tpr"] is None and few["n_left_out"] == 1 and few["people"] == []
     with pytest.raises(ValueError, match="tau"):
         identity_inference(img, labels, text, 1, IdiaSettings(tau=2))
 
@@ -216,14 +225,27 @@ def test_curve_over_k_draws_images() -> None:
     """Person 0's images are named right 2 times in 3; with k=1 about 2/3 of draws recognise them, with k=3 all."""
     img = l2_normalize(np.array([[1, 0], [1, 0], [0, 1]], np.float32))
     text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))
-    inf = identity_inference(
-        img, np.zeros(3, np.int64), text, 1, IdiaSettings(tau=1, ks=(1, 2, 3, 5), draws=300, seed=1)
-    )
+    inf = identity_inference(img, np.zeros(3, np.int64), text, 1, IdiaSettings(tau=1, ks=(1, 2, 3), draws=300, seed=1))
     curve = {c["k"]: c for c in inf["k_curve"]}
     assert curve[1]["tpr"] == pytest.approx(2 / 3, abs=0.08)
     assert curve[2]["tpr"] == pytest.approx(1 / 3, abs=0.08)  # k=2: both right w.p. 1/3, else a tie (skipped)
     assert curve[3]["tpr"] == 1.0 and curve[3]["tpr_std"] == 0.0
-    assert curve[5]["n_members"] == 0 and curve[5]["tpr"] is None  # nobody has 5 images
+    inf = identity_inference(img, np.zeros(3, np.int64), text, 1, IdiaSettings(tau=1, ks=(1, 3, 5), draws=10))
+    assert all(c["n_members"] == 0 and c["tpr"] is None and c["n_left_out"] == 1 for c in inf["k_curve"])
+
+
+def test_curve_scores_one_population_at_every_k() -> None:
+    """The issue's case: member A with 10 images always named right, member B with 3 always named wrong. Dropping B
+    only at k = 5 made TPR jump from 0.5 to 1.0 between k = 3 and 5; the attack scores the same people at every k."""
+    img = l2_normalize(np.array([[1, 0]] * 10 + [[1, 0]] * 3, np.float32))
+    labels = np.array([0] * 10 + [1] * 3)
+    text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))  # every image is named "person 0"
+    inf = identity_inference(img, labels, text, 2, IdiaSettings(tau=1, ks=(3, 5), draws=20))
+    points = {c["k"]: c for c in inf["k_curve"]}
+    assert points[3]["tpr"] == points[5]["tpr"] == 1.0  # B (fewer than 5 images) is out of the whole curve
+    assert points[3]["n_members"] == points[5]["n_members"] == 1 and points[3]["n_left_out"] == 1
+    inf = identity_inference(img, labels, text, 2, IdiaSettings(tau=1, ks=(3,), draws=20))
+    assert inf["k_curve"][0]["tpr"] == 0.5 and inf["k_curve"][0]["n_members"] == 2  # at k <= 3 both take part
 
 
 def test_prompt_sets_and_distractors() -> None:

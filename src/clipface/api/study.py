@@ -27,7 +27,7 @@ def run_main(
     models: Sequence[str] = ("default",),
     include_test_models: bool = False,
     distractors: int = 100,
-    idia_ks: Sequence[int] = (1, 3, 5, 7, 9, 10),
+    idia_ks: Sequence[int] = (3, 5, 7, 9, 10),
     non_members: Sequence[str] = (),
     non_members_dir: str | Path | None = None,
     cloak_methods: Sequence[str] = ("fawkes", "lowkey"),
@@ -51,6 +51,7 @@ def run_main(
     """
     from ..eval.stages import Stages
     from ..eval.study import StudySettings, cloaked_photos, make_cloak_sets, plan_stages, read_cloak_sets, run_study
+    from ..eval.zeroshot import check_non_members
     from ..models.download import ensure_weights
     from ..models.registry import get_spec, resolve_models
 
@@ -68,6 +69,7 @@ def run_main(
     if non_members_dir is not None:
         outside = FaceDataset.from_folder(non_members_dir)
         dataset, non_members = dataset.union(outside), [*non_members, *outside.identities]
+    check_non_members(non_members, dataset)
     if opts is None:
         from ..embed.cache import EmbeddingCache
 

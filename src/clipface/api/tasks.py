@@ -18,7 +18,7 @@ from ..eval.gallery import check_gallery_args, gallery
 from ..eval.metrics.zeroshot import IdiaSettings
 from ..eval.runner import run_models
 from ..eval.verification import load_pairs, pairs_path_of, verification
-from ..eval.zeroshot import check_zeroshot_args, zeroshot
+from ..eval.zeroshot import check_non_members, check_zeroshot_args, zeroshot
 from ..models.runtime import check_models
 from ..report.html import render_html
 from ..report.markdown import render_markdown
@@ -68,6 +68,7 @@ def _task(task: str, dataset: FaceDataset, params: dict[str, Any]) -> Callable[.
         prompts, distractors = params.get("prompts", "paper"), int(params.get("distractors", 0))
         non_members = list(params.get("non_members") or ())
         check_zeroshot_args(prompts, distractors, idia)
+        check_non_members(non_members, dataset)
         seed = int(params.get("seed", 0))
         return lambda e, d, o: zeroshot(
             e, d, o, prompts=prompts, distractors=distractors, seed=seed, idia=idia, non_members=non_members

@@ -141,7 +141,7 @@ def run_cmd(
     max_per_identity: MaxPerIdentity = None,
     seed: Seed = 0,
     distractors: Distractors = 100,
-    idia_k: IdiaK = "1,3,5,7,9,10",
+    idia_k: IdiaK = "3,5,7,9,10",
     non_members: NonMembers = None,
     non_members_dir: NonMembersDir = None,
     cloak: CloakMethods = "fawkes,lowkey",

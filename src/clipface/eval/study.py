@@ -56,7 +56,7 @@ class StudySettings:
     """What the study runs besides the models: names, identity inference, cloaks."""
 
     distractors: int = 100
-    idia: IdiaSettings = field(default_factory=lambda: IdiaSettings(tau=1, ks=(1, 3, 5, 7, 9, 10), draws=20))
+    idia: IdiaSettings = field(default_factory=lambda: IdiaSettings(tau=1, ks=(3, 5, 7, 9, 10), draws=20))
     non_members: Sequence[str] = ()
     per_person: int = 2
     cloak_sets: list[CloakSet] = field(default_factory=list)

@@ -12,7 +12,7 @@ from ..data.names import distractor_names, max_distractors
 from ..data.prompts import get_prompts
 from ..embed.options import RunOptions
 from ..embed.pipeline import embed_texts
-from ..errors import ClipfaceError, check_int
+from ..errors import ClipfaceError, UsageError, check_int
 from ..models.base import Encoder
 from .metrics.zeroshot import IdiaSettings, zeroshot_metrics
 from .runner import embed_dataset, model_header
@@ -26,6 +26,17 @@ def check_zeroshot_args(prompts: str | Sequence[str], distractors: int, idia: Id
     check_int("distractors", distractors, 0, max_distractors(), allow_none=False)
     idia.check(len(templates))
     return templates
+
+
+def check_non_members(non_members: Sequence[str], dataset: FaceDataset) -> None:
+    """:class:`~clipface.errors.UsageError` naming the first non-member who matches no person of ``dataset``.
+
+    A typo would otherwise turn a non-member into a member without a word (folder or display names match).
+    """
+    known = {identity_key(p) for p in dataset.identities}
+    for name in non_members:
+        if identity_key(name) not in known:
+            raise UsageError("non_members", name, f"matches no person of the dataset {dataset.name or dataset.root}")
 
 
 def zeroshot(

@@ -122,13 +122,17 @@ def identity_inference(
     settings.check(n_prompts)
     member = _members(n_identities, members)
     per_prompt_pred = predictions if predictions is not None else prompt_predictions(image_emb, text_emb)
-    accepted_wrong, people = 0, []
+    accepted_wrong, people, left_out = 0, [], 0
     recognised: dict[int, bool] = {}
     correct_counts: dict[int, int] = {}
+    rng = np.random.default_rng(settings.seed)
     for person in range(n_identities):
         idx = np.flatnonzero(labels == person)
-        if settings.k is not None:
-            idx = idx[: settings.k]
+        if settings.k is not None:  # k random images, seeded, as the curve draws them; fewer than k: no vote
+            if idx.size < settings.k:
+                left_out += int(idx.size > 0)
+                continue
+            idx = np.sort(rng.choice(idx, size=settings.k, replace=False))
         if idx.size == 0:
             continue
         answers = _answers(per_prompt_pred, idx)
@@ -158,6 +162,7 @@ def identity_inference(
         "n_people": n,
         "n_members": n_mem,
         "n_non_members": n_non,
+        "n_left_out": left_out,  # people with fewer than k images (k given)
         "tpr": tpr,
         "fpr": fpr,
         "wrong_name_rate": accepted_wrong / (n * (n_cand - 1)) if n and n_cand > 1 else None,
@@ -181,14 +186,18 @@ def idia_curve(
 ) -> list[dict[str, Any]]:
     """TPR and FPR against the number ``k`` of images per person, ``settings.draws`` random draws each (mean, std).
 
-    As in the attack, each draw takes ``k`` of a person's images without replacement; people with
-    fewer than ``k`` images take no part at that ``k`` (the counts are reported).
+    As in the attack, one population is scored at every ``k``: the people with at least the largest
+    ``k`` images (the others are left out of the whole curve and counted in ``n_left_out``), and each
+    draw takes ``k`` of a person's images without replacement. So the rates move with ``k`` only,
+    never because people join or leave the sample.
     """
     rng = np.random.default_rng(settings.seed)
     by_person = {p: np.flatnonzero(labels == p) for p in range(n_identities)}
+    largest = max(settings.ks)
+    eligible = [p for p, idx in by_person.items() if idx.size >= largest]
+    left_out = sum(1 for idx in by_person.values() if 0 < idx.size < largest)
     out = []
     for k in sorted(set(settings.ks)):
-        eligible = [p for p, idx in by_person.items() if idx.size >= k]
         tprs, fprs = [], []
         for _ in range(settings.draws):
             rec = {}
@@ -204,6 +213,7 @@ def idia_curve(
                 "draws": settings.draws,
                 "n_members": sum(bool(members[p]) for p in eligible),
                 "n_non_members": sum(not members[p] for p in eligible),
+                "n_left_out": left_out,
                 "tpr": _mean(tprs),
                 "tpr_std": _std(tprs),
                 "fpr": _mean(fprs),
