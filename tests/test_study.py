@@ -57,7 +57,8 @@ def test_results_have_clean_and_cloaked_figures_for_every_model(study: Path) -> 
         assert {"top1", "top5"} <= set(tiny["zeroshot"][cond])
     assert tiny["zeroshot"]["fawkes"]["n_images"] == 20 and tiny["zeroshot"]["clean"]["n_images"] == 100
     inf = tiny["zeroshot"]["idia"]["identity_inference"]
-    assert inf["n_prompts"] == 21 and [c["k"] for c in inf["k_curve"]] == [1, 3, 5, 7, 9, 10]
+    assert inf["n_prompts"] == 21 and [c["k"] for c in inf["k_curve"]] == [3, 5, 7, 9, 10]
+    assert tiny["zeroshot"]["clean"]["n_candidates"] == 1000  # the attack's pool by default
     expected = {"test-tiny-random", *(["dlib", "facenet-casia"] if FACE_MODELS else [])}
     assert set(by_model) == expected
     for r in doc["results"]:

@@ -26,7 +26,7 @@ def run_main(
     *,
     models: Sequence[str] = ("default",),
     include_test_models: bool = False,
-    distractors: int = 100,
+    distractors: int | None = None,
     idia_ks: Sequence[int] = (3, 5, 7, 9, 10),
     non_members: Sequence[str] = (),
     non_members_dir: str | Path | None = None,
@@ -56,7 +56,7 @@ def run_main(
     from ..models.registry import get_spec, resolve_models
 
     names = resolve_models(list(models), include_test=include_test_models)
-    check_int("distractors", distractors, 0, allow_none=False)
+    check_int("distractors", distractors, 0)
     check_int("cloak_per_person", cloak_per_person, 1, allow_none=False)
     check_choice("cloak_setting", cloak_setting, ("robust", "published", "both"))
     for m in cloak_methods:

@@ -55,7 +55,7 @@ def check_task(task: str, **params: Any) -> None:
     """Check ``task``'s own arguments (all but verify's pairs file, which needs the dataset) before any work."""
     check_choice("task", task, TASKS)
     if task == "zeroshot":
-        check_zeroshot_args(params.get("prompts", "paper"), int(params.get("distractors", 0)), _idia(params))
+        check_zeroshot_args(params.get("prompts", "paper"), params.get("distractors"), _idia(params))
     elif task == "search":
         check_gallery_args(int(params.get("gallery", 5)), float(params.get("unknown", 0.1)))
 
@@ -65,7 +65,7 @@ def _task(task: str, dataset: FaceDataset, params: dict[str, Any]) -> Callable[.
     check_task(task, **params)
     if task == "zeroshot":
         idia = _idia(params)
-        prompts, distractors = params.get("prompts", "paper"), int(params.get("distractors", 0))
+        prompts, distractors = params.get("prompts", "paper"), params.get("distractors")
         non_members = list(params.get("non_members") or ())
         check_zeroshot_args(prompts, distractors, idia)
         check_non_members(non_members, dataset)

@@ -140,7 +140,7 @@ def run_cmd(
     max_identities: MaxIdentities = None,
     max_per_identity: MaxPerIdentity = None,
     seed: Seed = 0,
-    distractors: Distractors = 100,
+    distractors: Distractors = None,
     idia_k: IdiaK = "3,5,7,9,10",
     non_members: NonMembers = None,
     non_members_dir: NonMembersDir = None,

@@ -67,7 +67,7 @@ def eval_zeroshot(
     dataset: Dataset = "bundled:lfw-mini",
     out: Out = DEFAULT_OUT,
     prompts: Prompts = "paper",
-    distractors: Distractors = 0,
+    distractors: Distractors = None,
     tau: Tau = 1,
     idia_k: IdiaK = None,
     non_members: NonMembers = None,

@@ -81,7 +81,13 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Prompts = Annotated[
     str, typer.Option("--prompts", help='paper ("a photo of {}."), idia (21 templates) or a template with {}.')
 ]
-Distractors = Annotated[int, typer.Option("--distractors", help="Add this many realistic distractor names (seeded).")]
+Distractors = Annotated[
+    Optional[int],
+    typer.Option(
+        "--distractors",
+        help="Add this many realistic distractor names (seeded; default: as many as make the attack's pool of 1,000).",
+    ),
+]
 Tau = Annotated[
     int, typer.Option("--tau", help="Identity inference: prompts that must agree for a name to be accepted.")
 ]

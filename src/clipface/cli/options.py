@@ -57,7 +57,7 @@ class CliOptions:
     quiet: bool = False
     # tasks
     prompts: str = "paper"
-    distractors: int = 0
+    distractors: int | None = None
     tau: int = 1
     idia_k: str | None = None
     non_members: Path | None = None

@@ -55,7 +55,7 @@ class CloakSet:
 class StudySettings:
     """What the study runs besides the models: names, identity inference, cloaks."""
 
-    distractors: int = 100
+    distractors: int | None = None  # None: a pool of 1,000 names (eval.zeroshot.POOL)
     idia: IdiaSettings = field(default_factory=lambda: IdiaSettings(tau=1, ks=(3, 5, 7, 9, 10), draws=20))
     non_members: Sequence[str] = ()
     per_person: int = 2

@@ -20,10 +20,15 @@ from .runner import embed_dataset, model_header
 __all__ = ["check_zeroshot_args", "zeroshot"]
 
 
-def check_zeroshot_args(prompts: str | Sequence[str], distractors: int, idia: IdiaSettings) -> tuple[str, ...]:
+#: The candidate pool when no ``distractors`` count is given: the dataset's people and distractors up to 1,000 names,
+#: the pool of the identity inference attack ("Does CLIP Know My Face?", Hintersdorf et al. 2024).
+POOL = 1000
+
+
+def check_zeroshot_args(prompts: str | Sequence[str], distractors: int | None, idia: IdiaSettings) -> tuple[str, ...]:
     """The prompt templates, after checking every argument (:class:`~clipface.errors.UsageError` otherwise)."""
     templates = get_prompts(prompts)
-    check_int("distractors", distractors, 0, max_distractors(), allow_none=False)
+    check_int("distractors", distractors, 0, max_distractors())
     idia.check(len(templates))
     return templates
 
@@ -44,14 +49,15 @@ def zeroshot(
     dataset: FaceDataset,
     opts: RunOptions,
     prompts: str | Sequence[str] = "paper",
-    distractors: int = 0,
+    distractors: int | None = None,
     seed: int = 0,
     idia: IdiaSettings = IdiaSettings(),
     non_members: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Zero-shot name identification of ``dataset``'s people with ``encoder`` (needs a text tower).
 
-    ``non_members``: identities of the dataset (folder or display names) known not to be in the
+    ``distractors``: realistic names added to the dataset's people (``None``: as many as make a pool of
+    :data:`POOL` names). ``non_members``: identities of the dataset (folder or display names) known not to be in the
     model's training data; identity inference then reports its FPR over them (and its TPR over
     the others, the members).
     """
@@ -62,6 +68,8 @@ def zeroshot(
     result, ds = embed_dataset(encoder, dataset, opts)
     people = sorted({im.identity for im in result.images})
     names = [display_name(p) for p in people]
+    if distractors is None:  # the attack's pool: 1,000 names in all
+        distractors = max(0, POOL - len(names))
     candidates = names + distractor_names(distractors, seed=seed, exclude=names)
     index = {p: i for i, p in enumerate(people)}
     labels = np.array([index[im.identity] for im in result.images], dtype=np.int64)
@@ -71,7 +79,7 @@ def zeroshot(
     outside = {identity_key(n) for n in non_members}
     members = np.array([identity_key(p) not in outside for p in people], bool)
     metrics = zeroshot_metrics(
-        result.embeddings, labels, text_emb, candidates, len(people), templates, idia, members=members
+        result.embeddings, labels, text_emb, candidates, len(people), templates, idia, members=members, seed=seed
     )
     out = {"task": "zeroshot", **model_header(encoder, result, ds, time.perf_counter() - start)}
     out.update(metrics)

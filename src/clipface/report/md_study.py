@@ -32,11 +32,15 @@ def main_markdown(doc: dict[str, Any]) -> str:
         lines += [
             "## Zero-shot name identification and identity inference",
             "",
-            f"The paper's prompt (\"a photo of {{}}.\") among the dataset's people and {s['distractors']} distractor "
-            "names; "
-            'identity inference as in "Does CLIP Know My Face?" (21 prompts, per prompt the most frequent name over a '
-            "person's images, a tied vote skipped, recognised when tau = 1 prompt names them; TPR over members, FPR "
-            "over "
+            "The paper's prompt (\"a photo of {}.\") among the dataset's people and "
+            + (
+                f"{s['distractors']} distractor names; "
+                if s["distractors"] is not None
+                else "distractor names up to a pool of 1,000 names, offered in a seeded shuffle; "
+            )
+            + 'identity inference as in "Does CLIP Know My Face?" (21 prompts, per prompt the most frequent name '
+            "over a person's images, a tied vote skipped, recognised when tau = 1 prompt names them; TPR over "
+            "members, FPR over "
             f"non-members: {', '.join(s['non_members']) or 'none given'}).",
             "",
             md_table(headers, rows),

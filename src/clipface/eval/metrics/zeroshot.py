@@ -63,10 +63,26 @@ def classifier_weights(text_emb: np.ndarray) -> np.ndarray:
     return l2_normalize(l2_normalize(text_emb).mean(axis=0))
 
 
-def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Whether each row's true label is among its ``k`` highest scores (ties broken by index)."""
+def candidate_order(n_candidates: int, seed: int = 0) -> np.ndarray:
+    """The seeded order in which candidates are offered: an exact tie goes to whichever comes first in it.
+
+    The attack asks among its names in shuffled order; offered in the dataset's order (its people first),
+    every exact tie would favour a real name over a distractor.
+    """
+    return np.random.default_rng(seed).permutation(n_candidates)
+
+
+def _ranked(scores: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Candidate indices of each row from the highest score down, ties broken by ``order`` (else by index)."""
+    if order is None:
+        return np.argsort(-scores, axis=1, kind="stable")
+    return order[np.argsort(-scores[:, order], axis=1, kind="stable")]
+
+
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int, order: np.ndarray | None = None) -> np.ndarray:
+    """Whether each row's true label is among its ``k`` highest scores (ties broken by ``order``, else by index)."""
     k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = _ranked(scores, order)[:, :k]
     return (top == labels[:, None]).any(axis=1)
 
 
@@ -77,9 +93,13 @@ def prompt_vote(preds: np.ndarray) -> int | None:
     return int(winners[0]) if len(winners) == 1 else None
 
 
-def prompt_predictions(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
-    """``(T, M)``: each prompt template's own top-1 candidate for each image."""
-    return np.stack([np.argmax(image_emb @ l2_normalize(text_emb[t]).T, axis=1) for t in range(text_emb.shape[0])])
+def prompt_predictions(image_emb: np.ndarray, text_emb: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """``(T, M)``: each prompt template's own top-1 candidate for each image (ties broken by ``order``)."""
+
+    def top1(scores: np.ndarray) -> np.ndarray:
+        return np.argmax(scores, axis=1) if order is None else order[np.argmax(scores[:, order], axis=1)]
+
+    return np.stack([top1(image_emb @ l2_normalize(text_emb[t]).T) for t in range(text_emb.shape[0])])
 
 
 def _answers(per_prompt_pred: np.ndarray, idx: np.ndarray) -> list[int | None]:
@@ -243,8 +263,9 @@ def zeroshot_metrics(
     idia: IdiaSettings = IdiaSettings(),
     n_confusions: int = 20,
     members: np.ndarray | Sequence[bool] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """All zero-shot metrics from embeddings.
+    """All zero-shot metrics from embeddings (exact ties broken in the seeded :func:`candidate_order`).
 
     ``image_emb`` ``(M, d)`` unit vectors with ``labels`` ``(M,)`` indexing ``candidates``, whose
     first ``n_identities`` entries are the dataset's people; ``text_emb`` ``(T, N, d)`` holds
@@ -258,9 +279,10 @@ def zeroshot_metrics(
             f"text embeddings {text_emb.shape[:2]} do not match {len(prompts)} prompts x {len(candidates)} names"
         )
     scores = image_emb @ classifier_weights(text_emb).T
-    top1 = topk_hits(scores, labels, 1)
-    top5 = topk_hits(scores, labels, 5)
-    pred = np.argmax(scores, axis=1)
+    order = candidate_order(len(candidates), seed)
+    top1 = topk_hits(scores, labels, 1, order)
+    top5 = topk_hits(scores, labels, 5, order)
+    pred = order[np.argmax(scores[:, order], axis=1)]
 
     per_identity = []
     for person in range(n_identities):
@@ -280,7 +302,7 @@ def zeroshot_metrics(
             }
         )
     confusions = Counter((int(t), int(p)) for t, p in zip(labels, pred) if t != p)
-    predictions = prompt_predictions(image_emb, text_emb)
+    predictions = prompt_predictions(image_emb, text_emb, order)
     per_prompt = {tpl: float((predictions[t] == labels).mean()) for t, tpl in enumerate(prompts)}
     inference = identity_inference(image_emb, labels, text_emb, n_identities, idia, predictions, members)
     for row in inference["people"]:
