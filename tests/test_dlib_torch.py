@@ -230,7 +230,7 @@ def test_cloak_with_dlib_as_surrogate(tmp_path: Path, method: str):
         (src / person).mkdir(parents=True)
         photo(person, index).save(src / person / f"{person}_{index:04d}.jpg")
     out = tmp_path / "out"
-    args = ["cloak", "--surrogate", "dlib", "--method", method, "--mode", "low", "--steps", "2", "--jitter", "2"]
+    args = ["cloak", "--surrogate", "dlib", "--method", method, "--mode", "high", "--steps", "10", "--jitter", "2"]
     res = CliRunner().invoke(app, [*args, "--in", str(src), "--out", str(out), "-q", "--no-cache", "--threads", "1"])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "cloak_summary.json").read_text())

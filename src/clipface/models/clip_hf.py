@@ -128,8 +128,9 @@ def offline_message(spec: ModelSpec, detail: str = "") -> str:
     extra = f" ({detail})" if detail else ""
     return (
         f"model {spec.name}: weights for {spec.hf_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-        f"and cannot be downloaded{extra}; get them where the hub can be reached with `clipface download {spec.name}` "
-        f"(fills the cache), or pass --weights DIR (a directory saved by transformers' CLIPModel.save_pretrained)"
+        f"and cannot be downloaded{extra}; get them where the network reaches the hub with "
+        f"`clipface download {spec.name}` (fills the cache), or pass --weights DIR "
+        "(a directory saved by transformers' CLIPModel.save_pretrained)"
     )
 
 
