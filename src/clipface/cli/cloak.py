@@ -71,9 +71,11 @@ def cloak_cmd(
         s = run.summary()
         for skip in run.skipped[:20]:
             echo(f"  skipped {skip.path}: {skip.reason}")
+        budgeted = s[s["budget_measure"] + "_max"] or 0
         echo(
             f"{s['n_cloaks']} cloaks ({s['computed']} made, {s['reused']} reused, {len(run.skipped)} skipped); "
-            f"DSSIM max {s['dssim_max'] or 0:.4f} (budget {s['budget']}); wrote {o.out / 'cloak_summary.json'}"
+            f"DSSIM on the {settings.region} at most {budgeted:.4f} (budget {s['budget']}), "
+            f"on the whole photo at most {s['dssim_max'] or 0:.4f}; wrote {o.out / 'cloak_summary.json'}"
         )
 
     guard(go)
