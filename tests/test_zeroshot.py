@@ -283,3 +283,22 @@ def test_exact_ties_do_not_favour_the_real_names() -> None:
     assert np.mean(top1) < 0.05  # offered in the dataset's order, every tie went to person 0: top-1 0.5
     again = [zeroshot_metrics(img, labels, text, names, n_people, ["{}"], seed=s)["top1"] for s in range(200)]
     assert top1 == again
+
+
+def test_people_left_out_of_identity_inference_are_named(tmp_path: Path) -> None:
+    """With --idia-k above some people's image count, the results and the report name who was left out."""
+    from clipface.report.markdown import render_markdown
+
+    _, vectors = make_dataset(tmp_path)
+    (tmp_path / PEOPLE[1] / "4.png").unlink()  # one person with 4 images, the others with 5
+    ds = FaceDataset.from_folder(tmp_path)
+    enc = TableEncoder(vectors, {f"a photo of {n}.": v for n, v in person_means(vectors).items()})
+    r = zeroshot(enc, ds, RunOptions(progress=False), distractors=0, idia=IdiaSettings(tau=1, ks=(3, 5)))
+    assert r["idia_left_out"] == [display_name(PEOPLE[1])]
+    assert r["identity_inference"]["k_curve"][0]["n_members"] == 3
+    doc = {"task": "zeroshot", "dataset": str(tmp_path), "results": [r], "errors": []}
+    assert f"Left out of identity inference (fewer images than its largest k): {display_name(PEOPLE[1])}." in (
+        render_markdown(doc)
+    )
+    r = zeroshot(enc, ds, RunOptions(progress=False), distractors=0, idia=IdiaSettings(tau=1, ks=(3, 4)))
+    assert r["idia_left_out"] == []

@@ -87,5 +87,8 @@ def zeroshot(
     out["distractors"] = distractors
     out["seed"] = seed
     out["non_members"] = [display_name(p) for p, m in zip(people, members) if not m]
+    largest = max([*idia.ks, idia.k or 0])  # identity inference scores only people with this many images
+    counts = np.bincount(labels, minlength=len(people))
+    out["idia_left_out"] = [names[i] for i in range(len(people)) if 0 < counts[i] < largest]
     out["text_embeddings"] = {"computed": n_text, "cached": len(texts) - n_text}
     return out

@@ -136,7 +136,12 @@ def zeroshot_markdown(doc: dict[str, Any]) -> str:
             f"## {r['model']}",
             "",
             f"Prompts: {len(r['prompts'])} ({'; '.join(r['prompts'][:3])}{' ...' if len(r['prompts']) > 3 else ''}); "
-            f"distractor names: {r['distractors']}; identity inference: tau={inf['tau']}, k={inf['k'] or 'all'}.",
+            f"distractor names: {r['distractors']}; identity inference: tau={inf['tau']}, k={inf['k'] or 'all'}."
+            + (
+                f" Left out of identity inference (fewer images than its largest k): {', '.join(r['idia_left_out'])}."
+                if r.get("idia_left_out")
+                else ""
+            ),
             "",
             md_table(
                 ["person", "images", "top-1", "top-5", "most confused with", "share", "prompts correct", "recognised"],
