@@ -27,8 +27,8 @@ def embedding_key(model_fingerprint: str, preprocess_id: str, content_sha256: st
 
 
 def text_key(model_fingerprint: str, text: str) -> str:
-    """The cache key of one text under one model."""
-    return hashlib.sha256(key_bytes(f"txt|{model_fingerprint}|{text}")).hexdigest()
+    """The cache key of one text under one model (``txt2``: texts cleaned as open_clip cleans them)."""
+    return hashlib.sha256(key_bytes(f"txt2|{model_fingerprint}|{text}")).hexdigest()
 
 
 ENV_VAR = "CLIPFACE_CACHE_DIR"

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import WeightsUnavailableError
 from .base import TorchEncoder, l2_normalize
 from .fingerprint import files_fingerprint
+from .tokenizer import clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -75,7 +76,7 @@ class HFCLIPEncoder(TorchEncoder):
         with torch.inference_mode():
             for i in range(0, len(texts), self.text_batch_size):
                 tok = self.tokenizer(
-                    list(texts[i : i + self.text_batch_size]),
+                    [clean_text(t) for t in texts[i : i + self.text_batch_size]],
                     padding=True,
                     truncation=True,
                     max_length=77,

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import functools
 import gzip
+import html
 import json
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+
+
+def clean_text(text: str) -> str:
+    """Text as open_clip cleans it before tokenising (``tokenizer.py``: ``basic_clean`` then ``whitespace_clean``).
+
+    ``ftfy.fix_text`` (typographic quotes, ligatures, full-width letters, mojibake), HTML entities
+    unescaped twice, runs of white space made one space. transformers' fast CLIP tokenizer does none of
+    this, so "O’Connor" or "&amp;" tokenised differently from what CLIP was trained on.
+    """
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _bytes_to_unicode() -> dict[int, str]:

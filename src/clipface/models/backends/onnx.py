@@ -42,6 +42,7 @@ from torch import nn
 from ..._util import cache_root
 from ...errors import BackendUnavailableError
 from ..base import Aligner, Encoder, TorchEncoder, l2_normalize
+from ..tokenizer import clean_text
 from .threads import inference_threads
 
 #: Precisions of the ONNX path: float32, or dynamic int8 quantisation of the matrix products.
@@ -363,7 +364,7 @@ class OnnxEncoder(Encoder):
 
     def _tokenize(self, texts: Sequence[str], tensors: str) -> Any:
         return self.torch_encoder.tokenizer(  # type: ignore[attr-defined]
-            list(texts), padding=True, truncation=True, max_length=77, return_tensors=tensors
+            [clean_text(t) for t in texts], padding=True, truncation=True, max_length=77, return_tensors=tensors
         )
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
