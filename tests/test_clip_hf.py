@@ -100,3 +100,28 @@ def test_gradient_reaches_pixels(tiny) -> None:
     x = torch.rand(2, 3, 224, 224, requires_grad=True)
     tiny.embed_pixels(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_registered_normalisation_wins_over_the_checkpoints_file(saved_tiny: Path, tmp_path: Path) -> None:
+    """open_clip's table gives ViT-L-14:laion2b_s32b_b82k mean = std = 0.5 (open_clip issue 204); a checkpoint folder
+    whose preprocessor_config.json says OpenAI's statistics must not change that, nor the other way round."""
+    import json
+    import shutil
+
+    from clipface.models.registry import INCEPTION_MEAN, OPENAI_MEAN, get_spec, list_models
+
+    folder = tmp_path / "with-file"
+    shutil.copytree(saved_tiny, folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.9, 0.9]}), encoding="utf-8"
+    )
+    laion = clipface.create_encoder("ViT-L-14:laion2b_s32b_b82k", weights=folder)
+    openai = clipface.create_encoder("ViT-L-14:openai", weights=folder)
+    assert laion.mean == INCEPTION_MEAN and laion.std == (0.5, 0.5, 0.5)
+    assert openai.mean == pytest.approx(OPENAI_MEAN) and openai.mean != laion.mean
+    assert laion.preprocess_id != openai.preprocess_id  # so their cached embeddings never mix
+    clip_specs = [s for s in list_models(include_test=False) if s.family == "clip" and s.hf_id]
+    assert len(clip_specs) >= 10 and all(s.image_mean and s.image_std for s in clip_specs)
+    assert get_spec("ViT-B-32:laion2b_s34b_b79k").image_mean == OPENAI_MEAN  # as open_clip's table has it
+    hub = clipface.create_encoder("hf:someone/tiny", weights=folder)  # unregistered: the file's own statistics
+    assert hub.mean == pytest.approx((0.1, 0.2, 0.3))

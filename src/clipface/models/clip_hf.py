@@ -212,7 +212,7 @@ def load(spec: ModelSpec, weights: str | Path | None = None, device: str = "cpu"
         model = CLIPModel.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
         raise WeightsUnavailableError(f"model {spec.name}: cannot load weights from {directory}: {exc}") from None
-    mean, std = _pixel_stats(directory)
+    mean, std = (spec.image_mean, spec.image_std) if spec.image_mean and spec.image_std else _pixel_stats(directory)
     return HFCLIPEncoder(
         model,
         _tokenizer(directory),

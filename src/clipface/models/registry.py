@@ -19,6 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .base import Encoder
 
 
+#: Pixel statistics of open_clip's ``constants.py``: OpenAI's training set, and Inception's (0.5) that some LAION
+#: checkpoints were trained with (open_clip's ``pretrained.py`` table; open_clip issue 204).
+OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model: where its weights come from and what it is."""
@@ -38,6 +44,11 @@ class ModelSpec:
     #: Cosine threshold for "same person" at FAR 1e-3 on LFW's 6,000 pairs, from our own run, and where it comes from.
     verify_threshold: float | None = None
     verify_threshold_source: str = ""
+    #: The checkpoint's image normalisation as open_clip's pretrained table gives it; it wins over whatever a
+    #: ``preprocessor_config.json`` says (``None``: the file's, else OpenAI's). Every registered CLIP resizes
+    #: the shorter side bicubically and centre-crops, as open_clip's default ``resize_mode="shortest"``.
+    image_mean: tuple[float, float, float] | None = None
+    image_std: tuple[float, float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def load_fn(self) -> Callable[..., Encoder]:
@@ -157,7 +168,9 @@ def create_encoder(
     return spec.load_fn()(spec, weights=weights, device=device, **kwargs)
 
 
-def _clip(arch: str, pretrained: str, hf_id: str, data: str) -> None:
+def _clip(
+    arch: str, pretrained: str, hf_id: str, data: str, mean: tuple = OPENAI_MEAN, std: tuple = OPENAI_STD
+) -> None:
     a = ARCHS[arch]
     register(
         ModelSpec(
@@ -172,6 +185,8 @@ def _clip(arch: str, pretrained: str, hf_id: str, data: str) -> None:
             image_size=a.image_size,
             embed_dim=a.embed_dim,
             approx_params_m=a.params_m,
+            image_mean=mean,
+            image_std=std,
             extra={"quick_gelu": pretrained == "openai"},
         ),
         aliases=(hf_id,),
@@ -184,7 +199,14 @@ _clip("ViT-L-14", "openai", "openai/clip-vit-large-patch14", "OpenAI WIT-400M")
 _clip("ViT-L-14-336", "openai", "openai/clip-vit-large-patch14-336", "OpenAI WIT-400M")
 _clip("ViT-B-32", "laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "LAION-2B (en)")
 _clip("ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "LAION-2B (en)")
-_clip("ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "LAION-2B (en)")
+_clip(
+    "ViT-L-14",
+    "laion2b_s32b_b82k",
+    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+    "LAION-2B (en)",
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+)
 _clip("ViT-H-14", "laion2b_s32b_b79k", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "LAION-2B (en)")
 _clip("ViT-g-14", "laion2b_s12b_b42k", "laion/CLIP-ViT-g-14-laion2B-s12B-b42K", "LAION-2B (en)")
 _clip("ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "LAION-2B (en)")
