@@ -303,7 +303,9 @@ def _seeded(seed: Path, im: FaceImage, dest: Path, relative: Path, expect: dict[
         left, top, right, bottom = (int(v) for v in record["crop"])
     except (OSError, ValueError, KeyError, TypeError, ImageError):
         return None
-    if list(original.shape[1::-1]) != record.get("size") or patch.shape != (bottom - top, right - left, 3):
+    height, width = original.shape[:2]
+    inside = 0 <= left < right <= width and 0 <= top < bottom <= height
+    if not inside or [width, height] != record.get("size") or patch.shape != (bottom - top, right - left, 3):
         return None
     cloak = original.copy()
     cloak[top:bottom, left:right] = patch
