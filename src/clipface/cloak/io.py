@@ -124,6 +124,11 @@ def ship_cloaks(folder: Path, root: Path, dest: Path) -> int:
     return n
 
 
+def record_agrees(record: dict[str, Any] | None, expect: dict[str, Any]) -> bool:
+    """Whether a cloak's record holds every value of ``expect`` (settings hash, target, source bytes...)."""
+    return record is not None and all(record.get(k) == v for k, v in expect.items())
+
+
 def scan_input(path: Path, exclude: Path | None = None) -> tuple[Path, list[FaceImage], list[SkippedFile]]:
     """Images to cloak under ``path``: identity sub-folders, or a flat folder of one person's images.
 

@@ -29,7 +29,7 @@ from ..models.runtime import load_encoder
 from . import fawkes, lowkey
 from .budget import budget_measure, fit_budget_region, image_stats, within_budget
 from .eot import apply_eot
-from .io import cloak_destination, load_record, save_cloak, scan_input
+from .io import cloak_destination, load_record, record_agrees, save_cloak, scan_input
 from .settings import CloakSettings
 from .ssim import WINDOW, dssim, ssim_map
 from .targets import Target, plan_targets, seed_for
@@ -295,7 +295,7 @@ def _seeded(seed: Path, im: FaceImage, dest: Path, relative: Path, expect: dict[
     """
     found = seed / relative
     record = load_record(found)
-    if record is None or any(record.get(k) != v for k, v in expect.items()):
+    if not record_agrees(record, expect):
         return None
     try:
         original = np.asarray(load_image(im.path))
@@ -346,10 +346,10 @@ def cloak_images(
         record = load_record(dest)
         target = plan.get(im.path)
         expect = {"settings_hash": digest, "target": readable(target.identity) if target else None}  # as JSON shows it
-        if not (record and all(record.get(k) == v for k, v in expect.items())) and seed is not None:
+        if not record_agrees(record, expect) and seed is not None:
             expect["source_sha256"] = file_sha256(im.path)
             record = _seeded(seed, im, dest, dest.relative_to(out), expect)
-        if record and all(record.get(k) == v for k, v in expect.items()):
+        if record_agrees(record, expect):
             run.records.append(record)
             run.reused += 1
         else:

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import WeightsUnavailableError
 from .base import TorchEncoder, l2_normalize
 from .fingerprint import files_fingerprint
+from .registry import OPENAI_MEAN, OPENAI_STD
 from .tokenizer import clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,8 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .registry import ModelSpec
 
 #: OpenAI's CLIP pixel statistics, also used by the LAION checkpoints.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = OPENAI_MEAN, OPENAI_STD  # the default where neither the spec nor the folder says
 WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
 
 

@@ -150,7 +150,7 @@ def protection_matrix(doc: dict[str, Any]) -> tuple[list[str], list[str], list[l
     return rows, models, values
 
 
-def protection_cell(doc: dict[str, Any], cloak: dict[str, Any], r: dict[str, Any]) -> dict[str, Any] | None:
+def protection_cell(cloak: dict[str, Any], r: dict[str, Any]) -> dict[str, Any] | None:
     """One cell of the protection matrix: rate, probes protected of all, its 95% Wilson interval, and whether the
     target model was one of the cloak's surrogates (white-box) or not (transfer)."""
     entry = (r.get("gallery") or {}).get(cloak["name"]) or {}
@@ -219,8 +219,8 @@ def _num(value: Any, digits: int) -> str:
 
 def protection_cells(doc: dict[str, Any]) -> tuple[list[str], list[str], list[list[dict[str, Any] | None]]]:
     """:func:`protection_matrix` with each cell as :func:`protection_cell` (count, interval, white-box)."""
-    rows, models, _ = protection_matrix(doc)
-    cells = [[protection_cell(doc, c, r) for r in doc.get("results", [])] for c in doc.get("cloaks", [])]
+    rows, models, _ = protection_matrix(doc)  # the same row and column labels
+    cells = [[protection_cell(c, r) for r in doc.get("results", [])] for c in doc.get("cloaks", [])]
     return rows, models, cells
 
 
