@@ -47,7 +47,7 @@ def test_offline_uncached_model_gives_one_line(monkeypatch: pytest.MonkeyPatch) 
 def test_bad_weights_directory(tmp_path: Path) -> None:
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         clipface.create_encoder("ViT-B-32:openai", weights=tmp_path / "missing")
-    with pytest.raises(WeightsUnavailableError, match="not a saved transformers model"):
+    with pytest.raises(WeightsUnavailableError, match="is not a directory saved by transformers.* or by open_clip"):
         clipface.create_encoder("ViT-B-32:openai", weights=tmp_path)
 
 

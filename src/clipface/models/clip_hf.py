@@ -1,8 +1,9 @@
 """CLIP through Hugging Face ``transformers`` (``CLIPModel``; no torchvision needed).
 
-Weights come from a local directory (``weights=DIR``, a saved ``transformers`` model), else from
-the Hugging Face cache, else from a download when the hub can be reached. Offline and not cached,
-loading fails with one :class:`~clipface.errors.WeightsUnavailableError` line naming both ways.
+Weights come from a local directory (``weights=DIR``), else from the Hugging Face cache, else from a
+download when the hub can be reached. A folder is either layout: a saved ``transformers`` model
+(``config.json``) or open_clip's (``open_clip_config.json``, see :mod:`.open_clip_layout`). Offline and not
+cached, loading fails with one :class:`~clipface.errors.WeightsUnavailableError` line naming both ways.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 from ..errors import WeightsUnavailableError
 from .base import TorchEncoder, l2_normalize
 from .fingerprint import files_fingerprint
+from .open_clip_layout import CONFIG_NAME as OPEN_CLIP_CONFIG
+from .open_clip_layout import WEIGHT_NAMES as OPEN_CLIP_WEIGHTS
+from .open_clip_layout import is_open_clip_dir, load_model, weight_file
 from .registry import OPENAI_MEAN, OPENAI_STD
 from .tokenizer import clean_text
 
@@ -28,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: OpenAI's CLIP pixel statistics, also used by the LAION checkpoints.
 CLIP_MEAN, CLIP_STD = OPENAI_MEAN, OPENAI_STD  # the default where neither the spec nor the folder says
 WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
+LAYOUTS = (
+    "a directory saved by transformers' CLIPModel.save_pretrained (config.json, model.safetensors or "
+    "pytorch_model.bin) or by open_clip (open_clip_config.json, open_clip_model.safetensors or "
+    "open_clip_pytorch_model.bin)"
+)
 
 
 class HFCLIPEncoder(TorchEncoder):
@@ -54,6 +63,7 @@ class HFCLIPEncoder(TorchEncoder):
         self.pretraining = pretraining
         self.dim = int(model.config.projection_dim)
         self.image_size = int(model.config.vision_config.image_size)
+        self.context_length = int(model.config.text_config.max_position_embeddings)
         self.mean = tuple(float(v) for v in mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in std)  # type: ignore[assignment]
         self.is_test_model = is_test_model
@@ -79,7 +89,7 @@ class HFCLIPEncoder(TorchEncoder):
                     [clean_text(t) for t in texts[i : i + self.text_batch_size]],
                     padding=True,
                     truncation=True,
-                    max_length=77,
+                    max_length=self.context_length,
                     return_tensors="pt",
                 ).to(self.device)
                 feats = self.module.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
@@ -102,6 +112,15 @@ def _weight_files(directory: Path) -> list[Path]:
         if files:
             return files
     return []
+
+
+def _is_transformers_dir(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and bool(_weight_files(directory))
+
+
+def is_weights_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a CLIP checkpoint in either layout."""
+    return _is_transformers_dir(directory) or is_open_clip_dir(directory)
 
 
 def _pixel_stats(directory: Path) -> tuple[Sequence[float], Sequence[float]]:
@@ -130,41 +149,47 @@ def offline_message(spec: ModelSpec, detail: str = "") -> str:
     return (
         f"model {spec.name}: weights for {spec.hf_id} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
         f"and cannot be downloaded{extra}; get them where the network reaches the hub with "
-        f"`clipface download {spec.name}` (fills the cache), or pass --weights DIR "
-        "(a directory saved by transformers' CLIPModel.save_pretrained)"
+        f"`clipface download {spec.name}` (fills the cache), or pass --weights DIR ({LAYOUTS})"
     )
 
 
 def cached_snapshot(hf_id: str) -> Path | None:
-    """The local snapshot directory of ``hf_id`` in the Hugging Face cache, if its weights are there."""
+    """The local snapshot directory of ``hf_id`` in the Hugging Face cache, if its weights are there (either layout)."""
     from huggingface_hub import try_to_load_from_cache
 
-    config = try_to_load_from_cache(hf_id, "config.json")
-    if not isinstance(config, str):
-        return None
-    snapshot = Path(config).parent
-    return snapshot if _weight_files(snapshot) else None
+    for name in ("config.json", OPEN_CLIP_CONFIG):
+        config = try_to_load_from_cache(hf_id, name)
+        if isinstance(config, str) and is_weights_dir(Path(config).parent):
+            return Path(config).parent
+    return None
+
+
+def _weights_to_fetch(files: Sequence[str]) -> list[str]:
+    """The one checkpoint to fetch of a repository's ``files``: transformers' safetensors, open_clip's, then .bin."""
+    import fnmatch
+
+    for patterns in (WEIGHT_PATTERNS[:2], OPEN_CLIP_WEIGHTS[:1], WEIGHT_PATTERNS[2:], OPEN_CLIP_WEIGHTS[1:]):
+        if any(fnmatch.fnmatch(f, p) for f in files for p in patterns):
+            return list(patterns)
+    return []
 
 
 def download_snapshot(spec: ModelSpec) -> Path:
     """Fetch ``spec``'s checkpoint into the Hugging Face cache (with progress bars); its snapshot folder."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
         raise WeightsUnavailableError(offline_message(spec, "HF_HUB_OFFLINE is set"))
+    assert spec.hf_id is not None
     try:
-        path = snapshot_download(
-            spec.hf_id,
-            allow_patterns=["*.json", "*.txt", "model.safetensors", "model-*.safetensors"],
-        )
+        weights = _weights_to_fetch(HfApi().list_repo_files(spec.hf_id))
+        if not weights:
+            raise WeightsUnavailableError(f"model {spec.name}: {spec.hf_id} holds no CLIP weights in {LAYOUTS}")
+        snapshot = Path(snapshot_download(spec.hf_id, allow_patterns=["*.json", "*.txt", *weights]))
+    except WeightsUnavailableError:
+        raise
     except Exception as exc:  # network errors come in many types (requests, httpx, OSError)
         raise WeightsUnavailableError(offline_message(spec, f"hub unreachable: {type(exc).__name__}")) from None
-    snapshot = Path(path)
-    if not _weight_files(snapshot):  # checkpoint published only as pytorch_model.bin
-        try:
-            snapshot = Path(snapshot_download(spec.hf_id, allow_patterns=["*.json", "*.txt", "pytorch_model*.bin"]))
-        except Exception as exc:
-            raise WeightsUnavailableError(offline_message(spec, f"hub unreachable: {type(exc).__name__}")) from None
     return snapshot
 
 
@@ -174,11 +199,8 @@ def resolve_weights(spec: ModelSpec, weights: str | Path | None) -> Path:
         directory = Path(weights).expanduser()
         if not directory.is_dir():
             raise WeightsUnavailableError(f"model {spec.name}: weights directory {directory} does not exist")
-        if not (directory / "config.json").is_file() or not _weight_files(directory):
-            raise WeightsUnavailableError(
-                f"model {spec.name}: {directory} is not a saved transformers model (needs config.json and "
-                f"model.safetensors or pytorch_model.bin)"
-            )
+        if not is_weights_dir(directory):
+            raise WeightsUnavailableError(f"model {spec.name}: {directory} is not {LAYOUTS}")
         return directory
     if spec.hf_id is None:
         raise WeightsUnavailableError(f"model {spec.name}: no Hugging Face id registered; pass --weights DIR")
@@ -190,7 +212,7 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
     if spec.hf_id and cached_snapshot(spec.hf_id):
         return True, "in Hugging Face cache"
     local = os.environ.get("CLIPFACE_WEIGHTS_DIR")
-    if local and (Path(local) / weights_dirname(spec.name) / "config.json").is_file():
+    if local and is_weights_dir(Path(local) / weights_dirname(spec.name)):
         return True, f"in {local}"
     return False, f"weights not cached: clipface download {spec.name} (once, online), or --weights DIR"
 
@@ -208,17 +230,23 @@ def load(spec: ModelSpec, weights: str | Path | None = None, device: str = "cpu"
         candidate = Path(os.environ["CLIPFACE_WEIGHTS_DIR"]) / weights_dirname(spec.name)
         weights = candidate if candidate.is_dir() else None
     directory = resolve_weights(spec, weights)
-    try:
-        model = CLIPModel.from_pretrained(str(directory), local_files_only=True)
-    except Exception as exc:
-        raise WeightsUnavailableError(f"model {spec.name}: cannot load weights from {directory}: {exc}") from None
-    mean, std = (spec.image_mean, spec.image_std) if spec.image_mean and spec.image_std else _pixel_stats(directory)
+    if _is_transformers_dir(directory):
+        try:
+            model = CLIPModel.from_pretrained(str(directory), local_files_only=True)
+        except Exception as exc:
+            raise WeightsUnavailableError(f"model {spec.name}: cannot load weights from {directory}: {exc}") from None
+        files, (mean, std) = _weight_files(directory), _pixel_stats(directory)
+    else:
+        model, preprocess = load_model(directory)
+        files, mean, std = [p for p in [weight_file(directory)] if p], preprocess["mean"], preprocess["std"]
+    if spec.image_mean and spec.image_std:  # pinned on the spec, as open_clip's pretrained table does
+        mean, std = spec.image_mean, spec.image_std
     return HFCLIPEncoder(
         model,
         _tokenizer(directory),
         name=spec.name,
         pretraining=spec.pretraining,
-        fingerprint=files_fingerprint(_weight_files(directory)),
+        fingerprint=files_fingerprint(files),
         mean=mean,
         std=std,
         device=device,
