@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 from clipface.errors import BackendUnavailableError, WeightsUnavailableError
 from clipface.models.dlib_resnet import DlibEncoder, availability
 from clipface.models.dlib_torch.serial import DlibFormatError, Reader
+from clipface.models.registry import create_encoder
+
+from .cloak_checks import mean_similarity, noise_at_dssim, rgb_of, shift
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW_MINI = ROOT / "src/clipface/data/bundled/lfw-mini"
@@ -236,8 +239,18 @@ def test_cloak_with_dlib_as_surrogate(tmp_path: Path, method: str):
     summary = json.loads((out / "cloak_summary.json").read_text())
     assert summary["n_cloaks"] == 2 and summary["within_budget"] and summary["surrogates"] == ["dlib"]
     records = [json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "cloak_summary.json"]
-    shifts = [r["feature_shift"]["dlib"] for r in records]
-    assert len(shifts) == 2 and all(s is not None and s > 0 for s in shifts)
+    assert len(records) == 2 and all(r["feature_shift"]["dlib"] is not None for r in records)
+    encoder = create_encoder("dlib")
+    for r in records:
+        original, cloak = rgb_of(r["source"]), rgb_of(r["cloak"])
+        if method == "fawkes":  # toward the target, away from the person's other photos
+            sim = r["target_similarity"]["dlib"]
+            assert sim["cloak"] > sim["original"], sim
+            others = [f for f in sorted((LFW_MINI / r["identity"]).glob("*.jpg")) if f.name != Path(r["source"]).name]
+            assert mean_similarity(encoder, cloak, others) < mean_similarity(encoder, original, others)
+        else:  # further than random noise of the same DSSIM in the same box
+            noise = [shift(encoder, original, noise_at_dssim(original, cloak, seed)) for seed in range(3)]
+            assert r["feature_shift"]["dlib"] > 2 * max(noise), (r["feature_shift"], noise)
 
 
 def test_eval_protection_with_dlib_as_surrogate(tmp_path: Path):
