@@ -58,6 +58,14 @@ def test_results_have_clean_and_cloaked_figures_for_every_model(study: Path) -> 
     assert tiny["zeroshot"]["fawkes"]["n_images"] == 20 and tiny["zeroshot"]["clean"]["n_images"] == 100
     inf = tiny["zeroshot"]["idia"]["identity_inference"]
     assert inf["n_prompts"] == 21 and [c["k"] for c in inf["k_curve"]] == [3, 5, 7, 9, 10]
+    # one population at every k: the 10 people, each with 10 photos; at k = 10 every draw takes all of a person's
+    # photos, so that point is the headline (all photos vote) exactly, with no spread between draws
+    assert all((c["n_members"], c["n_left_out"]) == (10, 0) for c in inf["k_curve"])
+    assert inf["n_members"] == 10 and len(inf["people"]) == 10 and inf["fpr"] is None  # no non-members declared
+    assert inf["tpr"] == pytest.approx(sum(p["recognised"] for p in inf["people"]) / 10)
+    last = inf["k_curve"][-1]
+    assert last["tpr"] == pytest.approx(inf["tpr"]) and last["tpr_std"] == 0.0
+    assert inf["tau_curve"][inf["tau"] - 1]["tpr"] == pytest.approx(inf["tpr"])
     assert tiny["zeroshot"]["clean"]["n_candidates"] == 1000  # the attack's pool by default
     expected = {"test-tiny-random", *(["dlib", "facenet-casia"] if FACE_MODELS else [])}
     assert set(by_model) == expected

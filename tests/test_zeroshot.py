@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -169,26 +168,35 @@ def test_identity_inference_uses_k_images_and_majority() -> None:
         identity_inference(img, labels, text, 1, IdiaSettings(tau=2))
 
 
-def old_identity_inference(preds: np.ndarray, labels: np.ndarray, n_identities: int, n_cand: int, tau: int) -> dict:
-    """The read-out as clipface computed it before (smallest index wins a tied vote; FPR over wrong names)."""
-    true, wrong = 0, 0
-    for person in range(n_identities):
-        idx = np.flatnonzero(labels == person)
-        answers = [int(np.bincount(preds[t, idx], minlength=n_cand).argmax()) for t in range(preds.shape[0])]
-        votes = Counter(answers)
-        true += votes.get(person, 0) >= tau
-        wrong += sum(1 for c, v in votes.items() if c != person and v >= tau)
-    return {"tpr": true / n_identities, "fpr": wrong / (n_identities * (n_cand - 1))}
+def attack_membership(preds: np.ndarray, labels: np.ndarray, members: list[bool], tau: int) -> dict:
+    """The attack's read-out, written from the IDIA notebook (``D0miH/does-clip-know-my-face``,
+    ``laion400m_experiments/02_idia_laion_multiprompt.ipynb``, ``check_for_correct_prompt_majority`` and the
+    tp/fp counts after it): per prompt, the name predicted most often over the person's images; a prompt whose
+    top count is shared by two or more names is skipped; a person is called a member when at least ``tau``
+    prompts' majority is their own name. TPR over the true members, FPR over the true non-members."""
+    called = []
+    for person in range(len(members)):
+        own = preds[:, labels == person]
+        correct = 0
+        for row in own:
+            names, counts = np.unique(row, return_counts=True)
+            top = names[counts == counts.max()]
+            correct += len(top) == 1 and top[0] == person
+        called.append(correct >= tau)
+    tp = sum(c for c, m in zip(called, members) if m)
+    fp = sum(c for c, m in zip(called, members) if not m)
+    n_m, n_n = sum(members), len(members) - sum(members)
+    return {"tpr": tp / n_m if n_m else None, "fpr": fp / n_n if n_n else None}
 
 
 def test_tied_vote_is_skipped() -> None:
-    """Two images, one voting for the true name and one for a distractor: the attack skips the prompt."""
+    """Two images, one voting for the true name and one for a distractor: the attack skips the prompt (a read-out
+    where the first-listed name won the tie called this person recognised)."""
     img = l2_normalize(np.array([[1, 0], [0, 1]], np.float32))
     text = l2_normalize(np.array([[[1, 0], [0, 1]]], np.float32))  # candidate 0 = the person, 1 = a distractor
     inf = identity_inference(img, np.zeros(2, np.int64), text, 1, IdiaSettings(tau=1))
     assert inf["tpr"] == 0.0 and inf["people"][0]["tied_prompts"] == 1 and inf["people"][0]["correct_prompts"] == 0
-    old = old_identity_inference(np.array([[0, 1]]), np.zeros(2, np.int64), 1, 2, 1)
-    assert old["tpr"] == 1.0  # the bias this removes: the true name, listed first, won the tie
+    assert attack_membership(np.array([[0, 1]]), np.zeros(2, np.int64), [True], 1)["tpr"] == 0.0
 
 
 def test_tpr_over_members_fpr_over_non_members() -> None:
@@ -201,24 +209,29 @@ def test_tpr_over_members_fpr_over_non_members() -> None:
     assert (inf["tpr"], inf["fpr"], inf["n_members"], inf["n_non_members"]) == (0.5, 0.5, 2, 2)
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), n_prompts=st.integers(1, 4), tau=st.integers(1, 4))
-def test_wrong_name_rate_keeps_the_old_fpr_value(seed: int, n_prompts: int, tau: int) -> None:
-    """Where no vote is tied, the new read-out's wrong-name rate equals what clipface called FPR before."""
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n_prompts=st.integers(1, 5),
+    tau=st.integers(1, 5),
+    per=st.integers(1, 5),
+    n_cand=st.integers(2, 6),
+)
+def test_member_rates_equal_the_attacks_read_out(seed: int, n_prompts: int, tau: int, per: int, n_cand: int) -> None:
+    """Random predictions (ties included): TPR and FPR equal the attack notebook's read-out, case by case."""
     rng = np.random.default_rng(seed)
     tau = min(tau, n_prompts)
-    n_people, n_cand, per = 3, 5, 3  # 3 images per person: a tie needs all three different, avoided below
+    n_people = 4
     labels = np.repeat(np.arange(n_people), per)
-    preds = rng.integers(0, n_cand, (n_prompts, n_people * per))
-    for t in range(n_prompts):
-        for p in range(n_people):
-            preds[t, p * per + 1] = preds[t, p * per]  # two of three agree: no tie
-    text = l2_normalize(np.eye(n_cand, dtype=np.float32)[None].repeat(n_prompts, 0))
-    new = identity_inference(
-        np.zeros((len(labels), n_cand), np.float32), labels, text, n_people, IdiaSettings(tau=tau), predictions=preds
-    )
-    old = old_identity_inference(preds, labels, n_people, n_cand, tau)
-    assert new["wrong_name_rate"] == pytest.approx(old["fpr"]) and new["tpr"] == pytest.approx(old["tpr"])
+    # biased toward each person's own name so that members and non-members are both called
+    own = np.repeat(np.arange(n_people), per)[None].repeat(n_prompts, 0)
+    preds = np.where(rng.random((n_prompts, len(labels))) < 0.5, own, rng.integers(0, n_cand + n_people, own.shape))
+    members = [bool(b) for b in rng.integers(0, 2, n_people)]
+    text = l2_normalize(np.eye(n_cand + n_people, dtype=np.float32)[None].repeat(n_prompts, 0))
+    scores = np.zeros((len(labels), n_cand + n_people), np.float32)
+    new = identity_inference(scores, labels, text, n_people, IdiaSettings(tau=tau), members=members, predictions=preds)
+    want = attack_membership(preds, labels, members, tau)
+    assert (new["tpr"], new["fpr"]) == (pytest.approx(want["tpr"]), pytest.approx(want["fpr"]))
 
 
 def test_curve_over_k_draws_images() -> None:

@@ -135,8 +135,8 @@ def identity_inference(
     """The identity-inference decision for every person (labels ``0..n_identities-1``), as the attack makes it.
 
     ``members[p]`` says whether person ``p`` is a member (default: everyone); ``predictions`` is
-    :func:`prompt_predictions` of the same inputs, when already computed. With ``settings.k`` the
-    first ``k`` images of each person vote (the curves draw at random instead).
+    :func:`prompt_predictions` of the same inputs, when already computed. With ``settings.k``, ``k``
+    images of each person drawn at random (seeded, as the curve draws them) vote; without it, all of them.
     """
     n_prompts, n_cand = text_emb.shape[:2]
     settings.check(n_prompts)
