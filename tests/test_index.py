@@ -253,8 +253,21 @@ def test_identification_and_audit(built: FaceIndex, tiny, cache, tmp_path: Path)
     gallery = replace(ds, images=[im for im in ds.images if im not in probes])
     index, _ = FaceIndex.build(tiny, gallery, tmp_path / "gallery", cache=cache)
     result = evaluate_index_identification(index, probes, tiny, k=5)
-    assert result.n_probes == 10 and 0.0 <= result.rank1 <= result.topk <= 1.0
-    assert {r["identity"] for r in result.per_probe} == set(ds.identities)
+    assert result.n_probes == 10 and {r["identity"] for r in result.per_probe} == set(ds.identities)
+    # against scikit-learn's brute-force cosine neighbours of the same embeddings (probes not in the index)
+    from sklearn.neighbors import NearestNeighbors
+
+    gallery_emb = tiny.encode_images([Image.open(im.path) for im in gallery.images])
+    probe_emb = tiny.encode_images([Image.open(im.path) for im in probes])
+    _, nn = NearestNeighbors(n_neighbors=5, metric="cosine", algorithm="brute").fit(gallery_emb).kneighbors(probe_emb)
+    who = np.array([im.identity for im in gallery.images])[nn]
+    truth = np.array([im.identity for im in probes])
+    assert result.rank1 == pytest.approx(np.mean(who[:, 0] == truth))
+    assert result.topk == pytest.approx(np.mean((who == truth[:, None]).any(1)))
+    assert [r["top_path"] for r in result.per_probe] == [str(Path(gallery.images[i].path).resolve()) for i in nn[:, 0]]
+    hits = index.query_image(tiny, Image.open(probes[0].path), k=5)  # a photo the index does not hold
+    assert str(Path(probes[0].path).resolve()) not in {h.path for h in hits}
+    assert [h.score for h in hits] == pytest.approx(list(np.sort(gallery_emb @ probe_emb[0])[::-1][:5]), abs=1e-5)
     # Probes that are in the index do not match themselves.
     again = evaluate_index_identification(built, probes, tiny, k=1)
     assert all(r["top_path"] != str(Path(r["probe"]).resolve()) for r in again.per_probe)
