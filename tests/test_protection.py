@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.neighbors import NearestNeighbors
 from typer.testing import CliRunner
 
 from clipface._util import nearest
@@ -23,6 +24,7 @@ from clipface.eval.metrics.protection import (
     protection_metrics,
     protection_rate,
 )
+from clipface.models.runtime import load_encoder
 
 runner = CliRunner()
 
@@ -129,6 +131,39 @@ def people(tmp_path: Path) -> Path:
     return root
 
 
+def oracle_rate(root: Path, cloak_of: dict[Path, Path], cloaked: bool) -> float:
+    """FaceCure's protection rate recomputed from the files, with scikit-learn's exact cosine 1-NN.
+
+    Probes: FaceCure's split (checked against the saved cloaks: a user's photos are probes exactly
+    where they were not cloaked). For each user, the gallery is everyone's non-probe photos, the
+    user's swapped for their saved cloaks (or left clean); the rate is the share of all users' probes
+    whose nearest gallery photo shows someone else.
+    """
+    encoder = load_encoder("test-tiny-random")
+    cloak_of = {Path(k).resolve(): v for k, v in cloak_of.items()}
+    photos = sorted(p.resolve() for p in root.glob("*/*.png"))
+    is_probe = facecure_split([p.parent.name for p in photos])
+    users = sorted({p.parent.name for p in cloak_of})
+    mine = [p.parent.name in users for p in photos]
+    assert [p in cloak_of for p, m, q in zip(photos, mine, is_probe) if m] == [
+        not q for m, q in zip(mine, is_probe) if m
+    ]
+
+    def embed(paths: list[Path]) -> np.ndarray:
+        return encoder.encode_images([Image.open(p).convert("RGB") for p in paths])
+
+    missed, n = 0, 0
+    for user in users:
+        probes = [p for p, q in zip(photos, is_probe) if q and p.parent.name == user]
+        gallery = [p for p, q in zip(photos, is_probe) if not q]
+        shown = [cloak_of[p] if cloaked and p.parent.name == user else p for p in gallery]
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(embed(shown))
+        hit = nn.kneighbors(embed(probes), return_distance=False)[:, 0]
+        missed += sum(gallery[i].parent.name != user for i in hit)
+        n += len(probes)
+    return missed / n
+
+
 def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
     out = tmp_path / "prot"
     args = [
@@ -159,8 +194,10 @@ def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
     assert first.exit_code == 0, first.output
     doc = json.loads((out / "results.json").read_text())
     (r,) = doc["results"]
+    made = {Path(rec["source"]): Path(rec["cloak"]) for rec in doc["per_image"]}
     assert r["model"] == "test-tiny-random" and r["white_box"] and r["surrogates"] == ["test-tiny-random"]
-    assert 0 <= r["protection_rate"] <= 1 and 0 <= r["protection_rate_clean"] <= 1
+    assert r["protection_rate"] == pytest.approx(oracle_rate(people, made, cloaked=True))
+    assert r["protection_rate_clean"] == pytest.approx(oracle_rate(people, made, cloaked=False))
     assert (r["n_users"], r["n_probes"], r["n_cloaks"]) == (2, 2, 8)  # int(0.3 * 5) = 1 probe, 4 gallery photos each
     assert r["zeroshot"]["n_original"] == r["zeroshot"]["n_cloaked"] == 8 and r["link"]["n"] == 8
     assert doc["budget"] == 0.017 and doc["within_budget"] is True and doc["dssim_max"] <= 0.017
@@ -176,30 +213,28 @@ def test_eval_protection_end_to_end_and_reuse(people, tmp_path):
 
     # the same cloaks read back as cloaks made elsewhere (a folder mirroring the dataset)
     folder = doc["surrogate_sets"][0]["folder"]
-    ext = runner.invoke(
-        app,
-        [
-            "eval",
-            "protection",
-            "--model",
-            "test-tiny-random",
-            "--dataset",
-            str(people),
-            "--cloaked",
-            folder,
-            "--out",
-            str(tmp_path / "ext"),
-            "-q",
-            "--no-cache",
-            "--user",
-            "Ann_Lee",
-            "--user",
-            "Bo_Chen",
-        ],
-    )
+
+    def external(cloaks: str | Path, out: Path) -> list[str]:
+        common = ["--model", "test-tiny-random", "--dataset", str(people), "-q", "--no-cache"]
+        users = ["--user", "Ann_Lee", "--user", "Bo_Chen"]
+        return ["eval", "protection", *common, "--cloaked", str(cloaks), "--out", str(out), *users]
+
+    ext = runner.invoke(app, external(folder, tmp_path / "ext"))
     assert ext.exit_code == 0, ext.output
     (e,) = json.loads((tmp_path / "ext" / "results.json").read_text())["results"]
     assert e["surrogates"] == ["external"] and e["protection_rate"] == r["protection_rate"]
+
+    # "cloaks" that hide the face entirely (flat grey): the user's probes now find other people
+    far = tmp_path / "grey"
+    for source in made:
+        (far / source.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", Image.open(source).size, (128, 128, 128)).save(far / source.parent.name / source.name)
+    grey = runner.invoke(app, external(far, tmp_path / "grey-out"))
+    assert grey.exit_code == 0, grey.output
+    (g,) = json.loads((tmp_path / "grey-out" / "results.json").read_text())["results"]
+    hidden = {src: far / src.parent.name / src.name for src in made}
+    assert g["protection_rate"] == pytest.approx(oracle_rate(people, hidden, cloaked=True))
+    assert g["protection_rate"] > g["protection_rate_clean"] == r["protection_rate_clean"]
 
 
 def test_eval_protection_one_line_errors(people, tmp_path):

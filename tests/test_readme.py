@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer import _click
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from clipface.cli import app
@@ -40,11 +42,47 @@ def test_readme_has_snippets() -> None:
     assert len(blocks("python")) >= 1 and len(command_lines()) >= 10
 
 
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Leaf commands record the values click parsed (types, choices, ranges, callbacks) instead of running."""
+    calls: list[tuple[str, dict]] = []
+    invoke = _click.core.Command.invoke
+
+    def record(self: _click.core.Command, ctx: _click.Context) -> None:
+        if isinstance(self, TyperGroup):
+            return invoke(self, ctx)
+        calls.append((ctx.command_path, dict(ctx.params)))
+        return None
+
+    monkeypatch.setattr(_click.core.Command, "invoke", record)
+    return calls
+
+
 @pytest.mark.parametrize("line", command_lines())
-def test_every_command_line_parses(line: str) -> None:
+def test_every_command_line_parses(line: str, parsed: list[tuple[str, dict]]) -> None:
+    """Each line's option values are parsed as the command would parse them, and reach exactly one command."""
     args = shlex.split(line)[1:]
-    res = CliRunner().invoke(app, [*args, "--help"])
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, f"{line}\n{res.output}"
+    if args[-1] == "--help":
+        assert not parsed and "Usage" in res.output
+        return
+    assert len(parsed) == 1, line
+    path, params = parsed[0]
+    words = [a for a in args if not a.startswith("-")]
+    assert path.split()[1:] == words[: len(path.split()) - 1], (line, path)
+    for option, value in zip(args, args[1:]):
+        if option.startswith("--") and not value.startswith("-") and "=" not in option:
+            name = option[2:].replace("-", "_")
+            if name in params and isinstance(params[name], (int, float)) and not isinstance(params[name], bool):
+                assert float(value) == params[name], (line, option)
+
+
+def test_a_bad_value_fails_to_parse(parsed: list[tuple[str, dict]]) -> None:
+    """The parse is real: a wrong type or an unknown option fails before any command runs."""
+    assert CliRunner().invoke(app, ["index", "query", "--index", "x", "-k", "ten"]).exit_code == 2
+    assert CliRunner().invoke(app, ["eval", "zeroshot", "--no-such-option"]).exit_code == 2
+    assert not parsed
 
 
 @pytest.mark.skipif(not availability()[0], reason="dlib is not installed")

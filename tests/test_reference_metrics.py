@@ -69,12 +69,38 @@ def test_roc_auc_eer_tar_match_scikit_learn(seed: int, n: int, gap: float, level
         assert res.tar_at_far[far] == pytest.approx(float(tpr[fpr <= far].max()), abs=1e-12)
 
 
-def test_reference_checks_can_fail() -> None:
-    """The comparison is sharp: a 1% error in the scores' ranking moves the AUC away from scikit-learn's."""
-    rng = np.random.default_rng(0)
-    same = rng.random(300) < 0.5
-    scores = rng.normal(0, 1, 300) + same
-    res = verify(scores, same, np.arange(300) % 2)
-    flipped = scores.copy()
-    flipped[:3] = -flipped[:3]
-    assert res.auc != pytest.approx(sklearn_metrics.roc_auc_score(same, flipped), abs=1e-6)
+def pair_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """AUC by its definition (Mann-Whitney): the share of (genuine, impostor) pairs ranked right, ties half."""
+    pos, neg = scores[same][:, None], scores[~same][None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+@pytest.mark.parametrize(
+    ("scores", "same", "auc", "eer"),
+    [
+        ([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0], 0.75, 0.5),
+        ([1.0, 1.0, 1.0, 0.0], [1, 1, 0, 0], 0.75, 1 / 3),  # tied pairs count half; EER on the ROC's diagonal segment
+        ([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0], 0.5, 0.5),  # one score for all: chance
+        ([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0], 0.0, 1.0),  # scores upside down
+        ([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0], 1.0, 0.0),
+    ],
+)
+def test_auc_and_eer_known_answers(scores: list[float], same: list[int], auc: float, eer: float) -> None:
+    """Hand-worked cases, ties included, where a ROC that ignores ties (a step per pair) gives another AUC."""
+    s, y = np.asarray(scores), np.asarray(same, bool)
+    res = verify(s, y, np.arange(len(s)) % 2)
+    assert res.auc == pytest.approx(auc, abs=1e-12) == pair_auc(s, y)
+    assert res.auc == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+    assert res.eer == pytest.approx(eer, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(4, 200), levels=st.sampled_from([2, 5, 1000]))
+def test_auc_equals_the_pair_count_on_the_same_scores(seed: int, n: int, levels: int) -> None:
+    """On the same scores, heavily tied or not, the AUC is the pair count (and so scikit-learn's)."""
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < 0.5
+    same[:2] = [True, False]
+    scores = np.round(rng.normal(0, 1, n) * levels) / levels
+    res = verify(scores, same, np.arange(n) % 2)
+    assert res.auc == pytest.approx(pair_auc(scores, same), abs=1e-12)
