@@ -150,17 +150,29 @@ def test_pair_similarities() -> None:
     assert math.isnan(sims[2])
 
 
-@pytest.mark.skipif(not (LFW_ROOT / "pairs.txt").is_file(), reason="LFW pairs.txt not present")
+#: LFW's official protocol file (a copy of ../shared/datasets/lfw-deepfunneled/pairs.txt, 155 kB).
+PAIRS = Path(__file__).resolve().parent / "fixtures" / "lfw" / "pairs.txt"
+
+
 def test_real_lfw_pairs() -> None:
-    pairs = parse_pairs(LFW_ROOT / "pairs.txt")
+    """LFW's pairs.txt parses to its published protocol: 10 folds of 300 same and 300 different pairs."""
+    pairs = parse_pairs(PAIRS)
     assert len(pairs) == 6000
     assert sorted({p.fold for p in pairs}) == list(range(10))
     assert sum(p.same for p in pairs) == 3000
     for k in range(10):
         fold = [p for p in pairs if p.fold == k]
         assert len(fold) == 600 and sum(p.same for p in fold) == 300
+        assert all(p.same for p in fold[:300]) and not any(p.same for p in fold[300:])
     assert pairs[0].path_a.count("/") == 1 and pairs[0].path_a.endswith("_0001.jpg")
-    paths, missing = resolve_pairs(LFW_ROOT, pairs)
+    assert all(p.path_a.split("/")[0] == p.path_b.split("/")[0] for p in pairs if p.same)
+    assert not any(p.path_a.split("/")[0] == p.path_b.split("/")[0] for p in pairs if not p.same)
+
+
+@pytest.mark.skipif(not LFW_ROOT.is_dir(), reason="LFW deep-funneled is not beside the repository")
+def test_real_lfw_pairs_resolve() -> None:
+    """Every pair names two photos that the full dataset holds."""
+    paths, missing = resolve_pairs(LFW_ROOT, parse_pairs(PAIRS))
     assert missing == []
     assert len(paths) == 6000
 
