@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,22 +13,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "clipface"
 
-#: Stages in the order data flows; a module may import from its own stage or an earlier one only.
-STAGES = [
-    "errors",
-    "_util",
-    "data",
-    "models",
-    "embed",
-    "cloak",
-    "eval",
-    "report",
-    "search",
-    "server",
-    "facade",
-    "api",
-    "cli",
-]
+#: The one table of stages, in the order data flows (the README's layout table says the same): a module may
+#: import from its own stage or an earlier one only. Stage 0 holds what every stage may use.
 LAYER = {
     "errors": 0,
     "_util": 0,
@@ -192,3 +179,13 @@ def test_readme_api_is_exported(name: str) -> None:
     import clipface
 
     assert name in clipface.__all__ and callable(getattr(clipface, name))
+
+
+def test_readme_layout_table_is_this_table() -> None:
+    """The README's table of stages numbers each sub-package as :data:`LAYER` does, and names every stage."""
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    told: dict[str, int] = {}
+    for number, packages in re.findall(r"^\| (\d+) [^|]*\| ([^|]*) \|", readme, flags=re.M):
+        for name in re.findall(r"`clipface\.(\w+)`", packages):
+            told[name] = int(number)
+    assert told == {name: layer for name, layer in LAYER.items() if layer > 0}

@@ -1,1 +1,1 @@
-"""Stage 1, data: face datasets (identity folders), safe image decoding, names, prompts and LFW pair files."""
+"""Data: face datasets (identity folders), safe image decoding, names, prompts and LFW pair files."""

@@ -1,1 +1,1 @@
-"""Stage 3, embeddings: the pipeline from image files to vectors, and the on-disk cache that makes runs resumable."""
+"""Embeddings: the pipeline from image files to vectors, and the on-disk cache that makes runs resumable."""

@@ -1,1 +1,1 @@
-"""Stage 4, evaluation: tasks that turn cached embeddings into metrics (pure metrics in :mod:`.metrics`)."""
+"""Evaluation: tasks that turn cached embeddings into metrics (pure metrics in :mod:`.metrics`)."""

@@ -1,1 +1,1 @@
-"""Stage 2, models: the registry, the encoder interface, the face front end, the encoders and their backends."""
+"""Models: the registry, the encoder interface, the face front end, the encoders and their backends."""

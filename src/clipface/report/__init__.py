@@ -1,1 +1,1 @@
-"""Stage 5, reports: Markdown, figures and HTML rendered from saved ``results.json`` documents."""
+"""Reports: Markdown, figures and HTML rendered from saved ``results.json`` documents."""
