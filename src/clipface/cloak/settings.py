@@ -17,7 +17,8 @@ from .eot import EOT_TRANSFORMS
 
 __all__ = ["METHODS", "MODES", "PUBLISHED", "REGIONS", "ROBUST", "CloakSettings"]
 
-MODES: dict[str, float] = {"low": 0.004, "mid": 0.012, "high": 0.017}
+#: The DSSIM budget of each mode: Fawkes v1.0's ``th`` (declared once, in :data:`.fawkes.MODE_PARAMS`).
+MODES: dict[str, float] = {mode: params[0] for mode, params in fawkes.MODE_PARAMS.items()}
 METHODS = ("fawkes", "lowkey")
 #: The default, robust setting: the face-box jitter and the photo-site transformations (measured in
 #: ``benchmarks/results/protection/``: white-box protection 0.87 -> 0.97 with the jitter alone).

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .verification import far_key
+
 __all__ = [
     "DEFAULT_FAR_TARGETS",
     "DEFAULT_RANKS",
@@ -175,10 +177,6 @@ def split_gallery(
 # --------------------------------------------------------------------------------------
 
 
-def _far_key(far: float) -> str:
-    return str(float(far))
-
-
 @dataclass(frozen=True, eq=False)
 class SearchResult:
     """Identification metrics; see :func:`identify` and the module docstring.
@@ -226,7 +224,7 @@ class SearchResult:
             out[f"rank{k}"] = float(rate)
         out["map"] = float(self.map)
         out["dir_at_far"] = (
-            None if self.dir_at_far is None else {_far_key(f): float(v) for f, v in self.dir_at_far.items()}
+            None if self.dir_at_far is None else {far_key(f): float(v) for f, v in self.dir_at_far.items()}
         )
         out["dir_at_far_omitted"] = self.dir_omitted_reason
         out["n_unknown_probes"] = int(self.n_unknown_probes)

@@ -55,7 +55,8 @@ def pair_similarities(pairs: Sequence[Pair], embeddings: Mapping[str, np.ndarray
 # --------------------------------------------------------------------------------------
 
 
-def _far_key(far: float) -> str:
+def far_key(far: float) -> str:
+    """The JSON key of a false-accept rate (``0.001`` -> ``"0.001"``), the same in every results file."""
     return str(float(far))
 
 
@@ -94,8 +95,8 @@ class VerificationResult:
             "thresholds": [float(t) for t in self.thresholds],
             "auc": float(self.auc),
             "eer": float(self.eer),
-            "tar_at_far": {_far_key(f): float(v) for f, v in self.tar_at_far.items()},
-            "tar_thresholds": {_far_key(f): float(v) for f, v in self.tar_thresholds.items()},
+            "tar_at_far": {far_key(f): float(v) for f, v in self.tar_at_far.items()},
+            "tar_thresholds": {far_key(f): float(v) for f, v in self.tar_thresholds.items()},
             "n_pairs": int(self.n_pairs),
             "n_missing": int(self.n_missing),
             "n_same": int(self.n_same),
