@@ -66,9 +66,7 @@ def run_main(
     out = check_out(out)
     if not isinstance(dataset, FaceDataset):
         dataset = FaceDataset.from_folder(dataset)
-    if non_members_dir is not None:
-        outside = FaceDataset.from_folder(non_members_dir)
-        dataset, non_members = dataset.union(outside), [*non_members, *outside.identities]
+    dataset, non_members = dataset.with_non_members(non_members, non_members_dir)
     check_non_members(non_members, dataset)
     if opts is None:
         from ..embed.cache import EmbeddingCache

@@ -99,13 +99,8 @@ def eval_zeroshot(
         k, ks = o.idia()
         params = dict(prompts=o.prompts, distractors=o.distractors, tau=o.tau, idia_k=k, idia_ks=ks, seed=o.seed)
         api.check_task("zeroshot", **params)  # every task argument checked before the dataset is scanned
-        names = o.non_member_names()
-        ds = o.load_dataset()
-        if o.non_members_dir is not None:
-            from ..data.dataset import FaceDataset
-
-            outside = FaceDataset.from_folder(o.non_members_dir)
-            ds, names = ds.union(outside), [*names, *outside.identities]
+        names = o.non_member_names()  # a bad file is named before the dataset is scanned
+        ds, names = o.load_dataset().with_non_members(names, o.non_members_dir)
         doc = api.evaluate("zeroshot", o.model, ds, opts, o.out, on_error=error_line, non_members=names, **params)
         summary(doc, ("top1", "top5"))
         finish(doc, o.out)

@@ -173,6 +173,16 @@ class FaceDataset:
             name=f"{self.name} + {other.name}",
         )
 
+    def with_non_members(self, names: Sequence[str], folder: str | Path | None) -> tuple[FaceDataset, list[str]]:
+        """This dataset with the people of ``folder`` (identity sub-folders) added, and ``names`` with theirs.
+
+        The non-members of identity inference: names given in a file, plus everyone in ``folder``.
+        """
+        if folder is None:
+            return self, list(names)
+        outside = FaceDataset.from_folder(folder)
+        return self.union(outside), [*names, *outside.identities]
+
     def summary(self) -> dict[str, object]:
         return {
             "dataset": self.name or str(self.root),
