@@ -144,21 +144,17 @@ def oracle_rate(root: Path, cloak_of: dict[Path, Path], cloaked: bool) -> float:
     photos = sorted(p.resolve() for p in root.glob("*/*.png"))
     is_probe = facecure_split([p.parent.name for p in photos])
     users = sorted({p.parent.name for p in cloak_of})
-    mine = [p.parent.name in users for p in photos]
-    assert [p in cloak_of for p, m, q in zip(photos, mine, is_probe) if m] == [
-        not q for m, q in zip(mine, is_probe) if m
-    ]
-
-    def embed(paths: list[Path]) -> np.ndarray:
-        return encoder.encode_images([Image.open(p).convert("RGB") for p in paths])
+    assert {p for p, q in zip(photos, is_probe) if p.parent.name in users and not q} == set(cloak_of)
+    files = [*photos, *cloak_of.values()]
+    vector = dict(zip(files, encoder.encode_images([Image.open(p).convert("RGB") for p in files])))
 
     missed, n = 0, 0
+    gallery = [p for p, q in zip(photos, is_probe) if not q]
     for user in users:
         probes = [p for p, q in zip(photos, is_probe) if q and p.parent.name == user]
-        gallery = [p for p, q in zip(photos, is_probe) if not q]
         shown = [cloak_of[p] if cloaked and p.parent.name == user else p for p in gallery]
-        nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(embed(shown))
-        hit = nn.kneighbors(embed(probes), return_distance=False)[:, 0]
+        nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit([vector[p] for p in shown])
+        hit = nn.kneighbors([vector[p] for p in probes], return_distance=False)[:, 0]
         missed += sum(gallery[i].parent.name != user for i in hit)
         n += len(probes)
     return missed / n
