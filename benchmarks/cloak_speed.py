@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from _common import machine_info  # noqa: E402
-from clipface._util import versions, write_json, write_text
 from clipface.cloak import MODES, CloakSettings, cloak_images, load_surrogates
 from clipface.data.dataset import FaceDataset
 from clipface.embed.cache import NullCache
 from clipface.embed.options import RunOptions
+from clipface.files import write_json, write_text
 from clipface.report.markdown import md_table
+from clipface.versions import versions
 
 HERE = Path(__file__).resolve().parent
 

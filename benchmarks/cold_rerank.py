@@ -1,6 +1,6 @@
 """Re-ranking candidates from a vector file that is not in the page cache: a plain memory map against the
-``MADV_RANDOM`` map that :class:`clipface.search.vectors.VectorStore` re-ranks through (vector files of
-:data:`clipface.search.rows.SCATTERED_MIN_BYTES` and more).
+``MADV_RANDOM`` map that :class:`clipface.index.vectors.VectorStore` re-ranks through (vector files of
+:data:`clipface.index.rows.SCATTERED_MIN_BYTES` and more).
 
 An index larger than memory (10M x 512 float32 is 20 GB) re-ranks each query's candidates with
 scattered reads of 2 KB rows from its memory-mapped ``vectors.f32``. Around every page fault the
@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface._util import versions, write_json, write_text
+from clipface.files import write_json, write_text
+from clipface.index.ann.exact import rerank
+from clipface.index.rows import scattered_view
 from clipface.report.markdown import md_table
-from clipface.search.exact import rerank
-from clipface.search.rows import scattered_view
+from clipface.versions import versions
 
 DIM = 512
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.n:,} x {DIM} float32 rows ({args.n * DIM * 4 / 2**30:.1f} GB), dropped from the page cache before "
         f"each trial; {args.queries} queries x {args.candidates} random candidates ({rows_read:,} rows of "
-        f"{DIM * 4:,} bytes) re-ranked by `clipface.search.exact.rerank`; median of {args.repeats} trials, the "
+        f"{DIM * 4:,} bytes) re-ranked by `clipface.index.ann.exact.rerank`; median of {args.repeats} trials, the "
         f"two maps alternating. {info['cpu']}, {info['physical_cores']} physical cores (`benchmarks/cold_rerank.py`).",
         "",
         md_table(

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface._util import write_json, write_text
+from clipface.files import write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "datasets" / "lfw-deepfunneled"

@@ -85,7 +85,7 @@ def vit_b32_config() -> Any:
 
 def clip_dir() -> Path:
     """Where the random ViT-B/32-sized CLIP is saved (in clipface's cache)."""
-    from clipface._util import cache_root
+    from clipface.files import cache_root
 
     return cache_root() / "benchmarks" / "clip-vit-b-32-random-seed0"
 

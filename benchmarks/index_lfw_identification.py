@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import clipface
-from clipface._util import versions, write_json, write_text
+from clipface.audit.identification import evaluate_index_identification
 from clipface.data.dataset import FaceDataset, FaceImage
 from clipface.embed.cache import EmbeddingCache
+from clipface.files import write_json, write_text
+from clipface.index.store import FaceIndex
 from clipface.report.markdown import md_table
-from clipface.search.identification import evaluate_index_identification
-from clipface.search.store import FaceIndex
+from clipface.versions import versions
 
 TARGET = 0.95
 

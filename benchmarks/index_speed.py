@@ -5,14 +5,14 @@ For each size the script measures, on the same synthetic 512-d vectors and queri
 
 * ``numpy product``: ``queries @ vectors.T`` alone, the ceiling of any exact search (sizes up to
   ``--ceiling-max``; it needs ``queries x n`` floats of memory);
-* ``exact``: :func:`clipface.search.exact.exact_search` over the vectors memory-mapped from disk
+* ``exact``: :func:`clipface.index.ann.exact.exact_search` over the vectors memory-mapped from disk
   (blocked BLAS products and a running top-k), as a ``flat`` index searches;
 * ``faiss flat``: FAISS's ``IndexFlatIP`` over the same vectors in memory;
 * ``previous ivfpq``: the first release's index (``IndexRefineFlat`` over IVF-PQ, ``sqrt(n) / 2``
   lists, 64 x 8-bit codes, 16 lists probed, 4 k re-ranked);
-* each approximate kind of :mod:`clipface.search.faiss_backend`, built as ``FaceIndex`` builds it
-  (:class:`clipface.search.vectors.VectorStore`: codes trained on a sample, vectors in a
-  memory-mapped file, ``nprobe`` measured by :mod:`clipface.search.tune`, candidates re-ranked
+* each approximate kind of :mod:`clipface.index.ann.faiss_backend`, built as ``FaceIndex`` builds it
+  (:class:`clipface.index.vectors.VectorStore`: codes trained on a sample, vectors in a
+  memory-mapped file, ``nprobe`` measured by :mod:`clipface.index.ann.tune`, candidates re-ranked
   exactly), at its default (tuned) settings and at the ``--sweep`` settings.
 
 Columns: build time, file size (codes plus vectors), one query per call on one thread (p50/p95
@@ -54,12 +54,13 @@ from _common import (  # (benchmarks/ is on sys.path when run as a script)
     enter_memory_cgroup,
     machine_info,
 )
-from clipface._util import versions, write_json, write_text
+from clipface.files import write_json, write_text
+from clipface.index.ann.exact import exact_search
+from clipface.index.ann.faiss_backend import APPROXIMATE, default_params, set_search_params
+from clipface.index.ann.tune import needs_tuning, tune_nprobe
+from clipface.index.vectors import ANN, VECTORS, VectorStore
 from clipface.report.markdown import md_table
-from clipface.search.exact import exact_search
-from clipface.search.faiss_backend import APPROXIMATE, default_params, set_search_params
-from clipface.search.tune import needs_tuning, tune_nprobe
-from clipface.search.vectors import ANN, VECTORS, VectorStore
+from clipface.versions import versions
 
 K = 10
 #: Calls timed per approximate setting (one takes tens of milliseconds; the median is kept).
@@ -379,7 +380,7 @@ def markdown(doc: dict[str, Any]) -> str:
             tried = ", ".join(f"{p} lists {r:.3f}" for p, r in t["recall_at_10"].items())
             out += [
                 "",
-                f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`clipface.search.tune`) in {t['seconds']:.0f} s, "
+                f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`clipface.index.ann.tune`) in {t['seconds']:.0f} s, "
                 f"recall@10 of {t['queries']} stored vectors against exact search: {tried} (target {t['target']}).",
             ]
         mem = size["memory"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface._util import write_json, write_text
+from clipface.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LFW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-deepfunneled"

@@ -46,8 +46,9 @@ import numpy as np
 from PIL import Image
 
 from _common import machine_info  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from clipface._util import versions, write_json, write_text
+from clipface.files import write_json, write_text
 from clipface.report.markdown import md_table
+from clipface.versions import versions
 
 HERE = Path(__file__).resolve().parent
 LFW_MINI = HERE.parent / "src" / "clipface" / "data" / "bundled" / "lfw-mini"

@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface._util import write_json, write_text
 from clipface.data.dataset import FaceDataset, display_name
 from clipface.embed.cache import EmbeddingCache
+from clipface.files import write_json, write_text
+from clipface.index.store import FaceIndex
 from clipface.models.registry import get_spec
 from clipface.models.runtime import LoadOptions, load_encoder
 from clipface.report.tables import md_table
-from clipface.search.store import FaceIndex
 from clipface.server.app import create_app
 from clipface.server.face_optout import FaceOptOut
 
@@ -101,13 +101,13 @@ def decision(index: FaceIndex, enrol: Path, hidden: dict[str, str]) -> tuple[Fac
     t = time.perf_counter()
     opt = FaceOptOut(index, enrol)
     seconds = time.perf_counter() - t
-    meta = index.images(range(index.count))
+    meta = index.meta.images(range(index.count))
     theirs = {i for i, im in meta.items() if im.identity is None}
     others = set(meta) - theirs
     kept = sorted(theirs - opt.removed)
     no_face = set()
     if index.faces is not None:
-        with_face = set(index.faces.image_ids.tolist())
+        with_face = set(index.faces.store.image_ids.tolist())
         no_face = theirs - with_face
     sweep = threshold_sweep(opt, theirs, others, index.count)
     return opt, {
@@ -198,7 +198,7 @@ def engine_audit(index_dir: Path, enrol: Path | None, photos: Path, opted: list[
     """
     import uvicorn
 
-    from clipface.search.engine import EngineClient, audit_engine
+    from clipface.audit.engine import EngineClient, audit_engine
 
     app = create_app(index_dir, require_token=False, rate_limit=None, clip_retrieval=True, opt_out_faces=enrol)
     with socket.socket() as s:
@@ -261,7 +261,7 @@ def main() -> None:
     for name in ("clip", "dlib"):
         index = FaceIndex.load(args.work / name)
         _, dec = decision(index, lay["enrol"], lay["hidden"])
-        meta = index.images(range(index.count))
+        meta = index.meta.images(range(index.count))
         theirs = {i for i, im in meta.items() if im.identity is None}
         routes: dict[str, Any] = {}
         for label, enrol in (("with opt-out", lay["enrol"]), ("control, no opt-out", None)):

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface._util import write_json, write_text
 from clipface.data.dataset import FaceDataset, FaceImage
 from clipface.embed.cache import EmbeddingCache
 from clipface.embed.pipeline import embed_images
+from clipface.files import write_json, write_text
 from clipface.models.registry import get_spec
 from clipface.models.runtime import LoadOptions, load_encoder
 from clipface.report.tables import md_table

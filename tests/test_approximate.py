@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipface.search import approximate
-from clipface.search.exact import exact_search, rerank
+from clipface.index import approximate
+from clipface.index.ann.exact import exact_search, rerank
 
 faiss = pytest.importorskip("faiss")
 
@@ -31,7 +31,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("factory", ["IVF32,PQ8x4fs", "IVF32,SQ8", "IVF16_HNSW32,Flat"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_every_worker_count_gives_the_one_thread_answer(factory, threads, data, monkeypatch: pytest.MonkeyPatch):
-    from clipface.search.probe import Prober
+    from clipface.index.ann.probe import Prober
 
     monkeypatch.setattr(approximate, "MIN_QUERIES_PER_WORKER", 4)  # 37 queries: several workers
     x, q = data
@@ -46,7 +46,7 @@ def test_every_worker_count_gives_the_one_thread_answer(factory, threads, data, 
 
 
 def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatch: pytest.MonkeyPatch):
-    from clipface.search import probe
+    from clipface.index import probe
 
     x, q = data
     prober = probe.Prober(_index("IVF32,Flat", x))
@@ -63,7 +63,7 @@ def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatc
 def test_a_worker_sets_faiss_threads_for_itself_only():
     import threading
 
-    from clipface.search.faiss_backend import faiss_threads_here
+    from clipface.index.ann.faiss_backend import faiss_threads_here
 
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(3)  # this thread's setting, which the worker must leave alone
@@ -85,7 +85,7 @@ def test_a_worker_sets_faiss_threads_for_itself_only():
 def test_query_slices_run_on_kept_threads_and_a_nested_call_does_not_wait_on_its_caller():
     import threading
 
-    from clipface.search.exact import by_query_slices
+    from clipface.index.ann.exact import by_query_slices
 
     def names(a: int, b: int) -> tuple[int, int, int]:
         return a, b, threading.get_ident()
@@ -104,7 +104,7 @@ def test_query_slices_run_on_kept_threads_and_a_nested_call_does_not_wait_on_its
 def test_a_forked_child_makes_its_own_kept_threads():
     import multiprocessing
 
-    from clipface.search.exact import by_query_slices
+    from clipface.index.ann.exact import by_query_slices
 
     by_query_slices(4, 2, _width)  # the parent's kept pool exists before the fork
     with multiprocessing.get_context("fork").Pool(1) as pool:
@@ -113,7 +113,7 @@ def test_a_forked_child_makes_its_own_kept_threads():
 
 def _in_child() -> tuple[int, list[int]]:
     """How many of the parent's kept pools the child sees (none: their threads did not fork), then a call."""
-    from clipface.search import exact
+    from clipface.index import exact
 
     return len(exact._POOLS), exact.by_query_slices(4, 2, _width)
 

@@ -17,22 +17,29 @@ PACKAGE = SRC / "clipface"
 #: import from its own stage or an earlier one only. Stage 0 holds what every stage may use.
 LAYER = {
     "errors": 0,
-    "_util": 0,
+    "textsafe": 0,
+    "sql": 0,
+    "files": 0,
+    "versions": 0,
+    "assets": 0,
     "data": 1,
     "models": 2,
     "embed": 3,
     "cloak": 4,
     "eval": 5,
     "report": 6,
-    "search": 7,
-    "server": 8,
-    "facade": 9,
-    "api": 9,
-    "cli": 10,
-    "assets": 0,
+    "index": 7,
+    "audit": 8,
+    "server": 9,
+    "facade": 10,
+    "jobs": 10,
+    "cli": 11,
 }
-#: Modules allowed over the size limit.
-MAX_LINES = 420
+#: Longest function body, in lines, not counting the functions and classes defined inside it (a FastAPI app
+#: factory's routes are measured one by one). A hard limit: a function this long is doing several things.
+MAX_FUNCTION_LINES = 140
+#: A module over this many lines gets a warning, not a failure: the design, not a counter, says where a file ends.
+MODULE_WARN_LINES = 500
 
 
 def module_name(path: Path) -> str:
@@ -138,9 +145,54 @@ def test_data_flows_one_way() -> None:
     assert not bad, "\n".join(bad)
 
 
-def test_modules_are_small() -> None:
-    big = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
-    assert not big, f"modules over {MAX_LINES} lines: {big}"
+def own_lines(node: ast.AST) -> int:
+    """Lines of a function, less those of the functions and classes defined inside it (measured on their own)."""
+    inner = 0
+
+    def visit(n: ast.AST) -> None:
+        nonlocal inner
+        for child in ast.iter_child_nodes(n):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner += child.end_lineno - child.lineno + 1 + len(child.decorator_list)  # type: ignore[operator]
+            else:
+                visit(child)
+
+    visit(node)
+    return node.end_lineno - node.lineno + 1 - inner  # type: ignore[attr-defined,operator]
+
+
+def long_functions(source: str, limit: int) -> list[tuple[str, int]]:
+    tree = ast.parse(source)
+    return [
+        (n.name, own_lines(n))
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and own_lines(n) > limit
+    ]
+
+
+def test_functions_are_short() -> None:
+    long = {
+        name: found
+        for name, path in modules().items()
+        if (found := long_functions(path.read_text(), MAX_FUNCTION_LINES))
+    }
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+    big = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MODULE_WARN_LINES}
+    if big:
+        import warnings
+
+        warnings.warn(
+            f"modules over {MODULE_WARN_LINES} lines (split where the design has a seam): {big}", stacklevel=1
+        )
+
+
+def test_function_length_counts_nested_definitions_apart() -> None:
+    """The length test can fail, and measures a factory's inner routes on their own."""
+    body = "\n".join(f"    x{i} = {i}" for i in range(30))
+    source = f"def outer():\n    def inner():\n{body.replace(chr(10), chr(10) + '    ')}\n        return 1\n    return inner\n"
+    source = source.replace("def inner():\n    x", "def inner():\n        x")
+    assert long_functions(source, 25) == [("inner", 32)]
+    assert own_lines(ast.parse(source).body[0]) == 2
 
 
 def test_import_is_light_and_exports_resolve() -> None:
@@ -169,7 +221,7 @@ def test_import_is_light_and_exports_resolve() -> None:
         "verification",
         "gallery",
         "FaceIndex",
-        "cloak",
+        "cloak_folder",
         "represent",
         "verify",
         "find",

@@ -20,7 +20,7 @@ sync_api = pytest.importorskip(
 )
 
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 from clipface.server.app import create_app  # noqa: E402
 
 from .conftest import LFW_MINI, REPO, need  # noqa: E402

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from clipface.api import build_index
 from clipface.embed.options import RunOptions
+from clipface.jobs import build_index
 
 from .conftest import LFW_MINI, REPO
 from .live_server import serve

@@ -367,8 +367,8 @@ def test_jittered_view_moves_each_edge_within_bounds():
 
 
 def test_robust_setting_is_the_default_and_published_is_one_flag_away() -> None:
-    from clipface.api import cloak_settings
     from clipface.cloak.settings import ROBUST
+    from clipface.jobs import cloak_settings
 
     default = cloak_settings("fawkes", "high")
     assert (default.jitter, default.eot, default.published) == (ROBUST["jitter"], tuple(ROBUST["eot"]), False)

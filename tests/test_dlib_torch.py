@@ -170,7 +170,7 @@ def test_dlib_defaults_to_the_port_and_shares_dlibs_cache_keys(dat: Path):
 def test_conversion_is_cached_as_safetensors_and_loads_back(dat: Path, tmp_path: Path):
     from safetensors.torch import save_file
 
-    from clipface._util import cache_root
+    from clipface.files import cache_root
     from clipface.models.dlib_torch.convert import cache_file
     from clipface.models.dlib_torch.encoder import load
 

@@ -10,9 +10,9 @@ from typing import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from clipface.api import build_index
 from clipface.cli import app
 from clipface.embed.options import RunOptions
+from clipface.jobs import build_index
 from clipface.models.dlib_resnet import availability
 
 from .conftest import LFW_MINI

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipface.search import exact
-from clipface.search.exact import exact_search, rerank, top_k
+from clipface.index import exact
+from clipface.index.ann.exact import exact_search, rerank, top_k
 
 
 def brute(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +78,7 @@ def test_rerank_in_parallel_equals_a_full_sort_of_the_candidates(threads, monkey
 @pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,PQ8x4fs", "IVF16,SQ8"])
 def test_probing_by_blas_finds_what_faiss_finds(factory):
     faiss = pytest.importorskip("faiss")
-    from clipface.search.probe import Prober
+    from clipface.index.ann.probe import Prober
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2000, 32)).astype(np.float32)
@@ -98,7 +98,7 @@ def test_probing_by_blas_finds_what_faiss_finds(factory):
 
 def test_an_hnsw_quantizer_is_left_to_faiss():
     faiss = pytest.importorskip("faiss")
-    from clipface.search.probe import Prober
+    from clipface.index.ann.probe import Prober
 
     x = np.random.default_rng(2).standard_normal((500, 16)).astype(np.float32)
     index = faiss.index_factory(16, "IVF8_HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
@@ -110,7 +110,7 @@ def test_an_hnsw_quantizer_is_left_to_faiss():
 
 
 def test_the_scattered_view_reads_the_same_rows(tmp_path: Path):
-    from clipface.search.rows import scattered_view
+    from clipface.index.rows import scattered_view
 
     x = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
     x.tofile(tmp_path / "v.f32")

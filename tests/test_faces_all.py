@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipface.api import build_index
+from clipface.audit.person import audit_person
 from clipface.data.images import load_image
 from clipface.embed.options import RunOptions
+from clipface.index.store import FaceIndex
+from clipface.jobs import build_index
 from clipface.models.registry import get_spec
 from clipface.models.runtime import load_encoder
-from clipface.search.audit import audit_person
-from clipface.search.store import FaceIndex
 
 from .conftest import LFW_MINI
 
@@ -52,9 +52,9 @@ def test_group_photo_is_found_through_either_person(indexes: tuple[FaceIndex, Fa
     every, central = indexes
     dlib = load_encoder("dlib")
     threshold = get_spec("dlib").verify_threshold
-    assert every.face_model is not None and every.face_model.mode == "all" and central.faces is None
-    group = next(i for i, im in every.images(range(every.count)).items() if im.relpath == "group.jpg")
-    assert sorted(every.faces.image_ids.tolist()).count(group) == 2  # both faces of the group photo are stored
+    assert every.faces is not None and every.faces.model.mode == "all" and central.faces is None
+    group = next(i for i, im in every.meta.images(range(every.count)).items() if im.relpath == "group.jpg")
+    assert sorted(every.faces.store.image_ids.tolist()).count(group) == 2  # both faces of the group photo are stored
     found_central = []
     for person, side in ((LEFT, "left"), (RIGHT, "right")):
         query = load_image(LFW_MINI / person / f"{person}_0002.jpg")
@@ -144,15 +144,15 @@ def test_web_page_draws_the_box(indexes: tuple[FaceIndex, FaceIndex]) -> None:
 
 
 def test_add_keeps_faces_and_a_cut_face_file_is_refused(indexes: tuple[FaceIndex, FaceIndex], tmp_path: Path) -> None:
-    from clipface.search.records import FaceIndexError
+    from clipface.index.records import FaceIndexError
 
     copy = tmp_path / "copy"
     shutil.copytree(indexes[0].dir, copy)
     index = FaceIndex.load(copy, mmap=False)
-    before, n = index.faces.count, index.count
+    before, n = index.faces.store.count, index.count
     update = index.add(load_encoder("dlib"), [LFW_MINI / LEFT / f"{LEFT}_0003.jpg"])
     again = FaceIndex.load(copy)
-    assert update.added == 1 and again.count == n + 1 and again.faces.count > before
+    assert update.added == 1 and again.count == n + 1 and again.faces.store.count > before
     assert set(again.faces.image_ids[before:].tolist()) == {n} and again.manifest.faces["count"] == again.faces.count
     (copy / "faces.f32").write_bytes(b"\x00" * 16)
     with pytest.raises(FaceIndexError, match="faces.f32: not a readable face file"):

@@ -68,7 +68,7 @@ def _people(tmp_path: Path, names: list[str]) -> Path:
 @pytest.fixture
 def small_index(tiny, tmp_path: Path):
     pytest.importorskip("faiss")
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     index, _ = FaceIndex.build(
         tiny, _people(tmp_path, ["Tony_Blair"]), tmp_path / "idx", cache=EmbeddingCache(tmp_path)
@@ -79,7 +79,7 @@ def small_index(tiny, tmp_path: Path):
 def _slow_commits(monkeypatch: pytest.MonkeyPatch, pause=lambda: time.sleep(0.5)) -> None:
     """Writers stay inside the critical section a while (``pause``), so that a second one arrives while the first
     writes."""
-    from clipface.search import store
+    from clipface.index import store
 
     real = store.commit_rows
 
@@ -91,7 +91,7 @@ def _slow_commits(monkeypatch: pytest.MonkeyPatch, pause=lambda: time.sleep(0.5)
 
 
 def _add_concurrently(index_dir: Path, tiny, folders: list[Path], cache: EmbeddingCache) -> list[BaseException]:
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     errors: list[BaseException] = []
 
@@ -110,14 +110,14 @@ def _add_concurrently(index_dir: Path, tiny, folders: list[Path], cache: Embeddi
 
 
 def test_concurrent_adds_take_turns(small_index, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     _slow_commits(monkeypatch)
     folders = [_people(tmp_path, ["Colin_Powell", "Hugo_Chavez"]), _people(tmp_path, ["Hugo_Chavez", "Ariel_Sharon"])]
     assert _add_concurrently(small_index.dir, tiny, folders, EmbeddingCache(tmp_path)) == []
     final = FaceIndex.load(small_index.dir)
     assert final.count == 3 + 9  # Tony Blair, then three people (Hugo Chavez's photos added once)
-    assert len(final.images_of("Hugo Chavez")) == 3
+    assert len(final.meta.images_of("Hugo Chavez")) == 3
     assert not [p for p in os.listdir(small_index.dir) if p.endswith(".tmp")]
 
 
@@ -132,7 +132,7 @@ def test_without_the_lock_concurrent_adds_collide(
     memory map (``ValueError``). Either way an add fails, where with the lock both succeed."""
     import contextlib
 
-    from clipface.search import store
+    from clipface.index import store
 
     both_loaded = threading.Barrier(2, timeout=30)  # both writers past their reload, neither has written
     real = store.FaceIndex._append
@@ -165,7 +165,7 @@ def _rows(cache: Path) -> int:
 def test_a_second_writer_process_waits_for_the_first(small_index, tmp_path: Path) -> None:
     from filelock import FileLock
 
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     folder = _people(tmp_path, ["Colin_Powell"])
     held = FileLock(str(small_index.dir / ".write.lock"))
@@ -205,7 +205,7 @@ def test_a_second_writer_process_waits_for_the_first(small_index, tmp_path: Path
 def test_a_writer_that_cannot_get_the_lock_stops_with_one_line(small_index) -> None:
     from filelock import FileLock
 
-    from clipface.search.writer import write_lock
+    from clipface.index.writer import write_lock
 
     with FileLock(str(small_index.dir / ".write.lock")):
         with pytest.raises(ClipfaceError, match="another process has been writing to this index") as caught:
@@ -215,19 +215,19 @@ def test_a_writer_that_cannot_get_the_lock_stops_with_one_line(small_index) -> N
 
 
 def test_rebuild_with_overwrite_replaces_the_index(small_index, tiny, tmp_path: Path) -> None:
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     folder = _people(tmp_path, ["Colin_Powell", "Hugo_Chavez"])
     index, update = FaceIndex.build(tiny, folder, small_index.dir, cache=EmbeddingCache(tmp_path), overwrite=True)
     assert update.added == 6
     reloaded = FaceIndex.load(small_index.dir)  # used to mix the old vectors with the new rows
-    assert reloaded.count == 6 and reloaded.images_of("Tony Blair") == []
+    assert reloaded.count == 6 and reloaded.meta.images_of("Tony Blair") == []
 
 
 def test_a_failed_build_leaves_no_half_index(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from clipface.search import store
-    from clipface.search.store import FaceIndex
-    from clipface.search.vectors import VectorStore
+    from clipface.index import store
+    from clipface.index.store import FaceIndex
+    from clipface.index.vectors import VectorStore
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -255,7 +255,8 @@ name_bytes = st.binary(min_size=1, max_size=24).filter(lambda b: b"/" not in b a
 @settings(max_examples=200, deadline=None)
 @given(name_bytes)
 def test_any_file_name_round_trips_through_sqlite_and_shows_readably(raw: bytes) -> None:
-    from clipface._util import from_sql_text, readable, to_sql_text
+    from clipface.sql import from_sql_text, to_sql_text
+    from clipface.textsafe import readable
 
     name = os.fsdecode(raw)
     db = sqlite3.connect(":memory:")
@@ -338,8 +339,8 @@ def test_exif_orientation_survives_reduced_decoding(orientation: int, upright: t
 
 def test_shards_keep_names_that_are_not_utf8(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
-    from clipface.search.records import ImageRecord
-    from clipface.search.shards import read_shards, write_shard
+    from clipface.index.records import ImageRecord
+    from clipface.index.shards import read_shards, write_shard
 
     odd = os.fsdecode(b"/data/Folder\xe9Latin1/uniq\xff\xfe.jpg")
     records = [ImageRecord(odd, odd[6:], os.fsdecode(b"Folder\xe9Latin1"), 4, 3, "a" * 64)]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clipface._util import file_sha256
 from clipface.cli import app
 from clipface.data.dataset import display_name
+from clipface.files import file_sha256
 
 from .hostile import LATIN1_FOLDER, UNDECODABLE_FILE, Corpus, make_corpus, shown
 
@@ -85,18 +85,18 @@ def hostile_index(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def test_index_build_round_trips_every_name(corpus: Corpus, hostile_index: Path) -> None:
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
 
     idx = FaceIndex.load(hostile_index)
     assert idx.count == corpus.n_good
-    assert_skipped(corpus, reasons(idx.skipped()))
-    stored = idx.images(range(idx.count))
+    assert_skipped(corpus, reasons(idx.meta.skipped()))
+    stored = idx.meta.images(range(idx.count))
     expected = {Path(os.path.abspath(p)).resolve() for files in corpus.good.values() for p in files}
     assert {Path(im.path) for im in stored.values()} == expected
     for im in stored.values():  # each stored path opens the very file that was indexed
         assert file_sha256(im.path) == im.sha256
     latin = os.fsdecode(LATIN1_FOLDER)
-    assert len(idx.images_of(latin)) == len(corpus.good[latin])
+    assert len(idx.meta.images_of(latin)) == len(corpus.good[latin])
     assert sorted(os.listdir(hostile_index)) == [
         ".write.lock",
         "manifest.json",
@@ -110,7 +110,7 @@ def test_server_answers_about_every_name(corpus: Corpus, hostile_index: Path, ti
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from clipface.search.store import FaceIndex
+    from clipface.index.store import FaceIndex
     from clipface.server.app import create_app
 
     client = TestClient(create_app(hostile_index, model=tiny, require_token=False, rate_limit=None))

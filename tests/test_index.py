@@ -15,16 +15,16 @@ from typer.testing import CliRunner
 pytest.importorskip("faiss")
 
 import clipface  # noqa: E402
+from clipface.audit.identification import evaluate_index_identification  # noqa: E402
+from clipface.audit.person import audit_person  # noqa: E402
 from clipface.cli import app  # noqa: E402
 from clipface.data.dataset import FaceDataset  # noqa: E402
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import NoFaceError  # noqa: E402
+from clipface.index.ann.faiss_backend import choose_kind  # noqa: E402
+from clipface.index.records import EncoderMismatchError, FaceIndexError, QueryError  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 from clipface.models.base import resize_center_crop  # noqa: E402
-from clipface.search.audit import audit_person  # noqa: E402
-from clipface.search.faiss_backend import choose_kind  # noqa: E402
-from clipface.search.identification import evaluate_index_identification  # noqa: E402
-from clipface.search.records import EncoderMismatchError, FaceIndexError, QueryError  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
 
 from .conftest import LFW_MINI, need  # noqa: E402
 
@@ -107,7 +107,7 @@ def test_add_appends_new_images_only_and_reload_keeps_them(tiny, cache, tmp_path
     again = index.add(tiny, LFW_MINI, cache=cache)
     assert (again.added, again.duplicates, again.computed, again.cached) == (0, 100, 0, 0)  # nothing even looked up
     loaded = FaceIndex.load(tmp_path / "idx")
-    assert loaded.count == 100 and sorted(loaded.images(range(100))) == list(range(100))
+    assert loaded.count == 100 and sorted(loaded.meta.images(range(100))) == list(range(100))
     assert loaded.search_vectors(np.ones(64, np.float32), k=3)[0][0].id in range(100)
     with pytest.raises(FaceIndexError, match="already holds an index"):
         FaceIndex.build(tiny, first, tmp_path / "idx", cache=cache)

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 from clipface.server.app import create_app  # noqa: E402
 
 from .conftest import LFW_MINI, REPO, need  # noqa: E402

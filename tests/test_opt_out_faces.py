@@ -17,9 +17,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from clipface.api import build_index
 from clipface.embed.options import RunOptions
-from clipface.search.store import FaceIndex
+from clipface.index.store import FaceIndex
+from clipface.jobs import build_index
 
 from .conftest import LFW_MINI
 from .live_server import serve
@@ -41,8 +41,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     index_dir = root / INDICE
     build_index("test-tiny-random", str(images), index_dir, RunOptions(progress=False), face_model="dlib")
     index = FaceIndex.load(index_dir)
-    hidden = sorted(i for i, im in index.images(range(index.count)).items() if im.identity is None)
-    assert len(hidden) == 7 and index.faces is not None and index.faces.count >= index.count == 97
+    hidden = sorted(i for i, im in index.meta.images(range(index.count)).items() if im.identity is None)
+    assert len(hidden) == 7 and index.faces is not None and index.faces.store.count >= index.count == 97
     return index_dir, root / "optout", hidden
 
 

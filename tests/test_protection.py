@@ -11,13 +11,13 @@ from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 from typer.testing import CliRunner
 
-from clipface._util import nearest
 from clipface.cli import app
 from clipface.cloak.ssim import dssim_uint8
 from clipface.data.dataset import FaceImage
 from clipface.eval.metrics.protection import (
     facecure_split,
     link_stats,
+    nearest,
     poison_gallery,
     poisoning_metrics,
     poisoning_split,

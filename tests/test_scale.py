@@ -16,10 +16,10 @@ import clipface  # noqa: E402
 from clipface.data.dataset import FaceDataset  # noqa: E402
 from clipface.embed.cache import NullCache  # noqa: E402
 from clipface.embed.pipeline import embed_images  # noqa: E402
-from clipface.search.ray import embed_with_ray  # noqa: E402
-from clipface.search.records import EncoderMismatchError  # noqa: E402
-from clipface.search.shards import read_shards  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.index.ray import embed_with_ray  # noqa: E402
+from clipface.index.records import EncoderMismatchError  # noqa: E402
+from clipface.index.shards import read_shards  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 
 from .conftest import LFW_MINI, need  # noqa: E402
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from clipface.data.images import file_sha256  # noqa: E402
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import ClipfaceError  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 from clipface.server.app import create_app  # noqa: E402
 from clipface.server.policies import OptOutList, RateLimiter  # noqa: E402
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from clipface.embed.cache import EmbeddingCache  # noqa: E402
 from clipface.errors import ClipfaceError  # noqa: E402
-from clipface.search.store import FaceIndex  # noqa: E402
+from clipface.index.store import FaceIndex  # noqa: E402
 from clipface.server.app import create_app  # noqa: E402
 from clipface.server.policies import RateLimiter  # noqa: E402
 
@@ -249,7 +249,7 @@ def test_bomb_uploads_are_answered_within_bounded_memory(index_dir: Path, tiny) 
 
 
 def test_query_image_is_shrunk_while_decoding(index_dir: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
-    from clipface.search import store
+    from clipface.index import store
 
     sizes: list[tuple[int, int]] = []
     real = store.FaceIndex.embed_query_image

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipface.search import tune
-from clipface.search.exact import exact_search
-from clipface.search.faiss_backend import set_search_params
+from clipface.index import tune
+from clipface.index.ann.exact import exact_search
+from clipface.index.ann.faiss_backend import set_search_params
 
 pytest.importorskip("faiss")
 
@@ -23,7 +23,7 @@ def _clustered(n: int, seed: int) -> np.ndarray:
 
 @pytest.fixture()
 def store(tmp_path: Path):
-    from clipface.search.vectors import VectorStore
+    from clipface.index.vectors import VectorStore
 
     x = _clustered(12_000, 0)
     params = {"factory": "IVF64,PQ12x4fs", "nlist": 64, "nprobe": 1, "k_factor": 8}
@@ -67,7 +67,7 @@ def test_an_unreachable_target_probes_every_list_and_growth_retunes(store):
 
 
 def test_exact_and_small_indexes_are_not_tuned(tmp_path: Path):
-    from clipface.search.vectors import VectorStore
+    from clipface.index.vectors import VectorStore
 
     x = _clustered(5_000, 2)
     (tmp_path / "f").mkdir()

@@ -6,15 +6,13 @@ The public API, imported lazily (``import clipface`` loads no model library):
 * data and embeddings: :class:`FaceDataset`, :class:`EmbeddingCache`;
 * one-call functions (as deepface's): :func:`represent`, :func:`verify`, :func:`find`;
 * tasks: :func:`zeroshot`, :func:`verification`, :func:`gallery`, :func:`evaluate`;
-* cloaking: :class:`CloakSettings`, :func:`cloak`, :func:`cloak_folder`, :func:`evaluate_protection`;
+* cloaking: :class:`CloakSettings`, :func:`cloak_folder`, :func:`cloak_images`, :func:`evaluate_protection`;
 * search: :class:`FaceIndex`, :func:`audit_person`.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -39,16 +37,15 @@ _EXPORTS = {
     "zeroshot": "clipface.eval.zeroshot:zeroshot",
     "verification": "clipface.eval.verification:verification",
     "gallery": "clipface.eval.gallery:gallery",
-    "evaluate": "clipface.api:evaluate",
-    "run_main": "clipface.api:run_main",
+    "evaluate": "clipface.jobs:evaluate",
+    "run_main": "clipface.jobs:run_main",
     "CloakSettings": "clipface.cloak.settings:CloakSettings",
-    "cloak": "clipface.api:cloak",
-    "cloak_folder": "clipface.cloak.run:cloak_folder",
+    "cloak_folder": "clipface.jobs:cloak_folder",
     "cloak_images": "clipface.cloak.run:cloak_images",
     "evaluate_protection": "clipface.eval.protection:evaluate_protection",
     "evaluate_poisoning": "clipface.eval.poisoning:evaluate_poisoning",
-    "FaceIndex": "clipface.search.store:FaceIndex",
-    "audit_person": "clipface.search.audit:audit_person",
+    "FaceIndex": "clipface.index.store:FaceIndex",
+    "audit_person": "clipface.audit.person:audit_person",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -66,20 +63,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """The package module, whose public names are never replaced by sub-packages of the same name.
-
-    Importing ``clipface.cloak.run`` makes Python set the attribute ``clipface.cloak`` to the
-    sub-package, which would hide the public function :func:`clipface.cloak` for the rest of the
-    process. The sub-package stays in ``sys.modules`` (``from clipface.cloak import X`` works).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

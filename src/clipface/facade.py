@@ -21,11 +21,11 @@ from .data.images import ImageSource, as_image
 from .embed.cache import EmbeddingCache, NullCache
 from .embed.pipeline import embed_images
 from .errors import NoFaceError, UsageError, check_int
+from .index.ingest import collect_images
 from .models.align import faces_of, image_label
 from .models.base import Encoder
 from .models.registry import get_spec
 from .models.runtime import LoadOptions, load_encoder
-from .search.ingest import collect_images
 
 __all__ = ["Face", "Match", "Verification", "find", "represent", "verify"]
 

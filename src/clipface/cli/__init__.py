@@ -1,5 +1,5 @@
 """The ``clipface`` command line: options parsed into one object, then one call of the Python API
-(:mod:`clipface.api`)."""
+(:mod:`clipface.jobs`)."""
 
 from __future__ import annotations
 

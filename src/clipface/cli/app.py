@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from .._util import readable
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
+from ..textsafe import readable
 from .flags import (
     Align,
     Backend,
@@ -167,7 +167,7 @@ def run_cmd(
     o = CliOptions.of(locals())
 
     def go() -> None:
-        from ..api import run_main
+        from ..jobs import run_main
 
         opts = o.check().run_options()
         k, ks = o.idia()
@@ -208,7 +208,7 @@ def report_cmd(
     o = CliOptions.of(locals())
 
     def go() -> None:
-        from ..api import report
+        from ..jobs import report
 
         assert o.results is not None
         for path in report(o.results, o.out):

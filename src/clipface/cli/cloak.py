@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import api
+from .. import jobs
 from .app import app, echo, guard
 from .flags import (
     Align,
@@ -67,7 +67,9 @@ def cloak_cmd(
         opts = o.check().run_options()
         settings = o.cloak_settings()
         assert o.src is not None and o.out is not None
-        run = api.cloak(o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch)
+        run = jobs.cloak_folder(
+            o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch
+        )
         s = run.summary()
         for skip in run.skipped[:20]:
             echo(f"  skipped {skip.path}: {skip.reason}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import api
+from .. import jobs
 from .app import echo, error_line, eval_app, finish, guard, summary
 from .flags import (
     Align,
@@ -98,10 +98,10 @@ def eval_zeroshot(
         opts = o.check().run_options()
         k, ks = o.idia()
         params = dict(prompts=o.prompts, distractors=o.distractors, tau=o.tau, idia_k=k, idia_ks=ks, seed=o.seed)
-        api.check_task("zeroshot", **params)  # every task argument checked before the dataset is scanned
+        jobs.check_task("zeroshot", **params)  # every task argument checked before the dataset is scanned
         names = o.non_member_names()  # a bad file is named before the dataset is scanned
         ds, names = o.load_dataset().with_non_members(names, o.non_members_dir)
-        doc = api.evaluate("zeroshot", o.model, ds, opts, o.out, on_error=error_line, non_members=names, **params)
+        doc = jobs.evaluate("zeroshot", o.model, ds, opts, o.out, on_error=error_line, non_members=names, **params)
         summary(doc, ("top1", "top5"))
         finish(doc, o.out)
 
@@ -137,7 +137,7 @@ def eval_verify(
 
         opts = o.check().run_options()
         ds = FaceDataset.from_folder(o.dataset, validate=False)  # only the pairs' images are read
-        doc = api.evaluate("verify", o.model, ds, opts, o.out, on_error=error_line, pairs=o.pairs)
+        doc = jobs.evaluate("verify", o.model, ds, opts, o.out, on_error=error_line, pairs=o.pairs)
         summary(doc, ("accuracy", "auc", "eer"))
         finish(doc, o.out)
 
@@ -176,8 +176,8 @@ def eval_search(
     def go() -> None:
         opts = o.check().run_options()
         params = dict(gallery=o.gallery, unknown=o.unknown, seed=o.seed)
-        api.check_task("search", **params)
-        doc = api.evaluate("search", o.model, o.load_dataset(), opts, o.out, on_error=error_line, **params)
+        jobs.check_task("search", **params)
+        doc = jobs.evaluate("search", o.model, o.load_dataset(), opts, o.out, on_error=error_line, **params)
         summary(doc, ("rank1", "rank5", "map"))
         finish(doc, o.out)
 
@@ -226,7 +226,7 @@ def eval_protection(
     def go() -> None:
         opts = o.check().run_options()
         settings = o.cloak_settings()
-        doc = api.protection(
+        doc = jobs.protection(
             o.model,
             o.load_dataset(),
             opts,
@@ -291,9 +291,9 @@ def eval_poisoning(
 
     def go() -> None:
         opts = o.check().run_options()
-        api.parse_ks(o.poison_k)
+        jobs.parse_ks(o.poison_k)
         settings = o.cloak_settings()
-        doc = api.poisoning(
+        doc = jobs.poisoning(
             o.model,
             o.load_dataset(),
             opts,

@@ -186,14 +186,14 @@ class CliOptions:
                 raise UsageError(name, value, "must be at least 1")
         self.weights_map()
         if out and self.out is not None:
-            from ..api import check_out
+            from ..jobs import check_out
 
             check_out(self.out)
         return self
 
     def cloak_settings(self) -> Any:
         """The :class:`~clipface.cloak.settings.CloakSettings` of the cloak options (robust unless ``--published``)."""
-        from ..api import cloak_settings
+        from ..jobs import cloak_settings
 
         return cloak_settings(
             self.method,
@@ -243,7 +243,7 @@ class CliOptions:
             max_per_identity=self.max_per_identity,
             seed=self.seed,
         )
-        from .._util import readable
+        from ..textsafe import readable
 
         say = echo or (lambda m: typer.echo(readable(m), err=True))
         say(f"dataset {ds.name}: {len(ds)} images of {len(ds.identities)} people, {len(ds.skipped)} files skipped")

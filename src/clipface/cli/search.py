@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 
-from .. import api
-from .._util import jsonable, readable
+from .. import jobs
+from ..files import jsonable
+from ..textsafe import readable
 from .app import app, echo, guard
 from .flags import (
     Align,
@@ -93,7 +94,7 @@ def build_cmd(
     def go() -> None:
         opts = o.check().run_options()
         assert o.index is not None
-        idx, update = api.build_index(
+        idx, update = jobs.build_index(
             o.model[0],
             o.images,
             o.index,
@@ -126,7 +127,7 @@ def add_cmd(
     def go() -> None:
         opts = o.check().run_options()
         assert o.index is not None
-        idx, update = api.add_images(o.index, o.images, opts)
+        idx, update = jobs.add_images(o.index, o.images, opts)
         _report(update, idx)
 
     guard(go)
@@ -148,7 +149,7 @@ def query_cmd(
     def go() -> None:
         assert o.index is not None
         weights = o.weights[0] if o.weights else None
-        hits = api.query_index(o.index, text=o.text, image=o.image, k=o.k, weights=weights, device=o.device)
+        hits = jobs.query_index(o.index, text=o.text, image=o.image, k=o.k, weights=weights, device=o.device)
         if o.as_json:
             typer.echo(json.dumps(jsonable([h.to_dict() for h in hits]), indent=2, ensure_ascii=False))
             return
@@ -234,7 +235,7 @@ def audit_cmd(
     def go() -> None:
         assert o.engine is not None and o.indice is not None and o.person is not None
         o.check()
-        doc = api.audit(
+        doc = jobs.audit(
             o.engine,
             o.indice,
             o.person,

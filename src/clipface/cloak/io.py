@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .._util import write_json
 from ..data.dataset import FaceDataset, FaceImage, SkippedFile, list_images
 from ..data.images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 from ..errors import DatasetError, ImageError
+from ..files import write_json
 
 #: Stem suffixes of cloaks made by other tools, by method.
 SUFFIXES = {"fawkes": re.compile(r"_(?:(?:min|low|mid|high|ultra)_)?cloaked$"), "lowkey": re.compile(r"_attacked$")}
@@ -100,7 +100,7 @@ def ship_cloaks(folder: Path, root: Path, dest: Path) -> int:
     """
     import shutil
 
-    from .._util import file_sha256
+    from ..files import file_sha256
 
     shutil.rmtree(dest, ignore_errors=True)
     n = 0

@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._util import file_sha256, readable, write_json
 from ..data.dataset import FaceDataset, FaceImage, SkippedFile, bundled_path
 from ..data.images import load_image
 from ..embed.options import RunOptions
 from ..errors import ClipfaceError, ImageError, NoFaceError
+from ..files import file_sha256, write_json
 from ..models.base import TorchEncoder
 from ..models.runtime import load_encoder
+from ..textsafe import readable
 from . import fawkes, lowkey
 from .budget import budget_measure, fit_budget_region, image_stats, within_budget
 from .eot import apply_eot

@@ -10,12 +10,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .._util import key_bytes
 from ..data.dataset import FaceImage
 from ..embed.options import RunOptions
 from ..embed.pipeline import embed_images
 from ..errors import ClipfaceError
 from ..models.base import TorchEncoder
+from ..textsafe import key_bytes
 from . import fawkes
 from .settings import CloakSettings
 

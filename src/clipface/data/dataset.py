@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .._util import readable
 from ..errors import DatasetError, DatasetPathError, ImageError
+from ..textsafe import readable
 from .images import DEFAULT_MAX_PIXELS, is_image_path, probe_image
 
 BUNDLED = {"lfw-mini": "LFW, 10 people x 10 original (unaligned) photos"}
@@ -54,7 +54,7 @@ def display_name(folder: str) -> str:
     """A person's name from an identity folder: ``George_W_Bush`` -> ``George W Bush``.
 
     All-lowercase folders are title-cased (``ben_afflek`` -> ``Ben Afflek``). Bytes of a folder
-    name that are not UTF-8 are shown as ``\\xNN`` (:func:`~clipface._util.readable`).
+    name that are not UTF-8 are shown as ``\\xNN`` (:func:`~clipface.textsafe.readable`).
     """
     name = re.sub(r"\s+", " ", readable(folder).replace("_", " ")).strip()
     return name.title() if name == name.lower() else name

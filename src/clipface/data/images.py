@@ -19,8 +19,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .._util import file_sha256
 from ..errors import ImageError
+from ..files import file_sha256
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -15,8 +15,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .._util import cache_root, chunks, key_bytes
 from ..errors import ClipfaceError, UsageError
+from ..files import cache_root
+from ..sql import chunks
+from ..textsafe import key_bytes
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL)"
 

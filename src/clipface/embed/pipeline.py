@@ -10,17 +10,21 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._util import file_sha256
 from ..data.dataset import FaceImage, SkippedFile
 from ..errors import check_int
+from ..files import file_sha256
 from ..models.base import Encoder
 from .cache import EmbeddingCache, NullCache, embedding_key, text_key
 from .prepare import CHUNK, Preparer, inference_threads, process_count
+
+if TYPE_CHECKING:
+    from .options import RunOptions
 
 
 @dataclass
@@ -142,3 +146,13 @@ def embed_texts(
         hits.update(new)
     out = np.stack([hits[k] for k in keys]) if keys else np.zeros((0, encoder.dim), np.float32)
     return out.astype(np.float32), len(missing)
+
+
+def embed_map(
+    encoder: Encoder, images: Sequence[FaceImage], opts: RunOptions
+) -> tuple[dict[Path, np.ndarray], EmbeddingResult]:
+    """:func:`embed_images` with a run's options, and each embedded image's vector by its path."""
+    res = embed_images(
+        encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
+    )
+    return {im.path: e for im, e in zip(res.images, res.embeddings)}, res

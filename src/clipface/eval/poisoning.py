@@ -7,14 +7,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._util import versions
+from ..cloak.sets import make_cloaks
 from ..cloak.settings import CloakSettings
 from ..data.dataset import FaceDataset, FaceImage
 from ..embed.options import RunOptions
+from ..embed.pipeline import embed_map
 from ..errors import ClipfaceError
 from ..models.base import Encoder
+from ..versions import versions
 from .metrics.protection import poison_gallery, poisoning_metrics, poisoning_split
-from .protection import embed_map, make_cloaks
 from .runner import each_model
 
 __all__ = ["evaluate_poisoning"]

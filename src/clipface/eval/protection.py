@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,48 +17,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._util import atomic_write_bytes, versions, write_json
 from ..cloak.budget import budget_measure, within_budget
-from ..cloak.io import CloakedTriple, shipped_cloaks
-from ..cloak.run import CloakRun, cloak_images, load_surrogates
+from ..cloak.io import CloakedTriple
+from ..cloak.sets import make_cloaks
 from ..cloak.settings import CloakSettings
 from ..data.dataset import FaceDataset, FaceImage
 from ..embed.options import RunOptions
-from ..embed.pipeline import embed_images
+from ..embed.pipeline import embed_map
 from ..errors import UsageError
+from ..files import atomic_write_bytes
 from ..models.base import Encoder
+from ..versions import versions
 from .metrics.protection import TEST_FRAC, facecure_split, link_stats, protection_metrics
 from .runner import each_model
 from .zeroshot import zeroshot
 
-__all__ = ["evaluate_protection", "make_cloaks", "embed_map"]
-
-
-def _slug(names: Sequence[str]) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", "+".join(names))
-
-
-def make_cloaks(
-    images: Sequence[FaceImage],
-    dataset: FaceDataset,
-    surrogates: Sequence[str],
-    settings: CloakSettings,
-    opts: RunOptions,
-    cloak_root: Path,
-    batch_size: int,
-) -> tuple[Path, CloakRun]:
-    """Cloak ``images`` with one surrogate set into ``cloak_root/METHOD-MODE-SURROGATES-HASH``.
-
-    Fawkes targets other identities of the dataset.
-
-    ``HASH`` starts the settings' digest, so each setting has its own folder and is reused by any later run.
-    """
-    encoders = load_surrogates(surrogates, opts)
-    folder = cloak_root / f"{settings.method}-{settings.mode}-{_slug(surrogates)}-{settings.digest(encoders)[:8]}"
-    seed = shipped_cloaks(folder.name)  # the bundled dataset's cloaks ship with clipface, for a quick first run
-    run = cloak_images(images, dataset.root, folder, settings, encoders, opts, dataset.by_identity(), batch_size, seed)
-    write_json(folder / "cloak_summary.json", run.summary())
-    return folder, run
+__all__ = ["evaluate_protection"]
 
 
 def repost(cloaks: dict[Path, Path], folder: Path, quality: int) -> dict[Path, Path]:
@@ -77,13 +50,6 @@ def repost(cloaks: dict[Path, Path], folder: Path, quality: int) -> dict[Path, P
             atomic_write_bytes(dest, buf.getvalue())
         out[source] = dest
     return out
-
-
-def embed_map(encoder: Encoder, images: Sequence[FaceImage], opts: RunOptions) -> tuple[dict[Path, np.ndarray], Any]:
-    res = embed_images(
-        encoder, images, opts.cache, batch_size=opts.batch_size, workers=opts.workers, progress=opts.progress
-    )
-    return {im.path: e for im, e in zip(res.images, res.embeddings)}, res
 
 
 def _zeroshot_pair(

@@ -10,13 +10,13 @@ import gc
 import logging
 from typing import Any, Callable, Sequence
 
-from .._util import versions
 from ..data.dataset import FaceDataset
 from ..embed.options import RunOptions
 from ..embed.pipeline import EmbeddingResult, embed_images
 from ..errors import ClipfaceError
 from ..models.base import Encoder
 from ..models.runtime import load_encoder
+from ..versions import versions
 
 __all__ = ["TaskFn", "each_model", "embed_dataset", "model_header", "payload", "run_models"]
 

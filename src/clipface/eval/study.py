@@ -26,14 +26,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._util import versions
 from ..data.dataset import FaceDataset, FaceImage
 from ..embed.options import RunOptions
+from ..embed.pipeline import embed_map
 from ..errors import ClipfaceError
 from ..models.base import Encoder
+from ..versions import versions
 from .metrics.gallery import identify
 from .metrics.zeroshot import IdiaSettings
-from .protection import embed_map
 from .runner import each_model
 from .stages import Stages
 from .zeroshot import zeroshot
@@ -256,7 +256,7 @@ def make_cloak_sets(
     ``variants`` are :class:`~clipface.cloak.settings.CloakSettings` of one method each; the set is
     named after the method, with ``-published`` for the published setting.
     """
-    from .protection import make_cloaks
+    from ..cloak.sets import make_cloaks
 
     photos = cloaked_photos(dataset, per_person)
     stages = stages or Stages(echo)

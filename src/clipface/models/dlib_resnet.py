@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .._util import file_sha256
 from ..errors import BackendUnavailableError, WeightsUnavailableError
+from ..files import file_sha256
 from .align import DLIB_PIP, get_aligner, import_dlib
 from .base import Aligner, Encoder, l2_normalize
 

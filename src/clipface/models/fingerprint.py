@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .._util import cache_root, file_sha256, key_bytes
+from ..files import cache_root, file_sha256
+from ..textsafe import key_bytes
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

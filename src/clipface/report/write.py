@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .._util import write_json, write_text
+from ..files import write_json, write_text
 from .html import render_html
 from .markdown import render_markdown
 from .plots import plot_roc

@@ -31,13 +31,13 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
+from ..audit.person import THRESHOLD, audit_person
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..data.textnorm import is_blank
 from ..errors import ClipfaceError, ImageError, UsageError
+from ..index.records import IndexedImage, QueryError
+from ..index.store import FaceIndex
 from ..models.base import Encoder
-from ..search.audit import THRESHOLD, audit_person
-from ..search.records import IndexedImage, QueryError
-from ..search.store import FaceIndex
 from .clip_retrieval import CLIP_RETRIEVAL_PATHS, add_clip_retrieval_routes
 from .face_optout import FaceOptOut, person_folders
 from .gate import Gate, TooLarge, json_error
@@ -257,7 +257,7 @@ def create_app(
     def image(image_id: int) -> Response:
         """A JPEG thumbnail of an indexed image, by id."""
         optout.refresh()
-        found = index.image(image_id)
+        found = index.meta.image(image_id)
         if found is None or exclude(found):
             raise HTTPException(404, f"no image {image_id}")
         return Response(_thumbnail(found), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -351,7 +351,7 @@ class _OptOutReport:
         return self._items
 
     def _count(self, kind: str, key: str) -> int:
-        return len(self.index.known([key])) if kind == "image" else self.index.n_images_of(key)
+        return len(self.index.meta.known([key])) if kind == "image" else self.index.meta.n_images_of(key)
 
     def log_unmatched(self) -> None:
         """Tell the operator (the log, not the API) which entries remove nothing."""

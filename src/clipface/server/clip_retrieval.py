@@ -35,8 +35,8 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from ..search.records import IndexedImage, SearchHit
-from ..search.store import FaceIndex
+from ..index.records import IndexedImage, SearchHit
+from ..index.store import FaceIndex
 
 __all__ = ["CLIP_RETRIEVAL_PATHS", "IGNORED_FLAGS", "add_clip_retrieval_routes"]
 
@@ -210,7 +210,7 @@ def add_clip_retrieval_routes(
         if len(ids) > MAX_IMAGES:
             raise HTTPException(413, f"at most {MAX_IMAGES} ids per request")
         refresh()
-        found = index.images(ids)
+        found = index.meta.images(ids)
         return [
             {"id": i, "metadata": _metadata(found[i], with_image=True)}
             for i in ids

@@ -2,7 +2,7 @@
 
 ``DIR`` holds one sub-folder of photos per person who asked to be removed. At server start each
 photo's face (the one the face model's front end chooses) is embedded with the index's face model
-(its face vectors, :mod:`clipface.search.facestore`; an index built with a face recogniser as
+(its face vectors, :mod:`clipface.index.facestore`; an index built with a face recogniser as
 its model and no face vectors uses its image vectors, one central face per image). An indexed
 image is removed when any of its stored faces reaches the model's LFW threshold at FAR 1e-3
 (cosine, recorded in the registry) with any enrolment photo of any enrolled person: an exact
@@ -25,11 +25,11 @@ import numpy as np
 
 from ..data.images import is_image_path, load_image
 from ..errors import ClipfaceError, ImageError, UsageError
+from ..index.facestore import FaceStore
+from ..index.records import IndexedImage
+from ..index.store import FaceIndex
 from ..models.base import Encoder
 from ..models.registry import get_spec
-from ..search.facestore import FaceStore
-from ..search.records import IndexedImage
-from ..search.store import FaceIndex
 
 __all__ = ["FaceOptOut", "person_folders"]
 
@@ -93,7 +93,7 @@ class FaceOptOut:
     def _faces_of(index: FaceIndex, encoder: Encoder | None, device: str) -> tuple[FaceStore, Encoder]:
         """The index's faces and the model that made them (the image vectors of a face-recogniser index)."""
         if index.faces is not None:
-            return index.faces, index.load_face_encoder(device)
+            return index.faces.store, index.faces.load_encoder(device)
         m = index.manifest
         if get_spec(m.model).verify_threshold is None:
             raise UsageError(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ClipfaceError
-from ..search.records import IndexedImage, identity_key
+from ..index.records import IndexedImage, identity_key
 
 __all__ = ["OptOutList", "RateLimiter", "decode_text"]
 

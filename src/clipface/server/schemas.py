@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, create_model
 
-from .._util import readable
 from ..data.textnorm import NOT_BLANK
-from ..search.records import SearchHit
+from ..index.records import SearchHit
+from ..textsafe import readable
 
 __all__ = ["AuditResponse", "ErrorResponse", "Result", "SearchResponse", "TextQuery", "result_of", "text_query_model"]
 

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..._util import cache_root
 from ...errors import BackendUnavailableError
+from ...files import cache_root
 from ..base import Aligner, Encoder, TorchEncoder, l2_normalize
 from ..tokenizer import clean_text
 from .threads import inference_threads

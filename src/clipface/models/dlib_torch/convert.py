@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..._util import cache_root
+from ...files import cache_root
 from ..fingerprint import file_fingerprint
 from .arch import DlibResNet
 from .network import Layer, ParsedNet, parse_file

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..._util import cache_root
+from ...files import cache_root
 from ..fingerprint import file_fingerprint
 from .arch import Bottleneck, ConvReLU, InceptionResnetV1, ResidualBlock
 

@@ -1,4 +1,4 @@
-"""One call per job, as the command line runs it (:mod:`.tasks`, :mod:`.study`, :mod:`.cloaking`, :mod:`.search`).
+"""The jobs: one call per command-line job, as the command line runs it (:mod:`.tasks`, :mod:`.study`, :mod:`.cloaking`, :mod:`.search`).
 
 Each function checks its arguments first (a :class:`~clipface.errors.UsageError` names the bad
 one) and that ``out`` can be written, then runs, writing its results as it goes.
@@ -7,7 +7,7 @@ one) and that ``out`` can be written, then runs, writing its results as it goes.
 from __future__ import annotations
 
 from .audit import audit
-from .cloaking import cloak, cloak_settings, parse_ks, poisoning, protection
+from .cloaking import cloak_folder, cloak_settings, parse_ks, poisoning, protection
 from .search import add_images, build_index, query_index
 from .study import run_main
 from .tasks import TASKS, check_out, check_task, evaluate, report
@@ -19,7 +19,7 @@ __all__ = [
     "build_index",
     "check_out",
     "check_task",
-    "cloak",
+    "cloak_folder",
     "cloak_settings",
     "evaluate",
     "parse_ks",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.backends.threads import inference_threads
+from ...models.backends.threads import inference_threads
 from .exact import by_query_slices, one_blas_thread, rerank
 from .faiss_backend import faiss_threads_here
 from .probe import Prober

@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
-from .records import FaceIndexError
+from ...errors import BackendUnavailableError
+from ..records import FaceIndexError
 
 __all__ = [
     "APPROXIMATE",

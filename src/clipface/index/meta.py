@@ -1,19 +1,20 @@
 """An index's metadata, ``meta.sqlite``: one row per image, with file names kept exact.
 
 A path or folder name that is not valid UTF-8 (Linux file names are bytes) is stored as the
-name's bytes (a BLOB in the same column, :func:`~clipface._util.to_sql_text`) and read back as
+name's bytes (a BLOB in the same column, :func:`~clipface.sql.to_sql_text`) and read back as
 the very string Python made of it, so the path stored opens the same file. Every other value
 is plain text, so indexes written before this stay readable.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .._util import from_sql_text, select_in, to_sql_text
+from ..sql import from_sql_text, select_in, to_sql_text
 from .records import ImageRecord, IndexedImage, identity_key
 
 __all__ = ["MetaDB"]
@@ -36,10 +37,12 @@ _MAX_ID = 2**63
 
 
 class MetaDB:
-    """The ``images`` table of one index folder (one connection per thread)."""
+    """An index's metadata: the ``images`` and ``faces`` tables (one connection per thread) and, where given, the
+    list of files left out (``skipped.json``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, skipped_path: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.skipped_path = Path(skipped_path) if skipped_path is not None else None
         self._local = threading.local()
         with self.conn() as db:
             db.executescript(_SCHEMA)
@@ -93,6 +96,15 @@ class MetaDB:
         valid = [int(i) for i in ids if 0 <= int(i) < _MAX_ID]
         sql = f"SELECT {_COLUMNS} FROM images WHERE id IN ({{}})"
         return {row[0]: _image(row) for row in select_in(self.conn(), sql, valid)}
+
+    def image(self, image_id: int) -> IndexedImage | None:
+        """Metadata of one image, or ``None``."""
+        return self.images([image_id]).get(image_id)
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Files left out of the index so far, with reasons."""
+        path = self.skipped_path
+        return json.loads(path.read_text()) if path is not None and path.is_file() else []
 
     def images_of(self, identity: str) -> list[IndexedImage]:
         """Every image of a person (name matched with :func:`identity_key`), by id."""

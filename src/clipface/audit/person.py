@@ -29,10 +29,10 @@ from PIL import Image
 from ..data.dataset import display_name
 from ..data.prompts import PAPER
 from ..errors import ImageError
+from ..index.records import Exclude, QueryError, SearchHit, identity_key
+from ..index.store import FaceIndex
 from ..models.base import Encoder
 from ..models.registry import get_spec
-from .records import Exclude, QueryError, SearchHit, identity_key
-from .store import FaceIndex
 
 #: Share of the achievable matches needed for the verdict "identifies".
 THRESHOLD = 0.5
@@ -96,11 +96,11 @@ def audit_person(
         query = TEMPLATE.format(person)
         hits = index.query_text(encoder, query, k, exclude)
     key = identity_key(name)
-    labelled = index.images_of(name)
+    labelled = index.meta.images_of(name)
     by_face = _face_matches(index, image, [im.id for im in labelled])
     matches = sum(1 for h in hits if (h.identity and identity_key(h.identity) == key) or h.id in by_face)
     theirs = {im.id: im for im in labelled}
-    theirs.update({i: im for i, im in index.images(by_face - set(theirs)).items()})
+    theirs.update({i: im for i, im in index.meta.images(by_face - set(theirs)).items()})
     in_index = sum(1 for im in theirs.values() if exclude is None or not exclude(im))
     n = len(hits)
     if in_index == 0 or n == 0:
@@ -125,14 +125,14 @@ def audit_person(
 
 def _face_matches(index: FaceIndex, image: Image.Image | None, labelled: list[int]) -> set[int]:
     """Ids of the images with a face matching the person (empty for an index without face vectors)."""
-    store, fm = index.faces, index.face_model
-    if store is None or fm is None:
+    if index.faces is None:
         return set()
+    store, fm = index.faces.store, index.faces.model
     threshold = get_spec(fm.model).verify_threshold
     if threshold is None:
         return set()
     if image is not None:
-        encoder = index.load_face_encoder()
+        encoder = index.faces.load_encoder()
         try:
             refs = encoder.embed_prepared(encoder.prepare(image.convert("RGB"))[None])
         except ImageError:

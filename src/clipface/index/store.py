@@ -8,7 +8,7 @@ An index folder holds:
   id ``i``. Exact search at the matrix product's speed up to :data:`FLAT_MAX` vectors, IVF with
   4-bit fast-scan PQ codes and exact re-ranking above (or another kind on request,
   :mod:`.faiss_backend`). :meth:`FaceIndex.load` memory-maps both.
-* ``meta.sqlite`` (:mod:`~clipface.search.meta`): one row per image: id, path, path relative
+* ``meta.sqlite`` (:mod:`~clipface.index.meta`): one row per image: id, path, path relative
   to the indexed folder, identity (the parent folder's name; ``None`` for images lying directly
   in the indexed folder), width, height and SHA-256. File names that are not UTF-8 are kept exact.
 * ``skipped.json``: files left out (unreadable, truncated, not an image, no face) and why.
@@ -17,7 +17,7 @@ An index folder holds:
 
 Embeddings go through :func:`clipface.embed.embed_images` and its cache, so an interrupted
 build resumes; :meth:`FaceIndex.add` appends without rebuilding and skips files whose SHA-256
-is already indexed. Writers take turns on a lock file (:mod:`~clipface.search.writer`).
+is already indexed. Writers take turns on a lock file (:mod:`~clipface.index.writer`).
 Vectors are unit-norm, so scores are cosine similarities (approximate kinds may miss some of the
 true nearest images, never misstate a score). First-format folders (one ``vectors.faiss``) are
 read and rewritten in this layout on their next change.
@@ -32,16 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from .._util import write_json
 from ..data.dataset import SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
 from ..embed.faces import Faces
+from ..errors import ImageError, NoFaceError
+from ..files import write_json
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .facestore import FACES, FaceModel, FaceStore, face_rows
-from .faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
-from .index_faces import FaceMethods, MetaMethods, QueryMethods, faces_with
+from .ann.faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
+from .ann.tune import needs_tuning, tune_nprobe
+from .faces import IndexFaces, faces_with
+from .facestore import FACES, FaceModel, face_rows
 from .ingest import Embedded, ImageSource, embed_source
 from .meta import MetaDB
 from .records import (
@@ -57,7 +60,6 @@ from .records import (
     SearchHit,
 )
 from .shards import read_shards
-from .tune import needs_tuning, tune_nprobe
 from .vectors import ANN, LEGACY, VECTORS, VectorStore
 from .writer import commit_rows, fresh_dir, unique, write_lock
 
@@ -66,16 +68,22 @@ __all__ = ["FaceIndex"]
 MANIFEST, META, SKIPPED = "manifest.json", "meta.sqlite", "skipped.json"
 
 
-class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
-    """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`."""
+class FaceIndex:
+    """A searchable collection of face images; build with :meth:`build`, open with :meth:`load`.
 
-    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore, faces: FaceStore | None = None) -> None:
+    Composed of the manifest, the image vectors (:class:`~clipface.index.vectors.VectorStore`),
+    the metadata (``index.meta``, a :class:`~clipface.index.meta.MetaDB`) and, for an index
+    built with a face model, the face vectors (``index.faces``, an
+    :class:`~clipface.index.faces.IndexFaces`; ``None`` otherwise).
+    """
+
+    def __init__(self, index_dir: Path, manifest: Manifest, store: VectorStore, new: bool = False) -> None:
         self.dir = Path(index_dir)
         self.manifest = manifest
         self._store = store
-        self._faces = faces
         self._lock = threading.RLock()
-        self._meta = MetaDB(self.dir / META)
+        self.meta = MetaDB(self.dir / META, self.dir / SKIPPED)
+        self.faces = IndexFaces.of(self.dir, manifest.faces, self.meta, new=new) if new else None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -124,7 +132,7 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         flat_max: int = FLAT_MAX,
         overwrite: bool = False,
     ) -> tuple[FaceIndex, IndexUpdate]:
-        """A new index from the embedding shards written by :func:`clipface.search.ray.embed_with_ray`."""
+        """A new index from the embedding shards written by :func:`clipface.index.ray.embed_with_ray`."""
         shards = read_shards(shard_dir)
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         records, vectors, dups = unique(shards.records, shards.vectors, set())
@@ -158,8 +166,7 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
                 store = VectorStore.create(
                     index_dir, manifest.kind, manifest.dim, manifest.params, l2_normalize(emb.vectors)
                 )
-                fm = FaceModel.read(manifest.faces, index_dir)
-                index = cls(index_dir, manifest, store, FaceStore.create(index_dir, fm.dim) if fm else None)
+                index = cls(index_dir, manifest, store, new=True)
                 update = index._append(
                     emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, emb.faces
                 )
@@ -184,9 +191,8 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         store = VectorStore.open(index_dir, m.dim, m.kind, m.params, m.count, mmap=mmap)
         try:
             index = cls(index_dir, manifest, store)
-            n_rows = index._meta.count()
-            fm = index.face_model
-            index._faces = FaceStore.open(index_dir, index._meta, fm, mmap) if fm is not None else None
+            n_rows = index.meta.count()
+            index.faces = IndexFaces.of(index_dir, manifest.faces, index.meta, mmap)
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
@@ -218,12 +224,12 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         """
         self.check_encoder(encoder)
         cache = EmbeddingCache() if cache is None else cache
-        emb = embed_source(encoder, images, self.known, cache, batch_size, workers, progress)
-        faces = self._embed_faces(emb.records, cache, face_encoder, batch_size, progress)
+        emb = embed_source(encoder, images, self.meta.known, cache, batch_size, workers, progress)
+        faces = self.faces.embed(emb.records, cache, face_encoder, batch_size, progress) if self.faces else None
         return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, faces)
 
     def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
-        """Append the embedding shards of :func:`clipface.search.ray.embed_with_ray` (same encoder required)."""
+        """Append the embedding shards of :func:`clipface.index.ray.embed_with_ray` (same encoder required)."""
         shards = read_shards(shard_dir)
         return self.add_vectors(
             shards.records, shards.vectors, shards.encoder_id, shards.skipped, f"shards in {shard_dir}"
@@ -244,8 +250,8 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
             if len(records)
             else np.zeros((0, self.manifest.dim), np.float32)
         )
-        records, vectors, dups = unique(list(records), vectors, self.known([r.sha256 for r in records]))
-        faces = self._embed_faces(records, None)
+        records, vectors, dups = unique(list(records), vectors, self.meta.known([r.sha256 for r in records]))
+        faces = self.faces.embed(records, None) if self.faces else None
         return self._commit(records, vectors, list(skipped or []), dups, faces=faces)
 
     def _commit(
@@ -258,14 +264,14 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         cached: int = 0,
         faces: dict[str, Faces] | None = None,
     ) -> IndexUpdate:
-        """Append vectors and metadata to the committed index (see :mod:`clipface.search.writer`).
+        """Append vectors and metadata to the committed index (see :mod:`clipface.index.writer`).
 
         Writers of one index folder take turns (the folder's file lock): each reloads what the
         writer before it committed and drops images that writer already added.
         """
         with self._lock, write_lock(self.dir):
             if self._reload_for_write():
-                records, vectors, more = unique(records, vectors, self.known([r.sha256 for r in records]))
+                records, vectors, more = unique(records, vectors, self.meta.known([r.sha256 for r in records]))
                 duplicates += more
             return self._append(records, vectors, skipped, duplicates, computed, cached, faces)
 
@@ -285,19 +291,20 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         if len(records):
             self._store.append(l2_normalize(vectors))
         rows: list[Any] = []
-        if self._faces is not None and self.manifest.faces is not None:
-            rows, face_vecs, owners = face_rows(self._faces.count, start, records, faces or {}, self._faces.dim)
-            self._faces.append(l2_normalize(face_vecs), owners)
-        commit_rows(self._store, self._meta, start, records, rows)
+        if self.faces is not None and self.manifest.faces is not None:
+            store = self.faces.store
+            rows, face_vecs, owners = face_rows(store.count, start, records, faces or {}, store.dim)
+            store.append(l2_normalize(face_vecs), owners)
+        commit_rows(self._store, self.meta, start, records, rows)
         self.manifest.count = self._store.count
-        if self._faces is not None and self.manifest.faces is not None:
-            self.manifest.faces["count"] = self._faces.count
+        if self.faces is not None and self.manifest.faces is not None:
+            self.manifest.faces["count"] = self.faces.model.count = self.faces.store.count
         if needs_tuning(self._store):  # lists probed chosen by measurement (built, or doubled since)
             self.manifest.params = tune_nprobe(self._store)
         self.manifest.format = FORMAT
         write_json(self.dir / MANIFEST, asdict(self.manifest))
         self._store.finish_legacy_upgrade()
-        write_json(self.dir / SKIPPED, self.skipped() + [s.to_dict() for s in skipped])
+        write_json(self.dir / SKIPPED, self.meta.skipped() + [s.to_dict() for s in skipped])
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
 
     def _reload_for_write(self) -> bool:
@@ -309,8 +316,7 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
             m = on_disk
             self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
             self.manifest.faces, self.manifest.params = m.faces, m.params  # params: another writer's tuning
-            fm = self.face_model
-            self._faces = FaceStore.open(self.dir, self._meta, fm, True) if fm is not None else None
+            self.faces = IndexFaces.of(self.dir, m.faces, self.meta, True)
         self.manifest.count = self._store.count
         return changed
 
@@ -365,7 +371,7 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
         while True:
             with self._lock:
                 scores, ids = self._store.search(q, fetch)
-            meta = self.images([int(i) for i in np.unique(ids) if i >= 0])
+            meta = self.meta.images([int(i) for i in np.unique(ids) if i >= 0])
             out = []
             for row_scores, row_ids in zip(scores, ids):
                 kept = [(meta[int(i)], float(s)) for s, i in zip(row_scores, row_ids) if i >= 0 and int(i) in meta]
@@ -375,6 +381,50 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
             if fetch >= self.count or all(len(hits) == k for hits in out):
                 return out
             fetch = min(self.count, fetch * 4)
+
+    # -- queries -----------------------------------------------------------------------
+    def query_text(self, encoder: Encoder, text: str, k: int = 10, exclude: Exclude | None = None) -> list[SearchHit]:
+        """Images best matching ``text`` (CLIP models only)."""
+        self.check_encoder(encoder)
+        if not encoder.has_text:
+            raise QueryError(
+                f"{encoder.name} has no text tower: text queries need a CLIP model (query with a photo instead)"
+            )
+        if not text.strip():
+            raise QueryError("empty text query")
+        return self.search_vectors(encoder.encode_text([text]), k, exclude)[0]
+
+    def query_image(
+        self, encoder: Encoder, image: Image.Image, k: int = 10, exclude: Exclude | None = None
+    ) -> list[SearchHit]:
+        """Images most similar to the face in ``image``, prepared by the encoder's own front end.
+
+        Where ``encoder`` is the index's face model, every stored face is searched (a group photo is
+        found through any of its people) and each hit carries its matching face's box.
+        """
+        query = self.embed_query_image(encoder, image)
+        return self.search_query(encoder, query, k, exclude)
+
+    def search_query(
+        self, encoder: Encoder, query: np.ndarray, k: int = 10, exclude: Exclude | None = None
+    ) -> list[SearchHit]:
+        """:meth:`search_vectors` for one query photo's vector, or the face search where ``encoder`` made the faces."""
+        if self.faces is not None and self.faces.is_model(encoder):
+            return self.faces.search(query, k, exclude)
+        return self.search_vectors(query, k, exclude)[0]
+
+    def embed_query_image(self, encoder: Encoder, image: Image.Image) -> np.ndarray:
+        """The ``(1, dim)`` embedding of a query photo; a photo without a face is a :class:`QueryError`."""
+        self.check_encoder(encoder)
+        try:
+            prepared = encoder.prepare(image.convert("RGB"))
+        except NoFaceError:
+            raise QueryError(
+                f"no face found in the query image ({encoder.name} needs a photo with a visible face)"
+            ) from None
+        except ImageError as exc:
+            raise QueryError(f"unusable query image: {exc.reason}") from None
+        return encoder.embed_prepared(np.stack([prepared]))
 
     def stats(self) -> dict[str, Any]:
         """Summary for people and the API."""
@@ -388,9 +438,9 @@ class FaceIndex(MetaMethods, FaceMethods, QueryMethods):
             "kind": m.kind,
             "params": m.params,
             "count": m.count,
-            "identities": self.n_identities(),
-            "skipped": len(self.skipped()),
-            "faces": self.face_stats(),
+            "identities": self.meta.n_identities(),
+            "skipped": len(self.meta.skipped()),
+            "faces": self.faces.stats() if self.faces is not None else None,
         }
 
     def __repr__(self) -> str:

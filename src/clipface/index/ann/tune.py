@@ -21,7 +21,7 @@ from .exact import exact_search
 from .faiss_backend import faiss_module, set_search_params
 
 if TYPE_CHECKING:
-    from .vectors import VectorStore
+    from ..vectors import VectorStore
 
 __all__ = ["LADDER", "TARGET_RECALL", "TUNE_QUERIES", "needs_tuning", "tune_nprobe"]
 

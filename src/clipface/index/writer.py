@@ -18,7 +18,7 @@ from typing import Any, ContextManager, Sequence
 
 import numpy as np
 
-from .._util import FILE_MODE, file_lock
+from ..files import FILE_MODE, file_lock
 from .meta import MetaDB
 from .records import FaceIndexError, ImageRecord
 from .vectors import ANN, VectorStore

@@ -116,7 +116,7 @@ class Manifest:
     on_no_face: str = "skip"
     is_test_model: bool = False
     format: int = FORMAT
-    #: The face vectors kept beside the image vectors (:class:`~clipface.search.facestore.FaceModel`), if any.
+    #: The face vectors kept beside the image vectors (:class:`~clipface.index.facestore.FaceModel`), if any.
     faces: dict[str, Any] | None = None
 
     @property

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import key_bytes
 from ..data.dataset import FaceImage, SkippedFile
 from ..embed.pipeline import embed_images
 from ..errors import BackendUnavailableError
 from ..models.runtime import LoadOptions, load_encoder
+from ..textsafe import key_bytes
 from .ingest import ImageSource, SourceImage, collect_images, describe_image
 from .records import EncoderId, ImageRecord
 from .shards import SHARD_PREFIX, name_bytes, name_text, write_shard
@@ -100,7 +100,7 @@ def embed_with_ray(
     """Embed ``image_paths`` (a folder, a dataset or files) on ``num_workers`` Ray actors into ``out_dir`` shards.
 
     Uses the running Ray cluster, or starts a local one. Identities follow
-    :func:`clipface.search.ingest.collect_images` (parent folder name in a folder layout).
+    :func:`clipface.index.ingest.collect_images` (parent folder name in a folder layout).
     """
     try:
         import ray.data

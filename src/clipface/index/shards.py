@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .._util import atomic_write_bytes
 from ..data.dataset import SkippedFile
+from ..files import atomic_write_bytes
 from .records import EncoderId, FaceIndexError, ImageRecord
 
 __all__ = ["SHARD_PREFIX", "ShardSet", "name_bytes", "name_text", "read_shards", "write_shard"]

@@ -1,4 +1,4 @@
-"""Audit a clip-retrieval-compatible search engine for one person (:mod:`clipface.search.engine`)."""
+"""Audit a clip-retrieval-compatible search engine for one person (:mod:`clipface.audit.engine`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def audit(
     queries send each photo. ``model`` judges the results at its LFW threshold at FAR 1e-3 (or
     ``threshold``). Writes ``results.json``, ``results.md`` and ``report.html`` to ``out``.
     """
-    from ..search.engine import EngineClient, audit_engine
+    from ..audit.engine import EngineClient, audit_engine
 
     if not engine.startswith(("http://", "https://")):
         raise UsageError("engine", engine, "give the engine's knn-service URL, e.g. http://127.0.0.1:8000/knn-service")

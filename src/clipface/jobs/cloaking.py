@@ -12,7 +12,7 @@ from ..models.runtime import check_models
 from ..report.write import write_results
 from .tasks import Echo, check_out
 
-__all__ = ["cloak", "cloak_settings", "parse_ks", "poisoning", "protection"]
+__all__ = ["cloak_folder", "cloak_settings", "parse_ks", "poisoning", "protection"]
 
 
 def cloak_settings(
@@ -59,7 +59,7 @@ def cloak_settings(
     )
 
 
-def cloak(
+def cloak_folder(
     src: str | Path,
     out: str | Path,
     settings: Any,
@@ -71,7 +71,7 @@ def cloak(
 ) -> Any:
     """Cloak a folder (identity sub-folders, or one person's photos) into ``out``; returns the
     :class:`~clipface.cloak.run.CloakRun`."""
-    from ..cloak.run import cloak_folder
+    from ..cloak import run
 
     check_models(list(surrogates))
     if not surrogates:
@@ -79,7 +79,7 @@ def cloak(
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
     check_out(out)
     opts = opts if opts is not None else RunOptions()
-    return cloak_folder(
+    return run.cloak_folder(
         Path(src), Path(out), settings, list(surrogates), opts, Path(target_dir) if target_dir else None, cloak_batch
     )
 

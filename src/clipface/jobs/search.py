@@ -39,10 +39,10 @@ def build_index(
     itself, which must then be a face recogniser.
     """
     from ..embed.faces import FACE_MODES
+    from ..index.ann.faiss_backend import KINDS, Kind
+    from ..index.store import FaceIndex
     from ..models.registry import get_spec
     from ..models.runtime import LoadOptions, load_encoder
-    from ..search.faiss_backend import KINDS, Kind
-    from ..search.store import FaceIndex
 
     check_models([model] + ([face_model] if face_model else []))
     check_choice("kind", kind, KINDS)
@@ -79,7 +79,7 @@ def build_index(
 
 def add_images(index_dir: str | Path, images: Any, opts: RunOptions | None = None) -> tuple[Any, Any]:
     """Append new images to an index (files already indexed are skipped); returns the index and what was done."""
-    from ..search.store import FaceIndex
+    from ..index.store import FaceIndex
 
     index = FaceIndex.load(_index_folder(index_dir, must_exist=True), mmap=False)
     opts = opts if opts is not None else RunOptions()
@@ -101,9 +101,9 @@ def query_index(
     device: str = "cpu",
 ) -> list[Any]:
     """The ``k`` best images for a text (CLIP models) or a photo (any model), as
-    :class:`~clipface.search.records.SearchHit`."""
+    :class:`~clipface.index.records.SearchHit`."""
     from ..data.images import load_image
-    from ..search.store import FaceIndex
+    from ..index.store import FaceIndex
 
     if (text is None) == (image is None):
         raise UsageError("text", text, "give exactly one of --text and --image")

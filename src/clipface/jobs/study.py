@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._util import write_json, write_text
 from ..data.dataset import FaceDataset
 from ..embed.options import RunOptions
 from ..errors import ClipfaceError, check_choice, check_int
 from ..eval.metrics.zeroshot import IdiaSettings
+from ..files import write_json, write_text
 from ..models.runtime import check_models
 from ..report.html import render_html
 from ..report.markdown import render_markdown

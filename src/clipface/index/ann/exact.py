@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..models.backends.threads import inference_threads
+from ...models.backends.threads import inference_threads
 from .faiss_backend import faiss_if_installed, faiss_threads_here
 
 __all__ = ["BLOCK_BYTES", "by_query_slices", "exact_search", "one_blas_thread", "rerank", "top_k"]

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .approximate import approximate_search
-from .exact import exact_search
-from .faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
-from .probe import Prober
+from .ann.approximate import approximate_search
+from .ann.exact import exact_search
+from .ann.faiss_backend import faiss_module, new_ann, read_faiss, set_search_params, train_sample
+from .ann.probe import Prober
 from .records import FaceIndexError
 from .rows import append_rows, map_rows, read_rows, scattered_view
 

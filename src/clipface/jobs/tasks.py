@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .._util import check_writable_dir, write_text
 from ..data.dataset import FaceDataset
 from ..embed.options import RunOptions
 from ..errors import UsageError, check_choice
@@ -19,6 +18,7 @@ from ..eval.metrics.zeroshot import IdiaSettings
 from ..eval.runner import run_models
 from ..eval.verification import load_pairs, pairs_path_of, verification
 from ..eval.zeroshot import check_non_members, check_zeroshot_args, zeroshot
+from ..files import check_writable_dir, write_text
 from ..models.runtime import check_models
 from ..report.html import render_html
 from ..report.markdown import render_markdown

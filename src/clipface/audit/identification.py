@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._util import file_sha256
 from ..data.dataset import FaceDataset, FaceImage, SkippedFile
 from ..embed.cache import EmbeddingCache, NullCache
 from ..embed.pipeline import embed_images
+from ..files import file_sha256
+from ..index.records import identity_key
+from ..index.store import FaceIndex
 from ..models.base import Encoder
-from .records import identity_key
-from .store import FaceIndex
 
 __all__ = ["IdentificationResult", "evaluate_index_identification"]
 

@@ -26,13 +26,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._util import versions
 from ..data.dataset import display_name
 from ..data.images import load_image
 from ..data.prompts import IDIA, PAPER
 from ..errors import ClipfaceError, ImageError, UsageError
 from ..models.align import faces_of
 from ..models.base import Encoder
+from ..versions import versions
 
 __all__ = ["EngineClient", "EngineError", "audit_engine", "result_image", "retry_after"]
 

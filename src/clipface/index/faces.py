@@ -1,0 +1,101 @@
+"""An index's face vectors as one object (:class:`IndexFaces`): which face model made them, their store
+(:mod:`.facestore`), embedding the faces of new images with that model, and search by face.
+
+A :class:`~clipface.index.store.FaceIndex` built with ``--face-model`` holds one as ``index.faces``
+(``None`` for an index without faces).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..embed.cache import EmbeddingCache, NullCache
+from ..embed.faces import Faces, embed_faces
+from ..models.base import Encoder, l2_normalize
+from ..models.runtime import LoadOptions, load_encoder
+from .facestore import FaceModel, FaceStore, search_faces
+from .meta import MetaDB
+from .records import EncoderId, EncoderMismatchError, Exclude, ImageRecord, SearchHit
+
+__all__ = ["IndexFaces", "faces_with"]
+
+
+def faces_with(
+    encoder: Encoder,
+    mode: str,
+    records: Sequence[ImageRecord],
+    cache: EmbeddingCache | NullCache | None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Faces]:
+    """The faces of ``records`` by SHA-256 (:func:`~clipface.embed.faces.embed_faces`, cached)."""
+    cache = EmbeddingCache() if cache is None else cache
+    items = [(r.path, r.sha256) for r in records]
+    return embed_faces(encoder, items, cache, mode, batch_size=batch_size, progress=progress)[0]
+
+
+class IndexFaces:
+    """The face vectors of an index built with a face model (``--face-model``, ``--faces all|central``)."""
+
+    def __init__(self, folder: Path, model: FaceModel, store: FaceStore, meta: MetaDB) -> None:
+        self.folder = folder
+        self.model = model
+        self.store = store
+        self._meta = meta
+        self._encoder: Encoder | None = None
+
+    @classmethod
+    def of(cls, folder: Path, entry: Any, meta: MetaDB, mmap: bool = True, new: bool = False) -> IndexFaces | None:
+        """The face vectors the manifest's ``faces`` entry describes (``new``: an empty store); ``None`` without."""
+        model = FaceModel.read(entry, folder)
+        if model is None:
+            return None
+        store = FaceStore.create(folder, model.dim) if new else FaceStore.open(folder, meta, model, mmap)
+        return cls(folder, model, store, meta)
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Raise :class:`EncoderMismatchError` unless ``encoder`` is the index's face model."""
+        fm, eid = self.model, EncoderId.of(encoder)
+        if (eid.fingerprint, eid.preprocess_id, eid.dim) != (fm.fingerprint, fm.preprocess_id, fm.dim):
+            raise EncoderMismatchError(
+                f"index {self.folder} keeps faces of {fm.encoder_id.describe()}, but the face model is {eid.describe()}"
+            )
+
+    def is_model(self, encoder: Encoder) -> bool:
+        """Whether ``encoder`` made these face vectors (then photo queries search faces)."""
+        return (encoder.fingerprint, encoder.preprocess_id) == (self.model.fingerprint, self.model.preprocess_id)
+
+    def load_encoder(self, device: str = "cpu") -> Encoder:
+        """The face model the vectors were made with (its own front end), checked; loaded once."""
+        if self._encoder is None:
+            encoder = load_encoder(self.model.model, LoadOptions(device=device))
+            self.check_encoder(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def embed(
+        self,
+        records: Sequence[ImageRecord],
+        cache: EmbeddingCache | NullCache | None,
+        encoder: Encoder | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> dict[str, Faces]:
+        """The faces of ``records`` by SHA-256, embedded with the index's face model (``encoder``, checked)."""
+        if not records:
+            return {}
+        encoder = encoder if encoder is not None else self.load_encoder()
+        self.check_encoder(encoder)
+        return faces_with(encoder, self.model.mode, records, cache, batch_size, progress)
+
+    def search(self, query: np.ndarray, k: int, exclude: Exclude | None = None) -> list[SearchHit]:
+        """The ``k`` images whose best face is most similar to the face vector ``query`` (with that face's box)."""
+        q = l2_normalize(np.asarray(query, np.float32).reshape(-1))
+        return search_faces(self.store, self._meta, self._meta.images, q, k, exclude)
+
+    def stats(self) -> dict[str, Any]:
+        fm = self.model
+        return {"model": fm.model, "fingerprint": fm.fingerprint[:12], "mode": fm.mode, "count": fm.count}
