@@ -380,7 +380,7 @@ def markdown(doc: dict[str, Any]) -> str:
             tried = ", ".join(f"{p} lists {r:.3f}" for p, r in t["recall_at_10"].items())
             out += [
                 "",
-                f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`clipface.index.ann.tune`) in {t['seconds']:.0f} s, "
+                f"{t['kind']}: nprobe {t['nprobe']} chosen at build (`index.ann.tune`) in {t['seconds']:.0f} s, "
                 f"recall@10 of {t['queries']} stored vectors against exact search: {tried} (target {t['target']}).",
             ]
         mem = size["memory"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipface.index import approximate
+from clipface.index.ann import approximate
 from clipface.index.ann.exact import exact_search, rerank
 
 faiss = pytest.importorskip("faiss")
@@ -46,7 +46,7 @@ def test_every_worker_count_gives_the_one_thread_answer(factory, threads, data, 
 
 
 def test_lists_are_ranked_as_a_full_sort_of_the_centroid_scores(data, monkeypatch: pytest.MonkeyPatch):
-    from clipface.index import probe
+    from clipface.index.ann import probe
 
     x, q = data
     prober = probe.Prober(_index("IVF32,Flat", x))
@@ -113,7 +113,7 @@ def test_a_forked_child_makes_its_own_kept_threads():
 
 def _in_child() -> tuple[int, list[int]]:
     """How many of the parent's kept pools the child sees (none: their threads did not fork), then a call."""
-    from clipface.index import exact
+    from clipface.index.ann import exact
 
     return len(exact._POOLS), exact.by_query_slices(4, 2, _width)
 

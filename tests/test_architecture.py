@@ -188,9 +188,8 @@ def test_functions_are_short() -> None:
 
 def test_function_length_counts_nested_definitions_apart() -> None:
     """The length test can fail, and measures a factory's inner routes on their own."""
-    body = "\n".join(f"    x{i} = {i}" for i in range(30))
-    source = f"def outer():\n    def inner():\n{body.replace(chr(10), chr(10) + '    ')}\n        return 1\n    return inner\n"
-    source = source.replace("def inner():\n    x", "def inner():\n        x")
+    body = "".join(f"        x{i} = {i}\n" for i in range(30))
+    source = f"def outer():\n    def inner():\n{body}        return 1\n    return inner\n"
     assert long_functions(source, 25) == [("inner", 32)]
     assert own_lines(ast.parse(source).body[0]) == 2
 

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
+from clipface.audit import engine as engine_mod
 from clipface.audit.engine import EngineClient, EngineError, retry_after
-from clipface.index import engine as engine_mod
 
 URL = "http://engine.test/knn-service"
 

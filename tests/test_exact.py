@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipface.index import exact
+from clipface.index.ann import exact
 from clipface.index.ann.exact import exact_search, rerank, top_k
 
 

@@ -97,7 +97,7 @@ def test_queries_return_json_results_without_opted_out_people(client: TestClient
         for got in (text, image):
             assert len(got) == min(k, 89)  # 100 images less Tony Blair's 10 and one photo of Colin Powell
             assert all(r["identity"] != "Tony_Blair" and r["path"] != powell for r in got)
-    blair_id = FaceIndex.load(client.app.state.index.dir).images_of("Tony Blair")[0].id
+    blair_id = FaceIndex.load(client.app.state.index.dir).meta.images_of("Tony Blair")[0].id
     assert_json_error(client.get(f"/api/image/{blair_id}", headers=AUTH), 404)
 
 

@@ -65,7 +65,7 @@ def test_an_unexpected_error_is_a_500_with_the_security_headers(index_dir: Path,
     def boom(*args, **kwargs):
         raise OverflowError("Python int too large to convert to SQLite INTEGER")
 
-    client.app.state.index.image = boom
+    client.app.state.index.meta.image = boom
     assert assert_error(client.get("/api/image/1"), 500) == "internal server error"
     assert client.get("/api/health").status_code == 200  # and the server goes on
 
@@ -74,7 +74,7 @@ def test_an_unexpected_error_is_a_500_with_the_security_headers(index_dir: Path,
 
 
 def blair_ids(index_dir: Path) -> set[int]:
-    return {im.id for im in FaceIndex.load(index_dir).images_of("Tony Blair")}
+    return {im.id for im in FaceIndex.load(index_dir).meta.images_of("Tony Blair")}
 
 
 def shown_ids(client: TestClient) -> set[int]:
@@ -145,7 +145,7 @@ def test_an_undecodable_reload_keeps_the_last_good_list(
 def test_stats_show_what_each_entry_removes(
     index_dir: Path, tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sha = FaceIndex.load(index_dir).images_of("Colin Powell")[0].sha256
+    sha = FaceIndex.load(index_dir).meta.images_of("Colin Powell")[0].sha256
     listed = tmp_path / "opt-out.txt"
     listed.write_text(f"# asked 2024-01-01\nTony_Blair\nTony Blar  # a typo\n{sha.upper()}\n{'0' * 64}\n")
     with caplog.at_level(logging.WARNING, logger="clipface.server"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipface.index import tune
+from clipface.index.ann import tune
 from clipface.index.ann.exact import exact_search
 from clipface.index.ann.faiss_backend import set_search_params
 

@@ -1,5 +1,5 @@
-"""The ``clipface`` command line: options parsed into one object, then one call of the Python API
-(:mod:`clipface.jobs`)."""
+"""The ``clipface`` command line: option groups (:mod:`.options`) expanded into each command (:mod:`.expand`), then
+one job of :mod:`clipface.jobs`."""
 
 from __future__ import annotations
 

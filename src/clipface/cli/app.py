@@ -14,42 +14,22 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from typing_extensions import Annotated
 
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
 from ..textsafe import readable
-from .flags import (
-    Align,
-    Backend,
-    BatchSize,
-    CacheDir,
-    CloakDir,
-    CloakMethods,
-    CloakMode,
-    CloakPerPerson,
-    CloakSetting,
-    Dataset,
-    Device,
-    Distractors,
-    IdiaK,
-    IncludeTestModels,
-    MaxIdentities,
-    MaxPerIdentity,
-    MinImages,
-    ModelSets,
-    NoCache,
-    NonMembers,
-    NonMembersDir,
-    Precision,
-    Quiet,
-    Results,
-    Seed,
-    Steps,
-    StudyCloaked,
-    Surrogates,
-    Weights,
-    Workers,
+from .expand import api_args, command, flag_of
+from .options import (
+    CloakOptions,
+    CloakReuse,
+    EmbedOptions,
+    IdentityOptions,
+    JsonOption,
+    OutOption,
+    SampleOptions,
+    StudyOptions,
+    check,
 )
-from .options import CliOptions, flag_of
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="How well CLIP models and face recognisers recognise faces."
@@ -109,13 +89,13 @@ def finish(doc: dict[str, Any], out: Path) -> None:
         raise typer.Exit(1)
 
 
-@app.command("models")
-def models_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+@command(app, "models")
+def models_cmd(js: JsonOption) -> None:
     """List registered models and whether each can run here now."""
     from ..models.catalog import models_table
 
     rows = guard(models_table)
-    if as_json:
+    if js.as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
@@ -130,88 +110,65 @@ def models_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-reada
     Console(width=160).print(table)
 
 
-@app.command("run")
+ReportOut = Annotated[
+    Optional[Path], typer.Option("--out", "-o", help="Folder of the re-rendered report (default: beside it).")
+]
+Results = Annotated[Path, typer.Argument(help="A results.json written by clipface.")]
+#: The study's cloak options: its own methods, budget and setting (:class:`StudyOptions`) replace these.
+STUDY_DROPS = ("method", "mode", "region", "no_budget", "jitter", "eot", "published", "cloak_batch", "prompts", "tau")
+
+
+@command(
+    app,
+    "run",
+    drop=STUDY_DROPS,
+    defaults={"idia_k": "3,5,7,9,10", "surrogate": ["facenet-casia"], "out": Path("runs/main")},
+)
 def run_cmd(
-    dataset: Dataset = "bundled:lfw-mini",
-    out: Optional[Path] = typer.Option(Path("runs/main"), "--out", "-o", help="Output folder of the report."),
-    models: ModelSets = ["default"],  # noqa: B006 (typer reads the default; it is never mutated)
-    include_test_models: IncludeTestModels = False,
-    min_images: MinImages = 1,
-    max_identities: MaxIdentities = None,
-    max_per_identity: MaxPerIdentity = None,
-    seed: Seed = 0,
-    distractors: Distractors = None,
-    idia_k: IdiaK = "3,5,7,9,10",
-    non_members: NonMembers = None,
-    non_members_dir: NonMembersDir = None,
-    cloak: CloakMethods = "fawkes,lowkey",
-    cloak_mode: CloakMode = "mid",
-    cloak_setting: CloakSetting = "both",
-    surrogate: Surrogates = ["facenet-casia"],  # noqa: B006
-    cloak_per_person: CloakPerPerson = 2,
-    steps: Steps = None,
-    cloaked: StudyCloaked = None,
-    cloak_dir: CloakDir = None,
-    batch_size: BatchSize = 32,
-    workers: Workers = None,
-    cache_dir: CacheDir = None,
-    no_cache: NoCache = False,
-    device: Device = "cpu",
-    weights: Weights = None,
-    align: Align = None,
-    backend: Backend = "torch",
-    precision: Precision = "fp32",
-    quiet: Quiet = False,
+    data: SampleOptions,
+    study: StudyOptions,
+    ids: IdentityOptions,
+    cl: CloakOptions,
+    reuse: CloakReuse,
+    emb: EmbedOptions,
+    o: OutOption,
 ) -> None:
     """The study: every chosen model on a dataset, clean and cloaked (report.md, report.html, results.json)."""
-    o = CliOptions.of(locals())
 
     def go() -> None:
         from ..jobs import run_main
 
-        opts = o.check().run_options()
-        k, ks = o.idia()
-        methods = [m.strip() for m in o.cloak.split(",") if m.strip() and m.strip() != "none"]
-        path = run_main(
-            o.load_dataset(),
-            o.out or Path("runs/main"),
-            opts,
-            models=o.models,
-            include_test_models=o.include_test_models,
-            distractors=o.distractors,
+        check(cl.surrogate, out=o.out, sample=data)
+        opts = emb.run_options([*study.models, *cl.surrogate])
+        k, ks = ids.idia()
+        given = api_args(
+            run_main,
+            study,
+            ids,
+            reuse,
+            o,
+            skip=("cloak", "prompts", "tau", "idia_k"),
             idia_ks=ks or ((k,) if k else ()),
-            non_members=o.non_member_names(),
-            non_members_dir=o.non_members_dir,
-            cloak_methods=methods,
-            cloak_mode=o.cloak_mode,
-            cloak_setting=o.cloak_setting,
-            surrogates=o.surrogate,
-            cloak_per_person=o.cloak_per_person,
-            cloak_steps=o.steps,
-            cloaked=o.cloaked,
-            cloak_dir=o.cloak_dir,
+            non_members=ids.non_member_names(),
+            cloak_methods=study.methods(),
+            surrogates=cl.surrogate,
+            cloak_steps=cl.steps,
             echo=echo,
         )
+        path = run_main(data.load(echo), opts=opts, **given)
         echo(f"report: {path} and {path.with_name('report.html')}")
 
     guard(go)
 
 
 @app.command("report")
-def report_cmd(
-    results: Results,
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Folder of the re-rendered report (default: beside it)."
-    ),
-) -> None:
+def report_cmd(results: Results, out: ReportOut = None) -> None:
     """Re-render the Markdown and HTML report of a saved results.json."""
-    o = CliOptions.of(locals())
 
     def go() -> None:
         from ..jobs import report
 
-        assert o.results is not None
-        for path in report(o.results, o.out):
+        for path in report(results, out):
             echo(f"wrote {path}")
 
     guard(go)

@@ -1,74 +1,22 @@
-"""``clipface cloak``: cloak a folder of photos against face recognition (options in, one API call)."""
+"""``clipface cloak``: cloak a folder of photos against face recognition (option groups in, one job)."""
 
 from __future__ import annotations
 
 from .. import jobs
 from .app import app, echo, guard
-from .flags import (
-    Align,
-    BatchSize,
-    CacheDir,
-    CloakBatch,
-    CloakIn,
-    CloakOut,
-    Device,
-    Eot,
-    Jitter,
-    Method,
-    Mode,
-    NoBudget,
-    NoCache,
-    OnNoFace,
-    Published,
-    Quiet,
-    Region,
-    Seed,
-    Steps,
-    Surrogates,
-    TargetDir,
-    Threads,
-    Weights,
-    Workers,
-)
-from .options import CliOptions
+from .expand import REQUIRED, command
+from .options import TUNING, CloakFolders, CloakOptions, EmbedOptions, prepare
 
 
-@app.command("cloak")
-def cloak_cmd(
-    src: CloakIn,
-    out: CloakOut,
-    surrogate: Surrogates,
-    method: Method = "fawkes",
-    mode: Mode = "low",
-    target_dir: TargetDir = None,
-    region: Region = "face",
-    no_budget: NoBudget = False,
-    steps: Steps = None,
-    jitter: Jitter = None,
-    eot: Eot = None,
-    published: Published = False,
-    seed: Seed = 0,
-    cloak_batch: CloakBatch = 4,
-    batch_size: BatchSize = 32,
-    threads: Threads = None,
-    workers: Workers = None,
-    cache_dir: CacheDir = None,
-    no_cache: NoCache = False,
-    device: Device = "cpu",
-    weights: Weights = None,
-    align: Align = None,
-    on_no_face: OnNoFace = "skip",
-    quiet: Quiet = False,
-) -> None:
+@command(app, "cloak", drop=TUNING, defaults={"surrogate": REQUIRED})
+def cloak_cmd(io: CloakFolders, cl: CloakOptions, emb: EmbedOptions) -> None:
     """Cloak images against face recognition (resumable: finished cloaks with the same settings are kept)."""
-    o = CliOptions.of(locals())
 
     def go() -> None:
-        opts = o.check().run_options()
-        settings = o.cloak_settings()
-        assert o.src is not None and o.out is not None
+        opts = prepare(cl.surrogate, emb, out=io.out)
+        settings = cl.settings()
         run = jobs.cloak_folder(
-            o.src, o.out, settings, o.surrogate, opts, target_dir=o.target_dir, cloak_batch=o.cloak_batch
+            io.src, io.out, settings, cl.surrogate, opts, target_dir=io.target_dir, cloak_batch=cl.cloak_batch
         )
         s = run.summary()
         for skip in run.skipped[:20]:
@@ -77,7 +25,7 @@ def cloak_cmd(
         echo(
             f"{s['n_cloaks']} cloaks ({s['computed']} made, {s['reused']} reused, {len(run.skipped)} skipped); "
             f"DSSIM on the {settings.region} at most {budgeted:.4f} (budget {s['budget']}), "
-            f"on the whole photo at most {s['dssim_max'] or 0:.4f}; wrote {o.out / 'cloak_summary.json'}"
+            f"on the whole photo at most {s['dssim_max'] or 0:.4f}; wrote {io.out / 'cloak_summary.json'}"
         )
 
     guard(go)

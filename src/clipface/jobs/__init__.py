@@ -1,4 +1,5 @@
-"""The jobs: one call per command-line job, as the command line runs it (:mod:`.tasks`, :mod:`.study`, :mod:`.cloaking`, :mod:`.search`).
+"""The jobs: one call per command-line job, as the command line runs it (:mod:`.tasks`, :mod:`.study`,
+:mod:`.cloaking`, :mod:`.search`, :mod:`.audit`).
 
 Each function checks its arguments first (a :class:`~clipface.errors.UsageError` names the bad
 one) and that ``out`` can be written, then runs, writing its results as it goes.
