@@ -18,13 +18,13 @@ from typing_extensions import Annotated
 
 from ..errors import ClipfaceError, ModelNotFoundError, UsageError
 from ..textsafe import readable
+from .engine_options import JsonOption
 from .expand import api_args, command, flag_of
 from .options import (
     CloakOptions,
     CloakReuse,
     EmbedOptions,
     IdentityOptions,
-    JsonOption,
     OutOption,
     SampleOptions,
     StudyOptions,

@@ -13,22 +13,16 @@ from .. import jobs
 from ..files import jsonable
 from ..textsafe import readable
 from .app import app, echo, guard
-from .expand import api_args, command
-from .options import (
-    TUNING,
+from .engine_options import (
     AuditOptions,
     BuildOptions,
-    DeviceOptions,
-    EmbedOptions,
     IndexOption,
     IngestOptions,
-    ModelOption,
-    OutOption,
     QueryOptions,
     ServeOptions,
-    check,
-    prepare,
 )
+from .expand import api_args, command
+from .options import TUNING, DeviceOptions, EmbedOptions, ModelOption, OutOption, check, prepare
 
 index_app = typer.Typer(no_args_is_help=True, help="Build, extend and query a face search index.")
 app.add_typer(index_app, name="index")

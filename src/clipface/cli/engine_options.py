@@ -1,0 +1,116 @@
+"""The search engine's option groups: the index, queries, the server and audits (see :mod:`.options`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from .expand import REQUIRED, flag, group
+
+
+@group
+class IndexOption:
+    index: Path = flag(REQUIRED, "--index", "-i", help="Index folder.")
+
+
+@group
+class IngestOptions(IndexOption):
+    images: str = flag(
+        REQUIRED,
+        "--images",
+        help="Folder of images (identity sub-folders, or a flat folder), or bundled:lfw-mini.",
+    )
+
+
+@group
+class BuildOptions:
+    """What a new index holds and how it searches."""
+
+    kind: str = flag(
+        "auto",
+        "--kind",
+        help="auto (exact up to 50k images, IVF with 4-bit PQ fast-scan codes and exact re-ranking above), flat, "
+        "ivfpqfs, ivfsq8, ivfpq or hnsw (HNSW over 8-bit codes).",
+    )
+    face_model: Optional[str] = flag(
+        None,
+        "--face-model",
+        help="Also keep the faces of every image, embedded by this face recogniser (e.g. dlib), beside the image "
+        "vectors: for `serve --opt-out-faces` and search by face (default: the model itself when it is a face "
+        "recogniser and --faces is given).",
+    )
+    faces: Optional[str] = flag(
+        None,
+        "--faces",
+        help="Which faces of an image the face vectors hold: central (the one the front end chooses) or all "
+        "(every detected face: a group photo is found through each of its people).",
+    )
+    overwrite: bool = flag(False, "--overwrite", help="Replace an existing index in the folder.")
+
+
+@group
+class JsonOption:
+    as_json: bool = flag(False, "--json", help="Machine-readable output.")
+
+
+@group
+class TopK:
+    k: int = flag(10, "-k", help="Number of results.")
+
+
+@group
+class QueryOptions(TopK, JsonOption):
+    text: Optional[str] = flag(None, "--text", "-t", help="Text query (CLIP models).")
+    image: Optional[Path] = flag(None, "--image", help="Photo query (any model).")
+
+
+@group
+class ServeOptions:
+    """Where the server listens, who may ask, and what it never answers."""
+
+    host: str = flag("127.0.0.1", "--host", help="Interface to listen on.")
+    port: int = flag(8000, "--port", help="TCP port.")
+    no_auth: bool = flag(False, "--no-auth", help="Serve without an API token (anyone who can connect can search).")
+    opt_out: Optional[Path] = flag(
+        None, "--opt-out", help="File of identities or image SHA-256s (one a line) never shown."
+    )
+    opt_out_faces: Optional[Path] = flag(
+        None,
+        "--opt-out-faces",
+        help="Folder with one sub-folder of photos per person removed from every answer by face (images whose "
+        "face matches at the face model's LFW threshold at FAR 1e-3, labelled or not); needs face vectors "
+        "(index build --face-model) or a face-recogniser index.",
+    )
+    opt_out_faces_threshold: Optional[float] = flag(
+        None,
+        "--opt-out-faces-threshold",
+        help="Cosine at which a face matches an enrolled person (default: the face model's LFW threshold at FAR "
+        "1e-3; higher removes fewer other people and misses more of theirs, see benchmarks/results/opt_out_faces.md).",
+    )
+    rate_limit: float = flag(60.0, "--rate-limit", help="API requests per minute per client IP (0: unlimited).")
+    max_upload_mb: float = flag(10.0, "--max-upload-mb", help="Largest request body, in MB.")
+    forwarded_allow_ips: Optional[str] = flag(
+        None,
+        "--forwarded-allow-ips",
+        help="Proxies whose X-Forwarded-For is trusted (comma-separated IPs; default: none).",
+    )
+    clip_retrieval: bool = flag(
+        False,
+        "--clip-retrieval",
+        help="Also serve clip-retrieval's back-end API (/knn-service, /metadata, /indices-list).",
+    )
+    cors_origins: Optional[List[str]] = flag(
+        None, "--cors-origin", help="A web origin allowed to call the API from a browser (repeatable)."
+    )
+
+
+@group
+class AuditOptions(TopK):
+    """The engine audited, the person, and what the audit may fetch."""
+
+    engine: str = flag(REQUIRED, "--engine", help="The engine's knn-service URL (clip-retrieval's API).")
+    indice: str = flag(REQUIRED, "--indice", help="The engine's index to search (see its /indices-list).")
+    person: Path = flag(REQUIRED, "--person", help="Folder of the person's photos.")
+    name: Optional[str] = flag(None, "--name", help="The person's full name (default: the folder's name).")
+    no_fetch: bool = flag(False, "--no-fetch", help="Do not download result images from their URLs.")
+    token: Optional[str] = flag(None, "--token", help="Bearer token for the engine (default $CLIPFACE_API_TOKEN).")
