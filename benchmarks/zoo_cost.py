@@ -1,6 +1,6 @@
 """The study at real model sizes, rehearsed here: every registered CLIP built from its exact configuration.
 
-For each registered CLIP architecture (``clipface.models.zoo``: open_clip's model configs) this
+For each registered CLIP architecture (``clipface.models.archs``: open_clip's model configs) this
 builds a ``transformers`` CLIPModel with random weights, checks its parameter count against the
 registry (within 1%), saves it with ``save_pretrained`` and loads it back through clipface's own
 ``--weights`` path, then times image encoding (real LFW photos through ``Encoder.prepare``) and
@@ -60,7 +60,7 @@ def one(name: str, precision: str, n_images: int, n_texts: int, names: int) -> d
 
     import clipface
     from clipface.models.registry import get_spec
-    from clipface.models.zoo import ARCHS, clip_config
+    from clipface.models.archs import ARCHS, clip_config
 
     spec = get_spec(name)
     arch = ARCHS[spec.arch]

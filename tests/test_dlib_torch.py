@@ -67,7 +67,7 @@ def test_integers_floats_and_bools_decode_as_dlib_writes_them():
 
 
 def test_the_whole_file_parses_to_the_network(dat: Path):
-    from clipface.models.dlib_torch.network import parse_file
+    from clipface.models.dlib_torch.dat_file import parse_file
 
     net = parse_file(dat)
     assert net.file_size == dat.stat().st_size and net.n_params() == 5_614_592
@@ -86,7 +86,7 @@ def damaged(dat: Path, tmp_path: Path, edit) -> Path:
 
 
 def test_truncated_file_names_the_layer_tensor_and_offset(dat: Path, tmp_path: Path):
-    from clipface.models.dlib_torch.network import parse_file
+    from clipface.models.dlib_torch.dat_file import parse_file
 
     bad = damaged(dat, tmp_path, lambda b: b[:10_000_000])
     with pytest.raises(DlibFormatError) as info:
@@ -108,7 +108,7 @@ def test_truncated_file_names_the_layer_tensor_and_offset(dat: Path, tmp_path: P
     ],
 )
 def test_corrupt_file_says_which_part_and_why(dat: Path, tmp_path: Path, what, edit, expected):
-    from clipface.models.dlib_torch.network import parse_file
+    from clipface.models.dlib_torch.dat_file import parse_file
 
     with pytest.raises(DlibFormatError, match="at byte offset") as info:
         parse_file(damaged(dat, tmp_path, edit))

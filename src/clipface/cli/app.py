@@ -92,7 +92,7 @@ def finish(doc: dict[str, Any], out: Path) -> None:
 @command(app, "models")
 def models_cmd(js: JsonOption) -> None:
     """List registered models and whether each can run here now."""
-    from ..models.catalog import models_table
+    from ..models.registry import models_table
 
     rows = guard(models_table)
     if js.as_json:

@@ -373,7 +373,7 @@ class StudyOptions:
 
 def check(models: Sequence[str] = (), *, out: Path | None = None, sample: SampleOptions | None = None) -> None:
     """Check the shared values before any work: models known, numbers in range, the output folder writable."""
-    from ..models.runtime import check_models
+    from ..models.registry import check_models
 
     check_models(list(models))
     if sample is not None:

@@ -115,37 +115,20 @@ def parse_pairs(pairs_file: Path) -> list[Pair]:
         fold, pos = divmod(k, 2 * n_per_class)
         same = pos < n_per_class
         fields = line.split()
-        if same:
-            if len(fields) != 3:
-                raise DatasetError(
-                    f"{where}: expected a same-person pair 'name i j' (fold {fold}, pair "
-                    f"{pos + 1} of {n_per_class}), got {len(fields)} fields: {_clip(line)!r}"
-                )
-            name, i, j = fields
-            pairs.append(
-                Pair(
-                    lfw_image_path(name, _image_number(i, where, line)),
-                    lfw_image_path(name, _image_number(j, where, line)),
-                    True,
-                    fold,
-                )
+        if same and len(fields) != 3:
+            raise DatasetError(
+                f"{where}: expected a same-person pair 'name i j' (fold {fold}, pair "
+                f"{pos + 1} of {n_per_class}), got {len(fields)} fields: {_clip(line)!r}"
             )
-        else:
-            if len(fields) != 4:
-                raise DatasetError(
-                    f"{where}: expected a different-person pair 'name1 i name2 j' (fold "
-                    f"{fold}, pair {pos - n_per_class + 1} of {n_per_class}), got "
-                    f"{len(fields)} fields: {_clip(line)!r}"
-                )
-            name_a, i, name_b, j = fields
-            pairs.append(
-                Pair(
-                    lfw_image_path(name_a, _image_number(i, where, line)),
-                    lfw_image_path(name_b, _image_number(j, where, line)),
-                    False,
-                    fold,
-                )
+        if not same and len(fields) != 4:
+            raise DatasetError(
+                f"{where}: expected a different-person pair 'name1 i name2 j' (fold "
+                f"{fold}, pair {pos - n_per_class + 1} of {n_per_class}), got "
+                f"{len(fields)} fields: {_clip(line)!r}"
             )
+        name_a, i, name_b, j = (fields[0], fields[1], fields[0], fields[2]) if same else fields
+        a = lfw_image_path(name_a, _image_number(i, where, line))
+        pairs.append(Pair(a, lfw_image_path(name_b, _image_number(j, where, line)), same, fold))
     if len(pairs) < expected:
         raise DatasetError(
             f"{pairs_file}: header {header!r} announces {expected} pairs but the file has only {len(pairs)}"

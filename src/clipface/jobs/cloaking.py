@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..data.dataset import FaceDataset
 from ..embed.options import RunOptions
 from ..errors import UsageError, check_choice, check_float, check_int
-from ..models.runtime import check_models
+from ..models.registry import check_models
 from ..report.write import write_results
 from .tasks import Echo, check_out
 

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from ..embed.options import RunOptions
 from ..errors import UsageError, check_choice, check_int
-from ..models.runtime import check_models
+from ..models.registry import check_models
 
 __all__ = ["add_images", "build_index", "query_index"]
 

@@ -10,7 +10,7 @@ from ..embed.options import RunOptions
 from ..errors import ClipfaceError, check_choice, check_int
 from ..eval.metrics.zeroshot import IdiaSettings
 from ..files import write_json, write_text
-from ..models.runtime import check_models
+from ..models.registry import check_models
 from ..report.html import render_html
 from ..report.markdown import render_markdown
 from .cloaking import cloak_settings

@@ -19,7 +19,7 @@ from ..eval.runner import run_models
 from ..eval.verification import load_pairs, pairs_path_of, verification
 from ..eval.zeroshot import check_non_members, check_zeroshot_args, zeroshot
 from ..files import check_writable_dir, write_text
-from ..models.runtime import check_models
+from ..models.registry import check_models
 from ..report.html import render_html
 from ..report.markdown import render_markdown
 from ..report.write import write_results

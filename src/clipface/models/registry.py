@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ModelNotFoundError
-from .zoo import ARCHS
+from .archs import ARCHS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Encoder
@@ -153,6 +153,36 @@ def resolve_models(specs: Sequence[str], include_test: bool = False) -> list[str
     return out
 
 
+def check_models(names: Sequence[str]) -> None:
+    """Raise :class:`~clipface.errors.ModelNotFoundError` for the first unknown name (before any work)."""
+    for name in names:
+        get_spec(name)
+
+
+def models_table() -> list[dict[str, Any]]:
+    """One row per registered model: name, family, size, data, and whether it can run here."""
+    rows = []
+    for spec in list_models():
+        try:
+            ok, reason = spec.availability()
+        except Exception as exc:  # a broken optional backend must not hide the other models
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "is_test": spec.is_test,
+                "params": f"{spec.approx_params_m:g}M" if spec.approx_params_m else "?",
+                "pretraining": spec.pretraining,
+                "hf_id": spec.hf_id,
+                "available": ok,
+                "reason": reason,
+                "description": spec.description,
+            }
+        )
+    return rows
+
+
 def create_encoder(
     name: str,
     weights: str | Path | None = None,
@@ -225,42 +255,55 @@ register(
     )
 )
 
-register(
-    ModelSpec(
-        name="dlib",
-        family="face",
-        loader="clipface.models.dlib_torch.encoder:load",
-        description=(
-            "dlib ResNet-34 face recogniser (dlib_face_recognition_resnet_model_v1) in PyTorch, 5-point alignment "
-            "(--backend dlib: dlib's own network)"
+
+def _face(
+    name: str,
+    loader: str,
+    description: str,
+    pretraining: str,
+    size: tuple[int, int, float],
+    lfw: tuple[float, float, float, str],
+    alias: str,
+) -> None:
+    """Register a face recogniser: ``size`` is (input pixels, dimension, millions of parameters), ``lfw`` its
+    threshold at FAR 1e-3 on LFW's pairs with the TAR and accuracy there and the result file it comes from."""
+    threshold, tar, accuracy, result = lfw
+    register(
+        ModelSpec(
+            name=name,
+            family="face",
+            loader=loader,
+            description=description,
+            pretraining=pretraining,
+            image_size=size[0],
+            embed_dim=size[1],
+            approx_params_m=size[2],
+            verify_threshold=threshold,
+            verify_threshold_source=(
+                f"FAR 1e-3 on LFW deep-funneled pairs.txt (TAR {tar:.3f}, accuracy {accuracy:.4f}): `clipface eval "
+                f"verify --model {name} --on-no-face center`, benchmarks/results/lfw-verify/{result}.json"
+            ),
         ),
-        pretraining="about 3M faces (FaceScrub, VGG-Face and web images), by Davis King",
-        image_size=150,
-        embed_dim=128,
-        approx_params_m=5.6,
-        verify_threshold=0.9223377569429646,
-        verify_threshold_source=(
-            "FAR 1e-3 on LFW deep-funneled pairs.txt (TAR 0.973, accuracy 0.9908): `clipface eval verify --model "
-            "dlib --on-no-face center`, benchmarks/results/lfw-verify/dlib.json"
-        ),
-    ),
-    aliases=("dlib-resnet",),
+        aliases=(alias,),
+    )
+
+
+_face(
+    "dlib",
+    "clipface.models.dlib_torch.encoder:load",
+    "dlib ResNet-34 face recogniser (dlib_face_recognition_resnet_model_v1) in PyTorch, 5-point alignment "
+    "(--backend dlib: dlib's own network)",
+    "about 3M faces (FaceScrub, VGG-Face and web images), by Davis King",
+    (150, 128, 5.6),
+    (0.9223377569429646, 0.973, 0.9908, "dlib"),
+    "dlib-resnet",
 )
-register(
-    ModelSpec(
-        name="facenet-casia",
-        family="face",
-        loader="clipface.models.facenet.encoder:load",
-        description="FaceNet Inception-ResNet-v1 (release 20180408-102900), ported to PyTorch",
-        pretraining="CASIA-WebFace",
-        image_size=160,
-        embed_dim=512,
-        approx_params_m=23.5,
-        verify_threshold=0.46031593778652313,
-        verify_threshold_source=(
-            "FAR 1e-3 on LFW deep-funneled pairs.txt (TAR 0.960, accuracy 0.9868): `clipface eval verify --model "
-            "facenet-casia --on-no-face center`, benchmarks/results/lfw-verify/facenet.json"
-        ),
-    ),
-    aliases=("facenet",),
+_face(
+    "facenet-casia",
+    "clipface.models.facenet.encoder:load",
+    "FaceNet Inception-ResNet-v1 (release 20180408-102900), ported to PyTorch",
+    "CASIA-WebFace",
+    (160, 512, 23.5),
+    (0.46031593778652313, 0.960, 0.9868, "facenet"),
+    "facenet",
 )

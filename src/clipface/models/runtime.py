@@ -13,9 +13,9 @@ from ..errors import UsageError, check_choice, check_int
 from .align import ALIGNERS, ON_NO_FACE, SELECT, get_aligner
 from .backends.select import BACKENDS, PRECISIONS, with_backend
 from .base import Encoder
-from .registry import create_encoder, get_spec
+from .registry import create_encoder
 
-__all__ = ["LoadOptions", "load_encoder", "check_models"]
+__all__ = ["LoadOptions", "load_encoder"]
 
 
 @dataclass
@@ -42,12 +42,6 @@ class LoadOptions:
         check_int("threads", self.threads, 1)
         if not isinstance(self.device, str) or not self.device.strip():
             raise UsageError("device", self.device, "name a torch device such as cpu or cuda")
-
-
-def check_models(names: list[str] | tuple[str, ...]) -> None:
-    """Raise :class:`~clipface.errors.ModelNotFoundError` for the first unknown name (before any work)."""
-    for name in names:
-        get_spec(name)
 
 
 def load_encoder(name: str, opts: LoadOptions | None = None) -> Encoder:

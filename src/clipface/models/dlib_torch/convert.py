@@ -21,7 +21,7 @@ import torch
 from ...files import cache_root
 from ..fingerprint import file_fingerprint
 from .arch import DlibResNet
-from .network import Layer, ParsedNet, parse_file
+from .dat_file import Layer, ParsedNet, parse_file
 from .serial import DlibFormatError
 
 #: safetensors metadata key holding the SHA-256 of the ``.dat`` file the weights came from.

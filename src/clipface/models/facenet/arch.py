@@ -74,33 +74,25 @@ def block35(scale: float = 0.17) -> ResidualBlock:
     )
 
 
+def _factorised(channels: int, width: int, k: int, scale: float, activation: bool = True) -> ResidualBlock:
+    """A block whose second branch factorises a k x k convolution into 1 x k then k x 1 (block17: k 7; block8: 3)."""
+    branch = {
+        "Conv2d_0a_1x1": ConvReLU(channels, width, 1),
+        f"Conv2d_0b_1x{k}": ConvReLU(width, width, (1, k), same=True),
+        f"Conv2d_0c_{k}x1": ConvReLU(width, width, (k, 1), same=True),
+    }
+    first = _seq(Conv2d_1x1=ConvReLU(channels, width, 1))
+    return ResidualBlock(channels, scale, first, _seq(**branch), activation=activation)
+
+
 def block17(scale: float = 0.10) -> ResidualBlock:
     """17x17 block (8x8 at 160 px input) on 896 channels."""
-    return ResidualBlock(
-        896,
-        scale,
-        _seq(Conv2d_1x1=ConvReLU(896, 128, 1)),
-        _seq(
-            Conv2d_0a_1x1=ConvReLU(896, 128, 1),
-            Conv2d_0b_1x7=ConvReLU(128, 128, (1, 7), same=True),
-            Conv2d_0c_7x1=ConvReLU(128, 128, (7, 1), same=True),
-        ),
-    )
+    return _factorised(896, 128, 7, scale)
 
 
 def block8(scale: float = 0.20, activation: bool = True) -> ResidualBlock:
     """8x8 block (3x3 at 160 px input) on 1792 channels."""
-    return ResidualBlock(
-        1792,
-        scale,
-        _seq(Conv2d_1x1=ConvReLU(1792, 192, 1)),
-        _seq(
-            Conv2d_0a_1x1=ConvReLU(1792, 192, 1),
-            Conv2d_0b_1x3=ConvReLU(192, 192, (1, 3), same=True),
-            Conv2d_0c_3x1=ConvReLU(192, 192, (3, 1), same=True),
-        ),
-        activation=activation,
-    )
+    return _factorised(1792, 192, 3, scale, activation)
 
 
 def reduction_a() -> Mixed:
