@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, WeightsUnavailableError
 from ..files import file_sha256
-from .align import DLIB_PIP, import_dlib
+from .align import DLIB_PIP, get_aligner, import_dlib
 from .base import Aligner, Encoder, l2_normalize
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -108,3 +108,23 @@ def availability(spec: Any = None) -> tuple[bool, str]:
     except BackendUnavailableError as exc:
         return False, str(exc)
     return True, "ok"
+
+
+def load(
+    spec: Any,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    aligner: str | Aligner | None = "dlib",
+    on_no_face: str = "skip",
+    num_jitters: int = 0,
+    select: str = "central",
+) -> DlibEncoder:
+    """Registry loader: ``aligner`` is a name for :func:`~clipface.models.align.get_aligner`, an aligner or ``None``.
+
+    ``select`` picks the face where a photo has several (:func:`~clipface.models.align.pick_face`).
+    """
+    del device  # dlib chooses its device when it is built
+    if isinstance(aligner, str):
+        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
+    pretraining = getattr(spec, "pretraining", "unknown")
+    return DlibEncoder(resolve_weights(weights), aligner, num_jitters=num_jitters, pretraining=pretraining)

@@ -108,13 +108,11 @@ def load(
     ``num_jitters > 0`` (dlib's random jittering, averaged) exists only in dlib's own network, which
     is then returned.
     """
+    if num_jitters:
+        return dlib_resnet.load(spec, weights, device, aligner, on_no_face, num_jitters, select)
     pretraining = getattr(spec, "pretraining", "unknown")
     if isinstance(aligner, str):
         aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
-    if num_jitters:  # dlib chooses its device when it is built
-        return dlib_resnet.DlibEncoder(
-            dlib_resnet.resolve_weights(weights), aligner, num_jitters=num_jitters, pretraining=pretraining
-        )
     if weights is not None and Path(weights).suffix == ".safetensors":
         path = Path(weights).expanduser()
         if not path.is_file():
