@@ -110,9 +110,9 @@ def eval_poisoning(
     ev: EvalOptions,
     poison: PoisonOptions,
     gal: GalleryOptions,
+    data: SampleOptions,
     cl: CloakOptions,
     reuse: CloakReuse,
-    data: SampleOptions,
     emb: EmbedOptions,
 ) -> None:
     """Index poisoning: rank-1 identification as k mislabelled or cloaked photos per person join the gallery."""

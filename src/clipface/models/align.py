@@ -418,3 +418,9 @@ def get_aligner(name: str, on_no_face: str = "skip", **options: Any) -> Aligner 
         raise ValueError(f"unknown aligner {name!r}: choose one of {', '.join(ALIGNERS)}")
     aligner = classes[key](**options)
     return CenterFallback(aligner) if on_no_face == "center" else aligner
+
+
+def front_end(aligner: str | Aligner | None, on_no_face: str = "skip", select: str = "central") -> Aligner | None:
+    """A loader's face front end: ``aligner`` by name (:func:`get_aligner` with ``on_no_face``, and ``select`` to
+    pick the face where a photo has several, :func:`pick_face`), an aligner as it is, or ``None``."""
+    return get_aligner(aligner, on_no_face=on_no_face, select=select) if isinstance(aligner, str) else aligner

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, WeightsUnavailableError
 from ..files import file_sha256
-from .align import DLIB_PIP, get_aligner, import_dlib
+from .align import DLIB_PIP, front_end, import_dlib
 from .base import Aligner, Encoder, l2_normalize
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -111,20 +111,12 @@ def availability(spec: Any = None) -> tuple[bool, str]:
 
 
 def load(
-    spec: Any,
-    weights: str | Path | None = None,
-    device: str = "cpu",
-    aligner: str | Aligner | None = "dlib",
-    on_no_face: str = "skip",
-    num_jitters: int = 0,
-    select: str = "central",
+    spec: Any, weights: str | Path | None = None, aligner: Any = "dlib", num_jitters: int = 0, **front: Any
 ) -> DlibEncoder:
-    """Registry loader: ``aligner`` is a name for :func:`~clipface.models.align.get_aligner`, an aligner or ``None``.
-
-    ``select`` picks the face where a photo has several (:func:`~clipface.models.align.pick_face`).
-    """
-    del device  # dlib chooses its device when it is built
-    if isinstance(aligner, str):
-        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
+    """Registry loader of dlib's own network: ``aligner`` as :func:`~clipface.models.align.front_end` takes it, with
+    ``front`` (``on_no_face``, ``select``); dlib chooses its device itself (a ``device`` given is not used)."""
+    front.pop("device", None)
     pretraining = getattr(spec, "pretraining", "unknown")
-    return DlibEncoder(resolve_weights(weights), aligner, num_jitters=num_jitters, pretraining=pretraining)
+    return DlibEncoder(
+        resolve_weights(weights), front_end(aligner, **front), num_jitters=num_jitters, pretraining=pretraining
+    )

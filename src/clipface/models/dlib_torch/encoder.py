@@ -20,7 +20,7 @@ import torch
 
 from ...errors import WeightsUnavailableError
 from .. import dlib_resnet
-from ..align import get_aligner
+from ..align import front_end
 from ..base import Aligner, Encoder, TorchEncoder
 from ..dlib_resnet import N_PARAMS, DlibEncoder, availability, resolve_weights
 from .arch import DlibResNet
@@ -95,24 +95,19 @@ def _module(path: Path) -> tuple[DlibResNet, str, Path | None]:
 
 
 def load(
-    spec: Any,
-    weights: str | Path | None = None,
-    device: str = "cpu",
-    aligner: str | Aligner | None = "dlib",
-    on_no_face: str = "skip",
-    num_jitters: int = 0,
-    select: str = "central",
+    spec: Any, weights: str | Path | None = None, device: str = "cpu", num_jitters: int = 0, **front: Any
 ) -> Encoder:
-    """Registry loader: ``weights`` is the ``.dat`` file (or its folder) or a converted ``.safetensors``.
+    """Registry loader: ``weights`` is the ``.dat`` file (or its folder) or a converted ``.safetensors``; ``front``
+    is the face front end (``aligner``, default dlib's, ``on_no_face``, ``select``: see
+    :func:`~clipface.models.align.front_end`).
 
     ``num_jitters > 0`` (dlib's random jittering, averaged) exists only in dlib's own network, which
     is then returned.
     """
     if num_jitters:
-        return dlib_resnet.load(spec, weights, device, aligner, on_no_face, num_jitters, select)
+        return dlib_resnet.load(spec, weights, num_jitters=num_jitters, **front)
     pretraining = getattr(spec, "pretraining", "unknown")
-    if isinstance(aligner, str):
-        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
+    aligner = front_end(front.pop("aligner", "dlib"), **front)
     if weights is not None and Path(weights).suffix == ".safetensors":
         path = Path(weights).expanduser()
         if not path.is_file():

@@ -43,44 +43,46 @@ Constants = dict[str, np.ndarray]
 
 
 # -- GraphDef without TensorFlow ----------------------------------------------------------------
+#: The fields of TensorFlow's ``GraphDef`` (``graph.proto``, ``node_def.proto``, ``attr_value.proto``, ``tensor.proto``)
+#: read here, one a line: message, field, number, type, then ``repeated`` and the message type where they apply.
+#: ``map<string, AttrValue>`` is on the wire a repeated message of (key = 1, value = 2): ``AttrEntry``.
+GRAPH_FIELDS = """
+Dim size 1 int64
+TensorShape dim 2 message repeated Dim
+Tensor dtype 1 int32
+Tensor tensor_shape 2 message TensorShape
+Tensor tensor_content 4 bytes
+Tensor float_val 5 float repeated
+AttrValue f 4 float
+AttrValue tensor 8 message Tensor
+AttrEntry key 1 string
+AttrEntry value 2 message AttrValue
+NodeDef name 1 string
+NodeDef op 2 string
+NodeDef input 3 string repeated
+NodeDef attr 5 message repeated AttrEntry
+GraphDef node 1 message repeated NodeDef
+"""
+
+
 @functools.lru_cache(maxsize=1)
 def _graph_def_class() -> Any:
-    """A message class wire-compatible with ``tensorflow.GraphDef`` for the fields read here."""
+    """A message class wire-compatible with ``tensorflow.GraphDef`` for the fields read here (:data:`GRAPH_FIELDS`)."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     F = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(name="clipface_tf_subset.proto", package="tfsubset", syntax="proto3")
-
-    def message(name: str, *fields: tuple[str, int, int, bool, str]) -> None:
-        msg = file.message_type.add(name=name)
-        for field, number, kind, repeated, type_name in fields:
-            label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
-            entry = msg.field.add(name=field, number=number, type=kind, label=label)
-            if type_name:
-                entry.type_name = type_name
-
-    message("Dim", ("size", 1, F.TYPE_INT64, False, ""))
-    message("TensorShape", ("dim", 2, F.TYPE_MESSAGE, True, ".tfsubset.Dim"))
-    message(
-        "Tensor",
-        ("dtype", 1, F.TYPE_INT32, False, ""),
-        ("tensor_shape", 2, F.TYPE_MESSAGE, False, ".tfsubset.TensorShape"),
-        ("tensor_content", 4, F.TYPE_BYTES, False, ""),
-        ("float_val", 5, F.TYPE_FLOAT, True, ""),
-    )
-    message("AttrValue", ("f", 4, F.TYPE_FLOAT, False, ""), ("tensor", 8, F.TYPE_MESSAGE, False, ".tfsubset.Tensor"))
-    # map<string, AttrValue> is on the wire a repeated message of (key = 1, value = 2).
-    message(
-        "AttrEntry", ("key", 1, F.TYPE_STRING, False, ""), ("value", 2, F.TYPE_MESSAGE, False, ".tfsubset.AttrValue")
-    )
-    message(
-        "NodeDef",
-        ("name", 1, F.TYPE_STRING, False, ""),
-        ("op", 2, F.TYPE_STRING, False, ""),
-        ("input", 3, F.TYPE_STRING, True, ""),
-        ("attr", 5, F.TYPE_MESSAGE, True, ".tfsubset.AttrEntry"),
-    )
-    message("GraphDef", ("node", 1, F.TYPE_MESSAGE, True, ".tfsubset.NodeDef"))
+    messages: dict[str, Any] = {}
+    for line in GRAPH_FIELDS.strip().splitlines():
+        message, field, number, kind, *rest = line.split()
+        if message not in messages:
+            messages[message] = file.message_type.add(name=message)
+        label = F.LABEL_REPEATED if "repeated" in rest else F.LABEL_OPTIONAL
+        entry = messages[message].field.add(
+            name=field, number=int(number), type=getattr(F, f"TYPE_{kind.upper()}"), label=label
+        )
+        if kind == "message":
+            entry.type_name = f".tfsubset.{rest[-1]}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tfsubset.GraphDef"))

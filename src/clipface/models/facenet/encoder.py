@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ...errors import BackendUnavailableError, WeightsUnavailableError
-from ..align import get_aligner
-from ..base import Aligner, TorchEncoder
+from ..align import front_end
+from ..base import TorchEncoder
 from .arch import InceptionResnetV1
 from .convert import cache_file, ensure_converted, load_state
 
@@ -113,13 +113,7 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
 
 
 def load(
-    spec: ModelSpec,
-    weights: str | Path | None = None,
-    device: str = "cpu",
-    aligner: str | Aligner | None = "mtcnn",
-    on_no_face: str = "skip",
-    select: str = "central",
-    **_: Any,
+    spec: ModelSpec, weights: str | Path | None = None, device: str = "cpu", aligner: Any = "mtcnn", **front: Any
 ) -> FacenetEncoder:
     """Load FaceNet; ``weights`` is a frozen TensorFlow ``.pb`` or a converted ``.safetensors``/``.pt``.
 
@@ -140,7 +134,5 @@ def load(
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsUnavailableError(f"model {spec.name}: cannot load FaceNet weights from {path}: {reason}") from None
     encoder = FacenetEncoder(model, name=spec.name, pretraining=spec.pretraining, device=device)
-    if isinstance(aligner, str):
-        aligner = get_aligner(aligner, on_no_face=on_no_face, select=select)
-    encoder.aligner = aligner
+    encoder.aligner = front_end(aligner, front.get("on_no_face", "skip"), front.get("select", "central"))
     return encoder
