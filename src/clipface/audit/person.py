@@ -11,7 +11,7 @@ the top-k results that could be theirs are theirs, that is when
 person indexed this is precision@k >= 0.5. With none indexed there is nothing to find and the
 verdict is "cannot tell". ``chance`` is the precision@k a random ranking would have.
 
-An index with face vectors (``--face-model``, :mod:`.facestore`) also counts, as the person's,
+An index with face vectors (``--face-model``, :mod:`clipface.index.facestore`) also counts, as the person's,
 every result in which any stored face matches them, labelled or not (a group photo in which they
 appear, an unlabelled photo): a face whose median similarity to the person's reference faces
 reaches the face model's LFW threshold at FAR 1e-3 (the rule of the engine audit,

@@ -7,7 +7,7 @@ An index folder holds:
 * ``vectors.f32`` and, for approximate kinds, ``ann.faiss`` (:mod:`.vectors`): row ``i`` is image
   id ``i``. Exact search at the matrix product's speed up to :data:`FLAT_MAX` vectors, IVF with
   4-bit fast-scan PQ codes and exact re-ranking above (or another kind on request,
-  :mod:`.faiss_backend`). :meth:`FaceIndex.load` memory-maps both.
+  :mod:`.ann.faiss_backend`). :meth:`FaceIndex.load` memory-maps both.
 * ``meta.sqlite`` (:mod:`~clipface.index.meta`): one row per image: id, path, path relative
   to the indexed folder, identity (the parent folder's name; ``None`` for images lying directly
   in the indexed folder), width, height and SHA-256. File names that are not UTF-8 are kept exact.

@@ -4,8 +4,8 @@
   manifest's count says how many rows are committed (a row beyond it is left over from an
   interrupted write and is overwritten by the next one). Opened with ``np.memmap``, so a large
   index opens at once and only the pages a search touches are read.
-* ``ann.faiss``: the codes of an approximate kind (:mod:`.faiss_backend`), which propose
-  ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:mod:`.approximate`).
+* ``ann.faiss``: the codes of an approximate kind (:mod:`.ann.faiss_backend`), which propose
+  ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:mod:`.ann.approximate`).
   Exact (``flat``) indexes have none and are searched by :func:`~.exact.exact_search`.
 
 Index folders of the first format kept everything in one FAISS file (``vectors.faiss``: a flat
