@@ -153,7 +153,10 @@ def test_add_keeps_faces_and_a_cut_face_file_is_refused(indexes: tuple[FaceIndex
     update = index.add(load_encoder("dlib"), [LFW_MINI / LEFT / f"{LEFT}_0003.jpg"])
     again = FaceIndex.load(copy)
     assert update.added == 1 and again.count == n + 1 and again.faces.store.count > before
-    assert set(again.faces.store.image_ids[before:].tolist()) == {n} and again.manifest.faces["count"] == again.faces.store.count
+    assert (
+        set(again.faces.store.image_ids[before:].tolist()) == {n}
+        and again.manifest.faces["count"] == again.faces.store.count
+    )
     (copy / "faces.f32").write_bytes(b"\x00" * 16)
     with pytest.raises(FaceIndexError, match="faces.f32: not a readable face file"):
         FaceIndex.load(copy)

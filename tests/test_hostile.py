@@ -122,7 +122,9 @@ def test_server_answers_about_every_name(corpus: Corpus, hostile_index: Path, ti
     paths = {r["path"] for r in results}
     assert shown(f"Alice_Smith/{os.fsdecode(UNDECODABLE_FILE)}") in paths
     assert {r["identity"] for r in results} >= {"Folder\\xe9Latin1", "José_Müller"}
-    odd = next(im for im in FaceIndex.load(hostile_index).meta.images(range(corpus.n_good)).values() if "\udcff" in im.path)
+    odd = next(
+        im for im in FaceIndex.load(hostile_index).meta.images(range(corpus.n_good)).values() if "\udcff" in im.path
+    )
     thumb = client.get(f"/api/image/{odd.id}")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
 
