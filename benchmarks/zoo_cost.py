@@ -59,8 +59,8 @@ def one(name: str, precision: str, n_images: int, n_texts: int, names: int) -> d
     from transformers import CLIPModel
 
     import clipface
-    from clipface.models.registry import get_spec
     from clipface.models.archs import ARCHS, clip_config
+    from clipface.models.registry import get_spec
 
     spec = get_spec(name)
     arch = ARCHS[spec.arch]

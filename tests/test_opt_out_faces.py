@@ -105,3 +105,100 @@ def test_without_the_opt_out_the_same_photos_are_found(folders: tuple[Path, Path
         ).json()
         assert set(hidden) <= _ids(got["results"])
         assert httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["opt_out_faces"] is None
+
+
+def _labelled(index_dir: Path, ids: set[int]) -> set[str | None]:
+    return {im.identity for im in FaceIndex.load(index_dir).meta.images(ids).values()}
+
+
+def test_a_changed_face_folder_takes_effect_and_a_damaged_one_keeps_the_last_good(
+    folders: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    from clipface.server.face_optout import FaceOptOut
+
+    index_dir, optout, hidden = folders
+    folder = tmp_path / "optout"
+    shutil.copytree(optout, folder)
+    opt = FaceOptOut(FaceIndex.load(index_dir), folder, interval=0.0)
+    assert opt.removed == set(hidden) and opt.error is None
+    # a second person asks: their photos go from every answer without a restart
+    (folder / "Person_B").mkdir()
+    for photo in sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:2]:
+        shutil.copy(photo, folder / "Person_B" / photo.name)
+    opt.refresh()
+    blair = opt.removed - set(hidden)
+    assert len(blair) >= 5 and _labelled(index_dir, blair) == {"Tony_Blair"}, _labelled(index_dir, blair)
+    assert [p["enrolled"] for p in opt.stats()["people"]] == [3, 2] and opt.error is None
+    # a damaged copy of Person_B's photos: the last good enrolment stays, and the error says so
+    for photo in (folder / "Person_B").glob("*.jpg"):
+        photo.write_bytes(b"not a jpeg")
+    opt.refresh()
+    assert blair <= opt.removed and "no usable face" in (opt.error or "")
+    # the folder gone (a bad sync): everything stays removed
+    folder.rename(tmp_path / "moved")
+    opt.refresh()
+    assert blair | set(hidden) <= opt.removed and "no such folder" in (opt.error or "")
+    # Person_B withdrawn on purpose (their folder deleted): their photos are served again
+    (tmp_path / "moved").rename(folder)
+    shutil.rmtree(folder / "Person_B")
+    opt.refresh()
+    assert opt.removed == set(hidden) and opt.error is None
+
+
+def test_a_running_server_takes_a_new_face_opt_out_within_seconds(
+    folders: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    import time
+
+    index_dir, optout, hidden = folders
+    folder = tmp_path / "optout"
+    shutil.copytree(optout, folder)
+    with serve(index_dir, "--no-auth", "--opt-out-faces", str(folder)) as (port, _):
+        stats = f"http://127.0.0.1:{port}/api/stats"
+        assert httpx.get(stats).json()["opt_out_faces"]["removed"] == len(hidden)
+        (folder / "Person_B").mkdir()
+        for photo in sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:2]:
+            shutil.copy(photo, folder / "Person_B" / photo.name)
+        start = time.monotonic()
+        while httpx.get(stats).json()["opt_out_faces"]["removed"] == len(hidden):
+            assert time.monotonic() - start < 10, "the new opt-out was not taken within 10 s"
+            time.sleep(0.2)
+        assert time.monotonic() - start < 5
+        blair = FaceIndex.load(index_dir).meta.images_of("Tony Blair")
+        photo = (LFW_MINI / "Tony_Blair" / "Tony_Blair_0003.jpg").read_bytes()
+        got = httpx.post(f"http://127.0.0.1:{port}/api/search/image", files={"file": photo}, data={"k": "100"}).json()
+        assert not _ids(got["results"]) & {im.id for im in blair}
+
+
+def test_face_vectors_are_mirror_summed_and_single_crop_ones_are_refused(
+    folders: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    """The face model's LFW threshold was measured on mirror-summed vectors: the index stores them so, and an index
+    whose faces are single crops (built before) is refused for opt-out by face, in one line naming the fix."""
+
+    from clipface.data.images import load_image
+    from clipface.errors import UsageError
+    from clipface.server.face_optout import FaceOptOut
+
+    index_dir, optout, _ = folders
+    index = FaceIndex.load(index_dir)
+    assert index.faces is not None and index.faces.model.mirror_summed
+    encoder = index.faces.load_encoder()
+    image = index.meta.images_of("Tony Blair")[0]
+    crop = encoder.prepare(load_image(Path(image.path)))[None]
+    assert encoder.flip
+    summed = encoder.embed_prepared(crop)[0]
+    encoder.flip = False
+    try:
+        single = encoder.embed_prepared(crop)[0]
+    finally:
+        encoder.flip = True
+    stored = index.faces.store.first_faces([image.id])[0]
+    assert float(stored @ summed) > 0.9999 > float(stored @ single)
+    old = tmp_path / "old-index"
+    shutil.copytree(index_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["faces"]["preprocess_id"] = manifest["faces"]["preprocess_id"].removesuffix("|flipsum")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="single crops.*--face-model dlib"):
+        FaceOptOut(FaceIndex.load(old), optout)

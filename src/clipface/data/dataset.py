@@ -13,6 +13,7 @@ import os
 import random
 import re
 import stat
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -60,9 +61,24 @@ def display_name(folder: str) -> str:
     return name.title() if name == name.lower() else name
 
 
+#: Version of :func:`identity_key`'s rule; an index stores keys made with it and re-keys older ones when opened.
+IDENTITY_KEY_VERSION = 2
+
+
 def identity_key(name: str) -> str:
-    """Case- and separator-insensitive form of a person's name: ``George_W_Bush`` -> ``george w bush``."""
-    return " ".join(name.replace("_", " ").split()).casefold()
+    """The form of a person's name that opt-outs, audits and look-ups compare: ``George_W_Bush`` -> ``george w bush``.
+
+    Unicode-insensitive as well as case- and separator-insensitive, so that one name typed or
+    saved in any form finds the same person: compatibility-normalised (NFKC: composed and
+    decomposed accents, as macOS writes file names, full-width letters and ligatures are one),
+    case-folded (``ß`` is ``ss``), with invisible format characters (zero-width spaces and
+    joiners, direction marks, soft hyphens, byte-order marks) removed and every run of spaces
+    (no-break and the other Unicode spaces) or underscores made one space. Surrogate escapes of
+    an undecodable file name are kept, so such a name still has one stable key.
+    """
+    text = unicodedata.normalize("NFKC", name.replace("_", " "))
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return unicodedata.normalize("NFKC", " ".join(text.split()).casefold())
 
 
 def bundled_path(name: str = "lfw-mini") -> Path:

@@ -16,7 +16,7 @@ from ..embed.cache import EmbeddingCache, NullCache
 from ..embed.faces import Faces, embed_faces
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .facestore import FaceModel, FaceStore, search_faces
+from .facestore import FLIP_SUM, FaceModel, FaceStore, search_faces
 from .meta import MetaDB
 from .records import EncoderId, EncoderMismatchError, Exclude, ImageRecord, SearchHit
 
@@ -65,13 +65,15 @@ class IndexFaces:
             )
 
     def is_model(self, encoder: Encoder) -> bool:
-        """Whether ``encoder`` made these face vectors (then photo queries search faces)."""
-        return (encoder.fingerprint, encoder.preprocess_id) == (self.model.fingerprint, self.model.preprocess_id)
+        """Whether ``encoder`` is the face model of these vectors, up to the mirror sum (then photo queries search
+        faces, embedded as the vectors were: :meth:`load_encoder`)."""
+        plain = self.model.preprocess_id.removesuffix(FLIP_SUM)
+        return (encoder.fingerprint, encoder.preprocess_id.removesuffix(FLIP_SUM)) == (self.model.fingerprint, plain)
 
     def load_encoder(self, device: str = "cpu") -> Encoder:
         """The face model the vectors were made with (its own front end), checked; loaded once."""
         if self._encoder is None:
-            encoder = load_encoder(self.model.model, LoadOptions(device=device))
+            encoder = load_encoder(self.model.model, LoadOptions(device=device, flip=self.model.mirror_summed))
             self.check_encoder(encoder)
             self._encoder = encoder
         return self._encoder

@@ -32,6 +32,8 @@ from .rows import append_rows, read_rows
 __all__ = ["FACES", "FaceModel", "FaceStore", "face_rows"]
 
 FACES = "faces.f32"
+#: The end of a ``preprocess_id`` whose vectors add the mirrored crop's (:attr:`~clipface.models.base.Encoder.flip`).
+FLIP_SUM = "|flipsum"
 #: Face similarities computed at once (rows of the face matrix per block).
 BLOCK = 65_536
 
@@ -50,6 +52,11 @@ class FaceModel:
     @property
     def encoder_id(self) -> EncoderId:
         return EncoderId(self.model, self.fingerprint, self.preprocess_id, self.dim)
+
+    @property
+    def mirror_summed(self) -> bool:
+        """Whether each face vector adds the mirrored crop's, as LFW verification (and its threshold) does."""
+        return self.preprocess_id.endswith(FLIP_SUM)
 
     @classmethod
     def of(cls, eid: EncoderId, mode: str) -> FaceModel:

@@ -9,15 +9,19 @@ is plain text, so indexes written before this stay readable.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..data.dataset import IDENTITY_KEY_VERSION
 from ..sql import from_sql_text, select_in, to_sql_text
 from .records import ImageRecord, IndexedImage, identity_key
 
 __all__ = ["MetaDB"]
+
+log = logging.getLogger("clipface.index")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -46,6 +50,26 @@ class MetaDB:
         self._local = threading.local()
         with self.conn() as db:
             db.executescript(_SCHEMA)
+        self._rekey()
+
+    def _rekey(self) -> None:
+        """Store every identity's key by today's :func:`identity_key` rule where an older rule made it (once).
+
+        An index built before the keys saw through Unicode forms keeps working: its names are
+        re-keyed when it is first opened (a read-only index is searched with the keys it has).
+        """
+        db = self.conn()
+        if db.execute("PRAGMA user_version").fetchone()[0] >= IDENTITY_KEY_VERSION:
+            return
+        try:
+            with db:
+                rows = db.execute("SELECT DISTINCT identity FROM images WHERE identity IS NOT NULL").fetchall()
+                for (stored,) in rows:
+                    key = to_sql_text(identity_key(from_sql_text(stored) or ""))
+                    db.execute("UPDATE images SET identity_key = ? WHERE identity = ?", (key, stored))
+                db.execute(f"PRAGMA user_version = {IDENTITY_KEY_VERSION}")
+        except sqlite3.OperationalError as exc:  # a read-only copy of an index
+            log.warning("%s: identity keys of an older rule kept (%s); rebuild the index to re-key it", self.path, exc)
 
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

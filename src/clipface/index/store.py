@@ -414,8 +414,14 @@ class FaceIndex:
         return self.search_vectors(query, k, exclude)[0]
 
     def embed_query_image(self, encoder: Encoder, image: Image.Image) -> np.ndarray:
-        """The ``(1, dim)`` embedding of a query photo; a photo without a face is a :class:`QueryError`."""
+        """The ``(1, dim)`` embedding of a query photo; a photo without a face is a :class:`QueryError`.
+
+        Where ``encoder`` is the index's face model, the photo is embedded as the face vectors were
+        (mirror-summed where they are), so that its scores are the face model's own.
+        """
         self.check_encoder(encoder)
+        if self.faces is not None and self.faces.is_model(encoder):
+            encoder = self.faces.load_encoder()
         try:
             prepared = encoder.prepare(image.convert("RGB"))
         except NoFaceError:

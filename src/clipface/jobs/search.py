@@ -59,7 +59,8 @@ def build_index(
     if face_model is not None:
         if get_spec(face_model).family != "face":
             raise UsageError("face_model", face_model, "not a face recogniser (choose e.g. dlib or facenet-casia)")
-        face_encoder = load_encoder(face_model, LoadOptions(device=opts.device))
+        # mirror-summed, as LFW verification embeds faces: the face model's recorded threshold then applies
+        face_encoder = load_encoder(face_model, LoadOptions(device=opts.device, flip=True))
     return FaceIndex.build(
         encoder,
         images,

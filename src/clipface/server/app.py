@@ -123,7 +123,7 @@ def create_app(
     limits = _Limits(max_upload_bytes, max_pixels, max_k)
     limit_heap()
     removed = _OptOutReport(index, optout)
-    removed.log_unmatched()
+    removed.items()  # counted now, so that entries that match nothing are told at start
     by_face = (
         FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device)
         if opt_out_faces is not None
@@ -132,6 +132,12 @@ def create_app(
 
     def exclude(image: IndexedImage) -> bool:
         return optout.blocks(image) or (by_face is not None and by_face.blocks(image))
+
+    def refresh() -> None:
+        """Take changed opt-outs into account: the name file and the face folder, each re-read when it changes."""
+        optout.refresh()
+        if by_face is not None:
+            by_face.refresh()
 
     app = FastAPI(
         title="clipface search",
@@ -190,13 +196,14 @@ def create_app(
         typo or a person not in the index. ``opt_out_faces``: per person enrolled by face
         (numbered in folder order), the photos enrolled and the indexed images removed.
         """
-        optout.refresh()
+        refresh()
         return {
             **{k: v for k, v in index.stats().items() if k != "fingerprint"},
             "fingerprint": index.manifest.fingerprint[:12],
             "has_text": encoder.has_text,
             "opt_out_entries": len(optout),
             "opt_out": removed.items(),
+            "opt_out_unmatched": [item["line"] for item in removed.items() if item["removes"] == 0],
             "opt_out_error": optout.error,
             "opt_out_faces": by_face.stats() if by_face is not None else None,
             "max_k": limits.max_k,
@@ -209,7 +216,7 @@ def create_app(
     def search_text(body: text_query) -> SearchResponse:  # type: ignore[valid-type]
         """Images best matching a text (CLIP models only)."""
         k = checked_k(body.k)
-        optout.refresh()
+        refresh()
         hits = index.query_text(encoder, body.query, k, exclude)
         return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
@@ -220,7 +227,7 @@ def create_app(
         """Images of the face most similar to the uploaded photo's."""
         k = checked_k(k)
         image = _read_image(file, limits)
-        optout.refresh()
+        refresh()
         hits = index.query_image(encoder, image, k, exclude)
         return SearchResponse(query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
 
@@ -237,7 +244,7 @@ def create_app(
             raise HTTPException(422, "name: blank (white space or invisible characters only)")
         k = checked_k(k)
         image = _read_image(file, limits) if file is not None and file.filename else None
-        optout.refresh()
+        refresh()
         r = audit_person(index, encoder, name, image=image, k=k, exclude=exclude)
         return AuditResponse(
             name=r.name,
@@ -256,7 +263,7 @@ def create_app(
     @app.get("/api/image/{image_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def image(image_id: int) -> Response:
         """A JPEG thumbnail of an indexed image, by id."""
-        optout.refresh()
+        refresh()
         found = index.meta.image(image_id)
         if found is None or exclude(found):
             raise HTTPException(404, f"no image {image_id}")
@@ -285,7 +292,7 @@ def create_app(
                 raise HTTPException(413 if is_too_large(exc) else 422, exc.reason) from None
 
         name = indice_name or Path(index_dir).resolve().name
-        add_clip_retrieval_routes(app, index, encoder, name, exclude, optout.refresh, decode)
+        add_clip_retrieval_routes(app, index, encoder, name, exclude, refresh, decode)
 
     app.state.index = index
     app.state.encoder = encoder
@@ -342,22 +349,28 @@ class _OptOutReport:
         self._items: list[dict[str, Any]] = []
 
     def items(self) -> list[dict[str, Any]]:
+        """One item per entry; recounted (and entries that match nothing told to the log) when the list changes."""
         if self._version != self.optout.version:
             version, entries = self.optout.version, list(self.optout.entries)
             self._items = [
                 {"line": line, "kind": kind, "removes": self._count(kind, key)} for line, kind, key in entries
             ]
             self._version = version
+            self._warn_unmatched(entries)
         return self._items
 
     def _count(self, kind: str, key: str) -> int:
         return len(self.index.meta.known([key])) if kind == "image" else self.index.meta.n_images_of(key)
 
-    def log_unmatched(self) -> None:
-        """Tell the operator (the log, not the API) which entries remove nothing."""
-        for item, (_, _, key) in zip(self.items(), self.optout.entries):
-            if item["removes"] == 0:
-                log.warning("opt-out list line %d (%r) matches no indexed image", item["line"], key)
+    def _warn_unmatched(self, entries: list[tuple[int, str, str]]) -> None:
+        """Tell the operator (the log, not the API) which entries remove nothing: a typo, another spelling of the
+        name, or a person who is not in the index (``/api/stats`` lists their line numbers as ``opt_out_unmatched``).
+        """
+        unmatched = [(item["line"], key) for item, (_, _, key) in zip(self._items, entries) if not item["removes"]]
+        for line, key in unmatched:
+            log.warning("opt-out list line %d (%r) matches no indexed image: check its spelling", line, key)
+        if unmatched:
+            log.warning("opt-out list: %d of %d entries match no indexed image", len(unmatched), len(entries))
 
 
 def _thumbnail(image: IndexedImage) -> bytes:

@@ -18,6 +18,9 @@ removes. Folder names and unusable photos are logged for the operator only.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from ..data.images import is_image_path, load_image
 from ..errors import ClipfaceError, ImageError, UsageError
-from ..index.facestore import FaceStore
+from ..index.facestore import FLIP_SUM, FaceStore
 from ..index.records import IndexedImage
 from ..index.store import FaceIndex
 from ..models.base import Encoder
@@ -47,7 +50,14 @@ def person_folders(folder: Path) -> list[Path]:
 
 
 class FaceOptOut:
-    """The images of ``index`` showing a person enrolled in ``folder`` (see the module docstring)."""
+    """The images of ``index`` showing a person enrolled in ``folder`` (see the module docstring).
+
+    The folder is watched: :meth:`refresh` (called by every route, at most once per
+    ``interval`` seconds) re-enrols the people whose photos changed, so that a person added to
+    or removed from the folder takes effect without a restart. A change that leaves nothing
+    usable (the folder gone or emptied, a person's every photo unreadable) keeps the last good
+    enrolment and says why (:attr:`error`, the log), so a bad copy never silently lets anyone back.
+    """
 
     def __init__(
         self,
@@ -56,51 +66,136 @@ class FaceOptOut:
         encoder: Encoder | None = None,
         threshold: float | None = None,
         device: str = "cpu",
+        interval: float = 1.0,
     ) -> None:
-        people = person_folders(Path(folder))
-        store, face_encoder = self._faces_of(index, encoder, device)
-        spec = get_spec(face_encoder.name)
+        self.folder = Path(folder)
+        person_folders(self.folder)  # a wrong folder is refused before any model loads
+        self.store, self._encoder = self._faces_of(index, encoder, device)
+        spec = get_spec(self._encoder.name)
         if threshold is None:
             if spec.verify_threshold is None:
-                raise ClipfaceError(f"{face_encoder.name} has no recorded LFW threshold: it cannot judge faces")
+                raise ClipfaceError(f"{self._encoder.name} has no recorded LFW threshold: it cannot judge faces")
             threshold = float(spec.verify_threshold)
         self.threshold = threshold
-        self.model = face_encoder.name
+        self.model = self._encoder.name
+        self.interval = interval
+        #: Why the last change of the folder was not taken (``None``: the enrolment in use is the folder's).
+        self.error: str | None = None
+        #: Bumped at every enrolment that changed something.
+        self.version = 0
         self.removed: set[int] = set()
         self.people: list[dict[str, Any]] = []
-        self.references: list[np.ndarray] = []  # each person's enrolment vectors
-        self.store = store
-        for number, person in enumerate(people, start=1):
-            refs, photos = self._enrol(face_encoder, person)
-            self.references.append(refs)
-            removes: set[int] = set()
-            if len(refs):
-                matched = store.matching(refs, threshold).any(axis=1)
-                removes = {int(i) for i in store.image_ids[matched]}
-            else:
-                log.warning("face opt-out %s: no photo with a usable face; this person removes nothing", person.name)
-            self.removed |= removes
-            self.people.append({"person": number, "photos": photos, "enrolled": len(refs), "removes": len(removes)})
+        self._enrolled: dict[str, _Person] = {}  # folder name -> its photos' signature, vectors and removals
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._load(self._scan())
+
+    # -- watching the folder ---------------------------------------------------------------
+    def _scan(self) -> dict[str, tuple[tuple[str, int, int], ...]]:
+        """Each person folder's photos as (relative path, size, modification time), or an error for an unusable tree."""
+        people = person_folders(self.folder)
+        out = {}
+        for person in people:
+            photos = sorted(p for p in person.rglob("*") if p.is_file() and is_image_path(p))
+            out[person.name] = tuple((str(p.relative_to(person)), *_stamp(p)) for p in photos)
+        return out
+
+    def refresh(self) -> None:
+        """Take a changed folder into account (checked at most every :attr:`interval` seconds)."""
+        if time.monotonic() - self._checked < self.interval:
+            return
+        with self._lock:
+            if time.monotonic() - self._checked < self.interval:
+                return
+            try:
+                scanned = self._scan()
+                if {n: p.signature for n, p in self._enrolled.items()} != scanned:
+                    self._load(scanned)
+                else:
+                    self._settle()
+            except (OSError, UsageError) as exc:
+                self._refuse(exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+            finally:
+                self._checked = time.monotonic()
+
+    def _settle(self) -> None:
+        """The folder as enrolled: the error is what its people's unusable photos say, if anything."""
+        kept = [f"{name}: no usable face in the changed photos" for name, p in self._enrolled.items() if p.kept]
+        if kept:
+            self._refuse("; ".join(kept) + "; keeping their last good photos")
+        else:
+            self.error = None
+
+    def _refuse(self, reason: str) -> None:
+        if reason != self.error:  # once per problem, not once per request
+            log.error("face opt-out folder %s: %s; keeping the last good enrolment", self.folder, reason)
+        self.error = reason
+
+    def _load(self, scanned: dict[str, tuple[tuple[str, int, int], ...]]) -> None:
+        """Enrol the people whose photos changed (others keep their vectors), then swap in the new removals."""
+        enrolled: dict[str, _Person] = {}
+        for name, signature in scanned.items():
+            before = self._enrolled.get(name)
+            if before is not None and before.signature == signature:
+                enrolled[name] = before
+                continue
+            refs, photos = self._enrol(self._encoder, self.folder / name)
+            kept = False
+            if not len(refs) and before is not None and len(before.refs):
+                refs, kept = before.refs, True  # every new photo unusable: the last good ones stay
+            elif not len(refs):
+                log.warning("face opt-out %s: no photo with a usable face; this person removes nothing", name)
+            enrolled[name] = _Person(signature, refs, photos, self._removals(refs), kept)
+        removed = set().union(*(p.removes for p in enrolled.values())) if enrolled else set()
+        people = [
+            {"person": number, "photos": p.photos, "enrolled": len(p.refs), "removes": len(p.removes)}
+            for number, p in enumerate(enrolled.values(), start=1)
+        ]
+        self._enrolled, self.removed, self.people = enrolled, removed, people  # each swapped whole
+        self.version += 1
+        self._settle()
+        for number, (name, p) in enumerate(enrolled.items(), start=1):
             log.info(
-                "face opt-out %d (%s): %d photos enrolled, %d images removed",
-                number,
-                person.name,
-                len(refs),
-                len(removes),
+                "face opt-out %d (%s): %d photos enrolled, %d images removed", number, name, len(p.refs), len(p.removes)
             )
+
+    def _removals(self, refs: np.ndarray) -> frozenset[int]:
+        if not len(refs):
+            return frozenset()
+        matched = self.store.matching(refs, self.threshold).any(axis=1)
+        return frozenset(int(i) for i in self.store.image_ids[matched])
+
+    @property
+    def references(self) -> list[np.ndarray]:
+        """Each enrolled person's enrolment vectors, in folder order."""
+        return [p.refs for p in self._enrolled.values()]
 
     @staticmethod
     def _faces_of(index: FaceIndex, encoder: Encoder | None, device: str) -> tuple[FaceStore, Encoder]:
         """The index's faces and the model that made them (the image vectors of a face-recogniser index)."""
-        if index.faces is not None:
-            return index.faces.store, index.faces.load_encoder(device)
         m = index.manifest
+        rebuild = "rebuild it with `clipface index build ... --face-model dlib`"
+        if index.faces is not None:
+            if not index.faces.model.mirror_summed:
+                raise UsageError(
+                    "opt_out_faces",
+                    str(index.dir),
+                    "the index's face vectors are single crops, made before they were mirror-summed as LFW "
+                    f"verification makes them, so the face model's threshold does not hold for them: {rebuild}",
+                )
+            return index.faces.store, index.faces.load_encoder(device)
         if get_spec(m.model).verify_threshold is None:
             raise UsageError(
                 "opt_out_faces",
                 str(index.dir),
-                f"the index keeps no face vectors ({m.model} is not a face recogniser): rebuild it with "
-                "`clipface index build ... --face-model dlib`",
+                f"the index keeps no face vectors ({m.model} is not a face recogniser): {rebuild}",
+            )
+        if not m.preprocess_id.endswith(FLIP_SUM):
+            raise UsageError(
+                "opt_out_faces",
+                str(index.dir),
+                f"the index keeps no face vectors, and its {m.model} image vectors are single crops, not "
+                f"mirror-summed as the face model's LFW threshold assumes: {rebuild}",
             )
         encoder = encoder if encoder is not None else index.load_encoder(device=device)
         vectors = index.image_vectors()
@@ -124,4 +219,26 @@ class FaceOptOut:
         return image.id in self.removed
 
     def stats(self) -> dict[str, Any]:
-        return {"model": self.model, "threshold": self.threshold, "removed": len(self.removed), "people": self.people}
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "removed": len(self.removed),
+            "people": self.people,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class _Person:
+    """One enrolled person: the photos' signature, their face vectors, how many photos, the images removed."""
+
+    signature: tuple[tuple[str, int, int], ...]
+    refs: np.ndarray
+    photos: int
+    removes: frozenset[int]
+    kept: bool = False  # the changed photos were unusable: these are the last good ones
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
