@@ -111,20 +111,29 @@ def _labelled(index_dir: Path, ids: set[int]) -> set[str | None]:
     return {im.identity for im in FaceIndex.load(index_dir).meta.images(ids).values()}
 
 
+def _opt_out_copy(folders: tuple[Path, Path, list[int]], tmp_path: Path) -> Path:
+    """A copy of the opt-out folder that the test may change."""
+    folder = tmp_path / "optout"
+    shutil.copytree(folders[1], folder)
+    return folder
+
+
+def _second_person_asks(folder: Path) -> None:
+    (folder / "Person_B").mkdir()
+    for photo in sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:2]:
+        shutil.copy(photo, folder / "Person_B" / photo.name)
+
+
 def test_a_changed_face_folder_takes_effect_and_a_damaged_one_keeps_the_last_good(
     folders: tuple[Path, Path, list[int]], tmp_path: Path
 ) -> None:
     from clipface.server.face_optout import FaceOptOut
 
-    index_dir, optout, hidden = folders
-    folder = tmp_path / "optout"
-    shutil.copytree(optout, folder)
+    index_dir, _, hidden = folders
+    folder = _opt_out_copy(folders, tmp_path)
     opt = FaceOptOut(FaceIndex.load(index_dir), folder, interval=0.0)
     assert opt.removed == set(hidden) and opt.error is None
-    # a second person asks: their photos go from every answer without a restart
-    (folder / "Person_B").mkdir()
-    for photo in sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:2]:
-        shutil.copy(photo, folder / "Person_B" / photo.name)
+    _second_person_asks(folder)  # their photos go from every answer without a restart
     opt.refresh()
     blair = opt.removed - set(hidden)
     assert len(blair) >= 5 and _labelled(index_dir, blair) == {"Tony_Blair"}, _labelled(index_dir, blair)
@@ -150,15 +159,12 @@ def test_a_running_server_takes_a_new_face_opt_out_within_seconds(
 ) -> None:
     import time
 
-    index_dir, optout, hidden = folders
-    folder = tmp_path / "optout"
-    shutil.copytree(optout, folder)
+    index_dir, _, hidden = folders
+    folder = _opt_out_copy(folders, tmp_path)
     with serve(index_dir, "--no-auth", "--opt-out-faces", str(folder)) as (port, _):
         stats = f"http://127.0.0.1:{port}/api/stats"
         assert httpx.get(stats).json()["opt_out_faces"]["removed"] == len(hidden)
-        (folder / "Person_B").mkdir()
-        for photo in sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:2]:
-            shutil.copy(photo, folder / "Person_B" / photo.name)
+        _second_person_asks(folder)
         start = time.monotonic()
         while httpx.get(stats).json()["opt_out_faces"]["removed"] == len(hidden):
             assert time.monotonic() - start < 10, "the new opt-out was not taken within 10 s"
