@@ -84,8 +84,16 @@ class ServeOptions:
     opt_out_faces_threshold: Optional[float] = flag(
         None,
         "--opt-out-faces-threshold",
-        help="Cosine at which a face matches an enrolled person (default: the face model's LFW threshold at FAR "
-        "1e-3; higher removes fewer other people and misses more of theirs, see benchmarks/results/opt_out_faces.md).",
+        help="Cosine at which a face's score removes it (default: the face model's calibrated threshold for the rule, "
+        "else its LFW threshold at FAR 1e-3; higher removes fewer other people and misses more of theirs, see "
+        "benchmarks/results/opt_out_calibration.md).",
+    )
+    opt_out_faces_rule: Optional[str] = flag(
+        None,
+        "--opt-out-faces-rule",
+        help="How a face is scored against a person's enrolment photos: any (best match), second (two must "
+        "agree), mean or centroid (default: the face model's calibrated rule, dlib's mean; see "
+        "benchmarks/results/opt_out_calibration.md).",
     )
     rate_limit: float = flag(60.0, "--rate-limit", help="API requests per minute per client IP (0: unlimited).")
     max_upload_mb: float = flag(10.0, "--max-upload-mb", help="Largest request body, in MB.")

@@ -34,6 +34,9 @@ __all__ = ["FACES", "FaceModel", "FaceStore", "face_rows"]
 FACES = "faces.f32"
 #: The end of a ``preprocess_id`` whose vectors add the mirrored crop's (:attr:`~clipface.models.base.Encoder.flip`).
 FLIP_SUM = "|flipsum"
+#: How one person's enrolment vectors score a face: the best similarity, the second best (two photos must agree),
+#: the mean, or the similarity to their normalised mean (``benchmarks/opt_out_calibration.py`` compares them).
+PERSON_RULES = ("any", "second", "mean", "centroid")
 #: Face similarities computed at once (rows of the face matrix per block).
 BLOCK = 65_536
 
@@ -127,6 +130,26 @@ class FaceStore:
         out = np.zeros((self.count, len(refs)), bool)
         for i in range(0, self.count, BLOCK):
             out[i : i + BLOCK] = (np.asarray(self.vectors[i : i + BLOCK]) @ refs.T) >= threshold
+        return out
+
+    def person_scores(self, references: np.ndarray, rule: str = "any") -> np.ndarray:
+        """Each face's score against one person's enrolment vectors (rows: unit vectors) by ``rule``
+        (:data:`PERSON_RULES`), exact, block by block."""
+        refs = np.asarray(references, np.float32).reshape(-1, self.dim)
+        if rule not in PERSON_RULES:
+            raise ValueError(f"unknown rule {rule!r}: choose one of {', '.join(PERSON_RULES)}")
+        if rule == "centroid":
+            centre = refs.mean(0, keepdims=True)
+            refs = centre / max(float(np.linalg.norm(centre)), 1e-12)
+        out = np.zeros(self.count, np.float32)
+        for i in range(0, self.count, BLOCK):
+            sim = np.asarray(self.vectors[i : i + BLOCK]) @ refs.T
+            if rule == "second" and refs.shape[0] > 1:
+                out[i : i + BLOCK] = np.partition(sim, -2, axis=1)[:, -2]
+            elif rule == "mean":
+                out[i : i + BLOCK] = sim.mean(1)
+            else:
+                out[i : i + BLOCK] = sim.max(1)
         return out
 
     def median_matching(self, references: np.ndarray, threshold: float) -> np.ndarray:

@@ -34,7 +34,8 @@ from starlette.exceptions import HTTPException
 from ..audit.person import THRESHOLD, audit_person
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..data.textnorm import is_blank
-from ..errors import ClipfaceError, ImageError, UsageError
+from ..errors import ClipfaceError, ImageError, UsageError, check_choice
+from ..index.facestore import PERSON_RULES
 from ..index.records import IndexedImage, QueryError
 from ..index.store import FaceIndex
 from ..models.base import Encoder
@@ -91,6 +92,7 @@ def create_app(
     indice_name: str | None = None,
     opt_out_faces: str | Path | None = None,
     opt_out_faces_threshold: float | None = None,
+    opt_out_faces_rule: str | None = None,
 ) -> FastAPI:
     """The search engine over the index in ``index_dir``.
 
@@ -99,7 +101,8 @@ def create_app(
     ``cors_origins``: web origins allowed to call the API from a browser (e.g. clip-retrieval's
     front end served elsewhere); none by default.
     ``opt_out_faces``: a folder with one sub-folder of photos per person removed from every answer
-    by face (:mod:`clipface.server.face_optout`; the index needs face vectors or a face-recogniser model).
+    by face (:mod:`clipface.server.face_optout`; the index needs face vectors or a face-recogniser model),
+    a face scored against each person by ``opt_out_faces_rule`` at ``opt_out_faces_threshold``.
 
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
@@ -114,6 +117,8 @@ def create_app(
         person_folders(Path(opt_out_faces))  # a wrong folder is refused before any model loads
     if opt_out_faces_threshold is not None and not -1.0 <= opt_out_faces_threshold <= 1.0:
         raise UsageError("opt_out_faces_threshold", opt_out_faces_threshold, "a cosine: between -1 and 1")
+    if opt_out_faces_rule is not None:
+        check_choice("opt_out_faces_rule", opt_out_faces_rule, PERSON_RULES)
     if require_token and not token:
         raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
     index = FaceIndex.load(index_dir, mmap=True)
@@ -125,7 +130,7 @@ def create_app(
     removed = _OptOutReport(index, optout)
     removed.items()  # counted now, so that entries that match nothing are told at start
     by_face = (
-        FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device)
+        FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device, rule=opt_out_faces_rule)
         if opt_out_faces is not None
         else None
     )

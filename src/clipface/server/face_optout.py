@@ -1,14 +1,16 @@
 """Opt out by face (``clipface serve --opt-out-faces DIR``): people removed from every answer by what they look like.
 
-``DIR`` holds one sub-folder of photos per person who asked to be removed. At server start each
-photo's face (the one the face model's front end chooses) is embedded with the index's face model
-(its face vectors, :mod:`clipface.index.facestore`; an index built with a face recogniser as
-its model and no face vectors uses its image vectors, one central face per image). An indexed
-image is removed when any of its stored faces reaches the model's LFW threshold at FAR 1e-3
-(cosine, recorded in the registry) with any enrolment photo of any enrolled person: an exact
-matrix product over every stored face, done once, so an image is removed whether or not it
-carries an identity label and whoever else is in it. The set of removed image ids goes into the
-same exclusion every route applies (``/api/...``, thumbnails, ``/knn-service``, ``/metadata``).
+``DIR`` holds one sub-folder of photos per person who asked to be removed. Each photo's face (the
+one the face model's front end chooses) is embedded with the index's face model, mirror-summed as
+its face vectors are (:mod:`clipface.index.facestore`; an index built with a face recogniser as its
+model and no face vectors uses its image vectors, one central face per image, where those are
+mirror-summed). An indexed image is removed when one of its stored faces scores at least the
+threshold against an enrolled person by the rule (:data:`~clipface.index.facestore.PERSON_RULES`;
+default: the face model's calibrated rule and threshold, :func:`decision_rule`): an exact matrix
+product over every stored face, so an image is removed whether or not it carries an identity label
+and whoever else is in it. The set of removed image ids goes into the same exclusion every route
+applies (``/api/...``, thumbnails, ``/knn-service``, ``/metadata``). The folder is watched
+(:meth:`FaceOptOut.refresh`).
 
 ``/api/stats`` reports, per enrolled person (numbered in the folders' sorted order; no name or
 path is repeated), how many photos were enrolled and how many indexed images the enrolment
@@ -28,7 +30,7 @@ import numpy as np
 
 from ..data.images import is_image_path, load_image
 from ..errors import ClipfaceError, ImageError, UsageError
-from ..index.facestore import FLIP_SUM, FaceStore
+from ..index.facestore import FLIP_SUM, PERSON_RULES, FaceStore
 from ..index.records import IndexedImage
 from ..index.store import FaceIndex
 from ..models.base import Encoder
@@ -37,6 +39,18 @@ from ..models.registry import get_spec
 __all__ = ["FaceOptOut", "person_folders"]
 
 log = logging.getLogger("clipface.server")
+
+
+def decision_rule(spec: Any, rule: str | None, threshold: float | None) -> tuple[str, float]:
+    """The rule and threshold that remove a face: as given, else the face model's calibrated ones (``opt_out`` in its
+    registry entry, from ``benchmarks/opt_out_calibration.py``), else the best match at its LFW pair threshold."""
+    recorded = spec.extra.get("opt_out") or {}
+    rule = rule or recorded.get("rule", "any")
+    if threshold is None:
+        threshold = recorded.get("threshold") if rule == recorded.get("rule") else spec.verify_threshold
+    if threshold is None:
+        raise ClipfaceError(f"{spec.name} has no recorded LFW threshold: it cannot judge faces")
+    return rule, float(threshold)
 
 
 def person_folders(folder: Path) -> list[Path]:
@@ -67,16 +81,14 @@ class FaceOptOut:
         threshold: float | None = None,
         device: str = "cpu",
         interval: float = 1.0,
+        rule: str | None = None,
     ) -> None:
+        if rule is not None and rule not in PERSON_RULES:
+            raise UsageError("opt_out_faces_rule", rule, f"choose one of {', '.join(PERSON_RULES)}")
         self.folder = Path(folder)
         person_folders(self.folder)  # a wrong folder is refused before any model loads
         self.store, self._encoder = self._faces_of(index, encoder, device)
-        spec = get_spec(self._encoder.name)
-        if threshold is None:
-            if spec.verify_threshold is None:
-                raise ClipfaceError(f"{self._encoder.name} has no recorded LFW threshold: it cannot judge faces")
-            threshold = float(spec.verify_threshold)
-        self.threshold = threshold
+        self.rule, self.threshold = decision_rule(get_spec(self._encoder.name), rule, threshold)
         self.model = self._encoder.name
         self.interval = interval
         #: Why the last change of the folder was not taken (``None``: the enrolment in use is the folder's).
@@ -160,9 +172,10 @@ class FaceOptOut:
             )
 
     def _removals(self, refs: np.ndarray) -> frozenset[int]:
+        """The images with a face whose score against one person's enrolment reaches the threshold."""
         if not len(refs):
             return frozenset()
-        matched = self.store.matching(refs, self.threshold).any(axis=1)
+        matched = self.store.person_scores(refs, self.rule) >= self.threshold
         return frozenset(int(i) for i in self.store.image_ids[matched])
 
     @property
@@ -221,6 +234,7 @@ class FaceOptOut:
     def stats(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "rule": self.rule,
             "threshold": self.threshold,
             "removed": len(self.removed),
             "people": self.people,
