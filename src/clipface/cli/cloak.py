@@ -13,6 +13,7 @@ def cloak_cmd(io: CloakFolders, cl: CloakOptions, emb: EmbedOptions) -> None:
     """Cloak images against face recognition (resumable: finished cloaks with the same settings are kept)."""
 
     def go() -> None:
+        jobs.check_cloak_folders(io.src, io.out)  # before the output folder is made
         opts = prepare(cl.surrogate, emb, out=io.out)
         settings = cl.settings()
         run = jobs.cloak_folder(

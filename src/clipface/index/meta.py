@@ -17,11 +17,13 @@ from typing import Any, Iterable, Sequence
 
 from ..data.dataset import IDENTITY_KEY_VERSION
 from ..sql import from_sql_text, select_in, to_sql_text
-from .records import ImageRecord, IndexedImage, identity_key
+from .records import FaceIndexError, ImageRecord, IndexedImage, identity_key
 
 __all__ = ["MetaDB"]
 
 log = logging.getLogger("clipface.index")
+#: Largest list of skipped files read (about 2M entries).
+SKIPPED_MAX_BYTES = 256 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -126,9 +128,28 @@ class MetaDB:
         return self.images([image_id]).get(image_id)
 
     def skipped(self) -> list[dict[str, str]]:
-        """Files left out of the index so far, with reasons."""
+        """Files left out of the index so far, with reasons (a damaged list is a :class:`FaceIndexError`)."""
         path = self.skipped_path
-        return json.loads(path.read_text()) if path is not None and path.is_file() else []
+        if path is None or not path.is_file():
+            return []
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= SKIPPED_MAX_BYTES else None
+        except (OSError, ValueError) as exc:
+            raise FaceIndexError(f"{path}: damaged list of skipped files ({exc})") from None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise FaceIndexError(f"{path}: damaged list of skipped files (not a JSON list of objects)")
+        return entries
+
+    def skipped_or_set_aside(self) -> list[dict[str, str]]:
+        """:meth:`skipped`; a damaged list is renamed ``skipped.json.damaged`` (kept, told) and a new one begun."""
+        try:
+            return self.skipped()
+        except FaceIndexError as exc:
+            assert self.skipped_path is not None
+            aside = self.skipped_path.with_name(self.skipped_path.name + ".damaged")
+            self.skipped_path.replace(aside)
+            log.warning("%s; kept as %s, a new list begun", exc, aside.name)
+            return []
 
     def images_of(self, identity: str) -> list[IndexedImage]:
         """Every image of a person (name matched with :func:`identity_key`), by id."""

@@ -101,6 +101,30 @@ class EncoderId:
         return f"{self.model} (fingerprint {self.fingerprint[:12]}, preprocess {self.preprocess_id})"
 
 
+#: Largest manifest read: a few kB in practice; anything far larger is not one (and is not read into memory).
+MANIFEST_MAX_BYTES = 1 << 20
+#: The kinds of vector index a manifest may name (``auto`` is a request, resolved before it is written).
+STORED_KINDS: tuple[str, ...] = ("flat", "ivfpqfs", "ivfsq8", "ivfpq", "hnsw")
+
+
+def _check_manifest(m: Manifest) -> str | None:
+    """What is wrong with the values of a manifest read from disk (untrusted), or ``None``."""
+    for name in ("model", "fingerprint", "preprocess_id", "kind", "on_no_face"):
+        if not isinstance(getattr(m, name), str):
+            return f"{name} must be text, not {getattr(m, name)!r}"
+    for name, least in (("dim", 1), ("count", 0), ("format", 0)):
+        value = getattr(m, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            return f"{name} must be a whole number of at least {least}, not {value!r}"
+    if m.kind not in STORED_KINDS:
+        return f"unknown kind {m.kind!r} (one of {', '.join(STORED_KINDS)})"
+    if not isinstance(m.params, dict) or not (m.faces is None or isinstance(m.faces, dict)):
+        return "params and faces must be JSON objects"
+    if m.align is not None and not isinstance(m.align, str):
+        return f"align must be text, not {m.align!r}"
+    return None
+
+
 @dataclass
 class Manifest:
     """The ``manifest.json`` of an index folder."""
@@ -141,10 +165,15 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         """The manifest in ``path``, checked to be one this version reads."""
+        if Path(path).stat().st_size > MANIFEST_MAX_BYTES:
+            raise FaceIndexError(f"{path}: not a manifest (over {MANIFEST_MAX_BYTES} bytes); rebuild the index")
         try:
             manifest = cls(**json.loads(Path(path).read_text()))
         except (ValueError, TypeError) as exc:
             raise FaceIndexError(f"{path}: unreadable manifest ({exc})") from None
+        problem = _check_manifest(manifest)
+        if problem is not None:
+            raise FaceIndexError(f"{path}: damaged manifest: {problem}; rebuild the index")
         if manifest.format not in READABLE_FORMATS:
             raise FaceIndexError(f"{path}: index format {manifest.format} is not supported (expected {FORMAT})")
         return manifest

@@ -304,7 +304,7 @@ class FaceIndex:
         self.manifest.format = FORMAT
         write_json(self.dir / MANIFEST, asdict(self.manifest))
         self._store.finish_legacy_upgrade()
-        write_json(self.dir / SKIPPED, self.meta.skipped() + [s.to_dict() for s in skipped])
+        write_json(self.dir / SKIPPED, self.meta.skipped_or_set_aside() + [s.to_dict() for s in skipped])
         return IndexUpdate(len(records), duplicates, skipped, computed, cached)
 
     def _reload_for_write(self) -> bool:
@@ -445,9 +445,16 @@ class FaceIndex:
             "params": m.params,
             "count": m.count,
             "identities": self.meta.n_identities(),
-            "skipped": len(self.meta.skipped()),
+            "skipped": self._skipped_count(),
             "faces": self.faces.stats() if self.faces is not None else None,
         }
+
+    def _skipped_count(self) -> int | None:
+        """How many files were left out; ``None`` where the list is damaged (the stats stay answerable)."""
+        try:
+            return len(self.meta.skipped())
+        except FaceIndexError:
+            return None
 
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"

@@ -8,7 +8,7 @@ one) and that ``out`` can be written, then runs, writing its results as it goes.
 from __future__ import annotations
 
 from .audit import audit
-from .cloaking import cloak_folder, cloak_settings, parse_ks, poisoning, protection
+from .cloaking import check_cloak_folders, cloak_folder, cloak_settings, parse_ks, poisoning, protection
 from .search import add_images, build_index, query_index
 from .study import run_main
 from .tasks import TASKS, check_out, check_task, evaluate, report
@@ -20,6 +20,7 @@ __all__ = [
     "build_index",
     "check_out",
     "check_task",
+    "check_cloak_folders",
     "cloak_folder",
     "cloak_settings",
     "evaluate",

@@ -12,7 +12,7 @@ from ..models.registry import check_models
 from ..report.write import write_results
 from .tasks import Echo, check_out
 
-__all__ = ["cloak_folder", "cloak_settings", "parse_ks", "poisoning", "protection"]
+__all__ = ["check_cloak_folders", "cloak_folder", "cloak_settings", "parse_ks", "poisoning", "protection"]
 
 
 def cloak_settings(
@@ -59,6 +59,13 @@ def cloak_settings(
     )
 
 
+def check_cloak_folders(src: str | Path, out: str | Path) -> None:
+    """Refuse an output folder that is the input or inside it (the cloaks would be read back as photos)."""
+    source, dest = Path(src).resolve(), Path(out).resolve()
+    if dest == source or source in dest.parents:
+        raise UsageError("out", str(out), f"is the input folder {src} or inside it: write the cloaks elsewhere")
+
+
 def cloak_folder(
     src: str | Path,
     out: str | Path,
@@ -77,6 +84,7 @@ def cloak_folder(
     if not surrogates:
         raise UsageError("surrogate", None, "cloaking needs at least one surrogate model")
     check_int("cloak_batch", cloak_batch, 1, allow_none=False)
+    check_cloak_folders(src, out)
     check_out(out)
     opts = opts if opts is not None else RunOptions()
     return run.cloak_folder(

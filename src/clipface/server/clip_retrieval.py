@@ -33,10 +33,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..index.records import IndexedImage, SearchHit
 from ..index.store import FaceIndex
+from ..textsafe import has_surrogates
 
 __all__ = ["CLIP_RETRIEVAL_PATHS", "IGNORED_FLAGS", "add_clip_retrieval_routes"]
 
@@ -97,7 +99,7 @@ def add_clip_retrieval_routes(
         raw = await request.body()
         try:
             data = json.loads(raw or b"{}")  # clip-retrieval's client sends JSON without a Content-Type
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             raise HTTPException(400, "the body is not JSON") from None
         if not isinstance(data, dict):
             raise HTTPException(400, "the body must be a JSON object")
@@ -126,8 +128,14 @@ def add_clip_retrieval_routes(
 
     @app.post("/knn-service", tags=["clip-retrieval"])
     async def knn_service(request: Request) -> JSONResponse:
-        """Nearest images to a text, an image (base64) or an embedding (clip-retrieval's ``/knn-service``)."""
-        data = await body_of(request)
+        """Nearest images to a text, an image (base64) or an embedding (clip-retrieval's ``/knn-service``).
+
+        Decoding, embedding and searching run in the thread pool, as the native routes do, so that
+        one client's large photo never holds the event loop (and every other client) meanwhile.
+        """
+        return await run_in_threadpool(knn_answer, await body_of(request))
+
+    def knn_answer(data: dict[str, Any]) -> JSONResponse:
         check_indice(data)
         if "num_images" not in data:
             raise HTTPException(400, "num_images is required")
@@ -144,6 +152,8 @@ def add_clip_retrieval_routes(
         if text not in (None, ""):
             if not isinstance(text, str) or len(text) > 1000:
                 raise HTTPException(400, "text must be a string of at most 1000 characters")
+            if has_surrogates(text):
+                raise HTTPException(400, "text must be valid Unicode (it holds a lone surrogate)")
             query = encoder_text(text)
         elif image not in (None, ""):
             if not isinstance(image, str):
@@ -159,12 +169,7 @@ def add_clip_retrieval_routes(
                 400, "image_url is not supported (the server fetches nothing for clients): send image as base64"
             )
         elif vector is not None:
-            try:
-                query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-            except (TypeError, ValueError):
-                raise HTTPException(400, "embedding_input must be a list of numbers") from None
-            if query.shape[1] != index.manifest.dim or not np.isfinite(query).all() or not np.any(query):
-                raise HTTPException(400, f"embedding_input must be {index.manifest.dim} finite numbers, not all zero")
+            query = _embedding_input(vector, index.manifest.dim)
         else:
             raise HTTPException(400, "give one of text, image or embedding_input")
         refresh()
@@ -200,7 +205,9 @@ def add_clip_retrieval_routes(
     @app.post("/metadata", tags=["clip-retrieval"])
     async def metadata(request: Request) -> list[dict[str, Any]]:
         """The metadata of result ids (clip-retrieval's ``/metadata``); opted-out images are left out."""
-        data = await body_of(request)
+        return await run_in_threadpool(metadata_answer, await body_of(request))
+
+    def metadata_answer(data: dict[str, Any]) -> list[dict[str, Any]]:
         ids = data.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise HTTPException(400, "ids must be a list of whole numbers")
@@ -216,3 +223,25 @@ def add_clip_retrieval_routes(
             for i in ids
             if i in found and not exclude(found[i])
         ]
+
+
+def _embedding_input(vector: Any, dim: int) -> np.ndarray:
+    """A client's ``embedding_input`` as a ``(1, dim)`` unit query: a flat list of ``dim`` JSON numbers (no strings,
+    booleans or nested lists), finite and not all zero, normalised in float64 so that huge values do not overflow."""
+    ok = isinstance(vector, list) and len(vector) == dim
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector)
+    if not ok:
+        raise HTTPException(400, f"embedding_input must be {dim} numbers (a flat list of JSON numbers)")
+    try:
+        query = np.asarray(vector, dtype=np.float64).reshape(1, -1)
+    except OverflowError:  # an integer beyond float64
+        raise HTTPException(400, f"embedding_input must be {dim} finite numbers (one is beyond float64)") from None
+    norm = float(np.linalg.norm(query)) if np.isfinite(query).all() else float("nan")
+    if not np.isfinite(norm):  # inf, nan, or a norm beyond float64: scale by the largest first
+        biggest = float(np.max(np.abs(query))) if np.isfinite(query).all() else float("nan")
+        if not np.isfinite(biggest):
+            raise HTTPException(400, f"embedding_input must be {dim} finite numbers")
+        query, norm = query / biggest, float(np.linalg.norm(query / biggest))
+    if norm == 0.0:
+        raise HTTPException(400, f"embedding_input must be {dim} finite numbers, not all zero")
+    return (query / norm).astype(np.float32)

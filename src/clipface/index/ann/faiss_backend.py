@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ...errors import BackendUnavailableError
-from ..records import FaceIndexError
+from ..records import STORED_KINDS, FaceIndexError
 
 __all__ = [
     "APPROXIMATE",
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 Kind = Literal["auto", "flat", "ivfpqfs", "ivfsq8", "ivfpq", "hnsw"]
-KINDS: tuple[str, ...] = ("auto", "flat", "ivfpqfs", "ivfsq8", "ivfpq", "hnsw")
+KINDS: tuple[str, ...] = ("auto", *STORED_KINDS)
 APPROXIMATE: tuple[str, ...] = ("ivfpqfs", "ivfsq8", "ivfpq", "hnsw")
 #: The approximate kind ``kind="auto"`` uses above :data:`FLAT_MAX` vectors.
 DEFAULT_APPROXIMATE = "ivfpqfs"
