@@ -87,7 +87,7 @@ def test_a_person_in_the_index_is_found(engine: str, probes: Path, tmp_path: Pat
         and text["n_errors"] == text["queries"] == 22
         and "no text tower" in text["errors"][0]["error"]
     )
-    assert "returns" in doc["verdict"] and doc["n_unreadable"] == 0
+    assert doc["verdict"] == "exposed" and "returns" in doc["summary"] and doc["n_unreadable"] == 0
     assert "Tony Blair" in (tmp_path / "results.md").read_text() and (tmp_path / "report.html").is_file()
 
 
@@ -96,7 +96,7 @@ def test_a_person_not_in_the_index_is_not_found(engine: str, tmp_path: Path) -> 
     assert doc["queries"]["image"]["answered"] == 10 and doc["images_found"] == 0
     # the two audits send more queries than the server's default burst (60): any 429 is waited out
     assert all("no text tower" in e["error"] for e in doc["queries"]["text"]["errors"])
-    assert doc["verdict"] == "the engine returned no image of Vladimir Putin"
+    assert doc["verdict"] == "not found" and doc["summary"].startswith("not found: no image of Vladimir Putin")
 
 
 def test_audit_argument_errors(engine: str, tmp_path: Path) -> None:

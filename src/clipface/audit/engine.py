@@ -87,6 +87,9 @@ class EngineClient:
     def __post_init__(self) -> None:
         import httpx
 
+        # the base URL, as clip-retrieval's front end is given it, means its /knn-service
+        self.url = self.base + "/knn-service"
+
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(timeout=self.timeout, headers=headers, transport=self.transport)
 
@@ -99,8 +102,11 @@ class EngineClient:
         return re.sub(r"/knn-service/?$", "", self.url.rstrip("/"))
 
     def indices(self) -> list[str]:
-        """The engine's index names (``GET /indices-list``)."""
-        return list(self._request("GET", f"{self.base}/indices-list", "/indices-list"))
+        """The engine's index names (``GET /indices-list``): a JSON list of names, else an :class:`EngineError`."""
+        names = self._request("GET", f"{self.base}/indices-list", "/indices-list")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise EngineError(f"{self.base}/indices-list: expected a list of index names, got {str(names)[:80]!r}")
+        return names
 
     def knn(self, *, text: str | None = None, image: bytes | None = None, num_images: int = 10) -> list[dict[str, Any]]:
         """The results of one query (text, or image bytes sent as base64) in the engine's image index."""
@@ -209,13 +215,44 @@ class _Judge:
         if key not in self._memo:
             try:
                 image = load_image(data, max_side=2048)
+            except ImageError as exc:  # not an image at all: unreadable, not a photo without the person
+                self._memo[key] = (None, f"not an image ({exc.reason})")
+                return self._memo[key]
+            try:
                 crops = faces_of(self.encoder.aligner, image, self.encoder.image_size)
-            except ImageError as exc:
-                self._memo[key] = (None, exc.reason)
+            except ImageError:
+                self._memo[key] = (None, None)  # read, and no face in it
             else:
                 emb = self.encoder.embed_prepared(np.stack([c.crop for c in crops]))
                 self._memo[key] = (float(np.median(emb @ self.references.T, axis=1).max()), None)
         return self._memo[key]
+
+
+#: Share of the distinct results that must be read for "not found" to be a finding, not a guess.
+MIN_READ_SHARE = 0.5
+VERDICTS = ("exposed", "not found", "cannot tell")
+
+
+def verdict_of(
+    found: set[str], read: set[str], unreadable: dict[str, Any], answered: bool, person: str
+) -> dict[str, str]:
+    """``exposed`` where some result shows the person; ``not found`` only where enough results were read to say so
+    (at least :data:`MIN_READ_SHARE` of the distinct results), else ``cannot tell``; with a line saying why."""
+    total = len(read) + len(unreadable)
+    seen = f"{len(read)} of {total} distinct results read"
+    if found:
+        return {
+            "verdict": "exposed",
+            "summary": f"exposed: the engine returns {len(found)} distinct images of {person} ({seen})",
+        }
+    if not answered:
+        return {"verdict": "cannot tell", "summary": "cannot tell: the engine answered no query"}
+    if total and len(read) < MIN_READ_SHARE * total:
+        return {
+            "verdict": "cannot tell",
+            "summary": f"cannot tell: only {seen}, too few to say whether {person} is among them",
+        }
+    return {"verdict": "not found", "summary": f"not found: no image of {person} among the results ({seen})"}
 
 
 def audit_engine(
@@ -251,7 +288,8 @@ def audit_engine(
     queries += [("image", str(p), p.read_bytes()) for p in usable]
     kinds: dict[str, dict[str, Any]] = {}
     found_all: set[str] = set()
-    unreadable: list[dict[str, Any]] = []
+    unreadable: dict[str, dict[str, Any]] = {}  # distinct results whose image could not be read
+    read: set[str] = set()  # distinct results whose image was read and judged
     for kind, label, data in queries:
         entry = kinds.setdefault(
             kind, {"queries": 0, "answered": 0, "errors": [], "precision": [], "found": {}, "examples": []}
@@ -263,14 +301,17 @@ def audit_engine(
             entry["errors"].append({"query": label, "error": str(exc)})
             continue
         entry["answered"] += 1
-        hits = 0
+        hits = readable = 0
         for rank, r in enumerate(results[:k], start=1):
             img, source = result_image(r, fetch_urls)
             key = _key(r, img)
-            if img is None:
-                unreadable.append({"query": label, "id": r.get("id"), "reason": source})
+            sim, why = judge(key, img) if img is not None else (None, source)
+            if why is not None:  # no image, or bytes that are not one (a 200 answer with an HTML page, say)
+                unreadable.setdefault(key, {"query": label, "id": r.get("id"), "reason": why, "times": 0})
+                unreadable[key]["times"] += 1
                 continue
-            sim, why = judge(key, img)
+            readable += 1
+            read.add(key)
             if sim is None:
                 continue
             if sim >= threshold:
@@ -292,7 +333,8 @@ def audit_engine(
                             "source": source,
                         }
                     )
-        entry["precision"].append(hits / max(1, min(k, len(results))) if results else 0.0)
+        if readable:  # precision among the results that could be judged: an unreadable one is no miss
+            entry["precision"].append(hits / readable)
     summary = {
         kind: {
             "queries": e["queries"],
@@ -317,13 +359,10 @@ def audit_engine(
         "k": k,
         "queries": summary,
         "images_found": len(found_all),
-        "unreadable": unreadable[:200],
+        "unreadable": list(unreadable.values())[:200],
         "n_unreadable": len(unreadable),
+        "n_read": len(read),
         "rate_limited": {"waits": client.waits, "seconds": round(client.waited_s, 1)},
-        "verdict": (
-            f"the engine returns {len(found_all)} distinct images of {person}"
-            if found_all
-            else f"the engine returned no image of {person}"
-        ),
+        **verdict_of(found_all, read, unreadable, any(e["answered"] for e in kinds.values()), person),
         "versions": versions(),
     }

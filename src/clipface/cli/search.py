@@ -130,6 +130,8 @@ def audit_cmd(au: AuditOptions, m: ModelOption, o: OutOption) -> None:
                 f"{doc['person']} found ({q['found_with_name_in_caption']} with the name in the caption), "
                 f"{q['n_errors']} errors"
             )
-        echo(f"{doc['verdict']}; wrote {o.out / 'results.json'}")
+        echo(f"{doc['summary']}; wrote {o.out / 'results.json'}")
+        if doc["verdict"] == "cannot tell":
+            raise typer.Exit(1)
 
     guard(go)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import study
-from .tables import md_table, skipped_section
+from .tables import inert, md_table, skipped_section
 
 
 def main_markdown(doc: dict[str, Any]) -> str:
@@ -102,9 +102,10 @@ def audit_markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Audit of {doc['engine']} (index `{doc['indice']}`) for {doc['person']}",
         "",
-        f"**Verdict: {doc['verdict']}.** {len(doc['photos'])} photos of the person; each result judged by "
-        f"{doc['model']} (a face within cosine {doc['threshold']:.4f} of one of them, its LFW threshold at FAR 1e-3); "
-        f"top {doc['k']} results per query; {doc['n_unreadable']} results whose image could not be read."
+        f"**Verdict: {doc.get('summary', doc['verdict'])}.** {len(doc['photos'])} photos of the person; each result "
+        f"judged by {doc['model']} (a face whose median cosine to the person's photos reaches {doc['threshold']:.4f}, "
+        f"its LFW threshold at FAR 1e-3); top {doc['k']} results per query; {doc.get('n_read', '?')} distinct "
+        f"results read, {doc['n_unreadable']} whose image could not be read (precision is among those read)."
         + _rate_limited(doc.get("rate_limited") or {}),
         "",
         md_table(
@@ -128,11 +129,12 @@ def audit_markdown(doc: dict[str, Any]) -> str:
                 md_table(
                     ["query", "rank", "id", "engine similarity", "face similarity", "caption"],
                     [
-                        [e["query"], e["rank"], e["id"], e["similarity"], e["face_similarity"], e["caption"]]
+                        [inert(e["query"]), e["rank"], inert(e["id"]), e["similarity"], e["face_similarity"]]
+                        + [inert(e["caption"])]
                         for e in q["examples"]
                     ],
                 ),
                 "",
             ]
-        lines += [f"- {e['query']}: {e['error']}" for e in q["errors"]]
+        lines += [f"- {inert(e['query'])}: {inert(e['error'])}" for e in q["errors"]]
     return "\n".join(lines) + "\n"

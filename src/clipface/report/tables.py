@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 __all__ = ["errors_lines", "fmt", "md_table", "model_cell", "params_m", "skipped_section"]
@@ -22,6 +23,17 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value:,}"
     return str(value).replace("|", "\\|")
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!<>~])")  # | is escaped by fmt
+
+
+def inert(value: Any, limit: int = 200) -> str:
+    """Text from an untrusted source (an engine's caption, id or error) as Markdown shows it literally: one line,
+    at most ``limit`` characters, every character Markdown gives a meaning to escaped."""
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
