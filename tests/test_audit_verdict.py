@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from clipface.audit.engine import EngineClient, EngineError, audit_engine
+from clipface.audit.fetch import FetchPolicy
 from clipface.report.md_study import audit_markdown
 
 from .conftest import LFW_MINI
@@ -48,7 +49,8 @@ def dlib():
 
 
 def run(client: EngineClient, dlib, fetch: bool = True) -> dict:
-    return audit_engine(client, BLAIR[:3], dlib, 0.9223, "Tony_Blair", k=10, prompts=(), fetch_urls=fetch)
+    policy = FetchPolicy(fetch_urls=fetch, allow_private=True)  # the dead links are on loopback
+    return audit_engine(client, BLAIR[:3], dlib, 0.9223, "Tony_Blair", k=10, prompts=(), fetch=policy)
 
 
 def test_inline_photos_of_the_person_are_exposed_and_of_others_not_found(dlib) -> None:

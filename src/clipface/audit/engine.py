@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
-import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,11 +32,11 @@ from ..errors import ClipfaceError, ImageError, UsageError
 from ..models.align import faces_of
 from ..models.base import Encoder
 from ..versions import versions
+from .fetch import Fetcher, FetchPolicy
 
-__all__ = ["EngineClient", "EngineError", "audit_engine", "result_image", "retry_after"]
+__all__ = ["EngineClient", "EngineError", "audit_engine", "retry_after"]
 
 #: Largest image fetched from a result's URL.
-MAX_FETCH_BYTES = 20 * 2**20
 
 
 class EngineError(ClipfaceError):
@@ -152,46 +151,6 @@ class EngineClient:
         return body
 
 
-def result_image(result: dict[str, Any], fetch_urls: bool = True, timeout: float = 20.0) -> tuple[bytes | None, str]:
-    """A result's image bytes and where they came from (``image``, ``image_path``, ``url``), or ``None`` and why not."""
-    if isinstance(result.get("image"), str):
-        try:
-            return base64.b64decode(result["image"], validate=False), "image"
-        except (ValueError, TypeError):
-            return None, "the image field is not base64"
-    path = result.get("image_path")
-    if isinstance(path, str) and path:
-        try:
-            return Path(path).read_bytes(), "image_path"
-        except OSError as exc:
-            reason = f"image_path not readable here ({exc.strerror or exc})"
-            if not result.get("url"):
-                return None, reason
-    url = result.get("url")
-    if isinstance(url, str) and url.startswith(("http://", "https://")):
-        if not fetch_urls:
-            return None, "url not fetched (--no-fetch)"
-        import httpx
-
-        try:
-            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as resp:
-                if resp.status_code != 200:
-                    return None, f"url answered HTTP {resp.status_code}"
-                data = b""
-                for chunk in resp.iter_bytes():
-                    data += chunk
-                    if len(data) > MAX_FETCH_BYTES:
-                        return None, f"url image over {MAX_FETCH_BYTES // 2**20} MB"
-                return data, "url"
-        except httpx.HTTPError as exc:
-            return None, f"url not reachable ({type(exc).__name__})"
-    return None, "no image, image_path or url in the result"
-
-
-def _key(result: dict[str, Any], data: bytes | None) -> str:
-    return hashlib.sha256(data).hexdigest() if data is not None else f"id:{result.get('id')}"
-
-
 def _name_in(caption: Any, name: str) -> bool:
     if not isinstance(caption, str):
         return False
@@ -211,7 +170,11 @@ class _Judge:
         self.encoder, self.references, self.threshold = encoder, references, threshold
         self._memo: dict[str, tuple[float | None, str | None]] = {}
 
-    def __call__(self, key: str, data: bytes) -> tuple[float | None, str | None]:
+    def __call__(self, key: str, data: bytes | None) -> tuple[float | None, str | None]:
+        """The best face's median similarity (``None``: no face) and why the bytes could not be judged (or ``None``);
+        ``data`` may be ``None`` for a key judged before (a url met again)."""
+        if key not in self._memo and data is None:
+            return None, "the image was not kept"
         if key not in self._memo:
             try:
                 image = load_image(data, max_side=2048)
@@ -263,13 +226,34 @@ def audit_engine(
     name: str,
     k: int = 10,
     prompts: Sequence[str] = (*PAPER, *IDIA),
-    fetch_urls: bool = True,
+    fetch: FetchPolicy | Fetcher | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Ask the engine for ``name`` (each prompt) and for each of ``photos``; judge every result with ``encoder``.
 
-    Returns the ``results.json`` document of the audit (task ``audit``).
+    ``fetch``: what of a result may be read (:class:`~clipface.audit.fetch.FetchPolicy`; default: public urls,
+    no local paths), or a :class:`~clipface.audit.fetch.Fetcher` to read with. Returns the ``results.json``
+    document of the audit (task ``audit``).
     """
+    fetcher = fetch if isinstance(fetch, Fetcher) else Fetcher(fetch or FetchPolicy())
+    try:
+        return _audit(client, photos, encoder, threshold, name, k, prompts, fetcher, echo)
+    finally:
+        if not isinstance(fetch, Fetcher):
+            fetcher.close()
+
+
+def _audit(
+    client: EngineClient,
+    photos: Sequence[Path],
+    encoder: Encoder,
+    threshold: float,
+    name: str,
+    k: int,
+    prompts: Sequence[str],
+    fetcher: Fetcher,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     if k < 1:
         raise UsageError("k", k, "must be at least 1")
     refs, usable = [], []
@@ -303,9 +287,9 @@ def audit_engine(
         entry["answered"] += 1
         hits = readable = 0
         for rank, r in enumerate(results[:k], start=1):
-            img, source = result_image(r, fetch_urls)
-            key = _key(r, img)
-            sim, why = judge(key, img) if img is not None else (None, source)
+            got = fetcher.read(r)
+            key, source = got.key, got.source
+            sim, why = judge(key, got.data) if got.ok else (None, got.source)
             if why is not None:  # no image, or bytes that are not one (a 200 answer with an HTML page, say)
                 unreadable.setdefault(key, {"query": label, "id": r.get("id"), "reason": why, "times": 0})
                 unreadable[key]["times"] += 1

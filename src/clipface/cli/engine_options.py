@@ -121,4 +121,18 @@ class AuditOptions(TopK):
     person: Path = flag(REQUIRED, "--person", help="Folder of the person's photos.")
     name: Optional[str] = flag(None, "--name", help="The person's full name (default: the folder's name).")
     no_fetch: bool = flag(False, "--no-fetch", help="Do not download result images from their URLs.")
+    allow_private_urls: bool = flag(
+        False,
+        "--allow-private-urls",
+        help="Also fetch result urls at loopback and private addresses (by default only public ones: an engine "
+        "must not steer the auditor into its own network).",
+    )
+    read_local_paths: bool = flag(
+        False,
+        "--read-local-paths",
+        help="Read a result's image_path from this machine's disk (regular files under 20 MB only); off by default.",
+    )
+    user_agent: Optional[str] = flag(
+        None, "--user-agent", help="User-Agent of the result fetches (default: an ordinary browser's)."
+    )
     token: Optional[str] = flag(None, "--token", help="Bearer token for the engine (default $CLIPFACE_API_TOKEN).")

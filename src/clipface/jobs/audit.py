@@ -27,6 +27,9 @@ def audit(
     k: int = 10,
     out: str | Path | None = None,
     fetch_urls: bool = True,
+    allow_private_urls: bool = False,
+    read_local_paths: bool = False,
+    user_agent: str | None = None,
     token: str | None = None,
     threshold: float | None = None,
     echo: Echo = print,
@@ -35,9 +38,13 @@ def audit(
 
     Text queries give the person's name (``name``, default: the folder's) in every prompt; image
     queries send each photo. ``model`` judges the results at its LFW threshold at FAR 1e-3 (or
-    ``threshold``). Writes ``results.json``, ``results.md`` and ``report.html`` to ``out``.
+    ``threshold``). Writes ``results.json``, ``results.md`` and ``report.html`` to ``out``. What the
+    engine's results name is read as :class:`~clipface.audit.fetch.FetchPolicy` allows: public urls
+    (``fetch_urls``; private addresses with ``allow_private_urls``), local paths only with
+    ``read_local_paths``.
     """
     from ..audit.engine import EngineClient, audit_engine
+    from ..audit.fetch import BROWSER_AGENT, FetchPolicy
 
     if not engine.startswith(("http://", "https://")):
         raise UsageError("engine", engine, "give the engine's knn-service URL, e.g. http://127.0.0.1:8000/knn-service")
@@ -63,9 +70,9 @@ def audit(
         if indice not in known:
             raise UsageError("indice", indice, f"the engine has no such index (it has: {', '.join(known) or 'none'})")
         encoder = load_encoder(spec.name, LoadOptions())
-        doc = audit_engine(
-            client, photos, encoder, threshold, name or display_name(folder.name), k=k, fetch_urls=fetch_urls, echo=echo
-        )
+        policy = FetchPolicy(fetch_urls, allow_private_urls, read_local_paths, user_agent or BROWSER_AGENT)
+        who = name or display_name(folder.name)
+        doc = audit_engine(client, photos, encoder, threshold, who, k=k, fetch=policy, echo=echo)
     finally:
         client.close()
     if out is not None:
