@@ -108,3 +108,47 @@ def test_captions_cannot_write_the_report(dlib) -> None:
     assert doc["verdict"] == "exposed" and "hacked" in md
     assert not any(line.startswith("# You") for line in md.splitlines())
     assert "![beacon](" not in md and "[click](" not in md
+
+
+def test_the_query_asks_as_clipclient_does_and_a_huge_answer_is_refused() -> None:
+    client, seen = engine([{"id": 1}])
+    client.knn(text="a photo of Tony Blair.")
+    sent = json.loads(seen[-1].content)
+    assert sent["deduplicate"] is True and sent["use_safety_model"] is True  # ClipClient's defaults
+    off, seen = engine([{"id": 1}])
+    off.deduplicate = off.use_safety_model = False
+    off.knn(text="x")
+    assert json.loads(seen[-1].content)["deduplicate"] is False
+    huge, _ = engine([{"id": i, "caption": "x" * 1000} for i in range(3000)])
+    huge.max_answer_bytes = 2**20
+    with pytest.raises(EngineError, match="over 1 MB"):
+        huge.knn(text="x")
+
+
+def test_an_engine_that_stops_answering_stops_the_audit(dlib) -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    client = EngineClient("http://engine.test", "faces", transport=httpx.MockTransport(handler), max_timeouts=3)
+    doc = audit_engine(client, BLAIR[:3], dlib, 0.9223, "Tony_Blair", k=10, prompts=("{}", "a photo of {}."))
+    assert len(calls) == 3 and "timed out 3 times in a row" in doc["stopped_early"]  # 5 queries, 3 sent
+    assert doc["verdict"] == "cannot tell"
+
+
+def test_the_audit_deadline_stops_sending_queries(dlib) -> None:
+    client, seen = engine([inline(p) for p in POWELL[:4]])
+    doc = audit_engine(client, BLAIR[:3], dlib, 0.9223, "Tony_Blair", k=10, prompts=(), deadline_s=0.0)
+    assert not [r for r in seen if r.url.path == "/knn-service"] and "deadline" in doc["stopped_early"]
+    assert doc["verdict"] == "cannot tell"
+
+
+def test_the_same_photo_twice_is_one_image_of_the_person(dlib, tmp_path: Path) -> None:
+    from PIL import Image
+
+    again = tmp_path / "again.jpg"
+    Image.open(BLAIR[4]).resize((200, 200)).save(again, quality=60)  # the same photo, resized and re-encoded
+    doc = run(engine([inline(BLAIR[4]), inline(again), inline(BLAIR[5])])[0], dlib)
+    assert doc["verdict"] == "exposed" and doc["images_found"] == 2 and doc["n_read"] == 3

@@ -39,8 +39,16 @@ __all__ = ["EngineClient", "EngineError", "audit_engine", "retry_after"]
 #: Largest image fetched from a result's URL.
 
 
+#: Largest answer of the engine read (a query's results with their inline images).
+MAX_ANSWER_BYTES = 64 * 2**20
+
+
 class EngineError(ClipfaceError):
     """A search engine that cannot be reached or answers something other than clip-retrieval's JSON."""
+
+
+class EngineGone(EngineError):
+    """The engine stopped answering (timeouts in a row): the audit stops asking it."""
 
 
 #: Longest single wait for a rate-limited engine (its ``Retry-After``) before the query counts as an error.
@@ -80,8 +88,15 @@ class EngineClient:
     retries: int = 8
     on_wait: Callable[[str], None] | None = None
     transport: Any = None  # an httpx transport (tests); None: the network
+    #: Sent as ClipClient sends them (both true by default there and on LAION's front end): answers as its users see.
+    deduplicate: bool = True
+    use_safety_model: bool = True
+    max_answer_bytes: int = MAX_ANSWER_BYTES
+    #: Timeouts in a row after which the engine is taken to be gone (:class:`EngineGone`).
+    max_timeouts: int = 3
     waits: int = field(default=0, init=False)
     waited_s: float = field(default=0.0, init=False)
+    timeouts: int = field(default=0, init=False)  # in a row
 
     def __post_init__(self) -> None:
         import httpx
@@ -109,7 +124,13 @@ class EngineClient:
 
     def knn(self, *, text: str | None = None, image: bytes | None = None, num_images: int = 10) -> list[dict[str, Any]]:
         """The results of one query (text, or image bytes sent as base64) in the engine's image index."""
-        payload: dict[str, Any] = {"modality": "image", "num_images": num_images, "indice_name": self.indice}
+        payload: dict[str, Any] = {
+            "modality": "image",
+            "num_images": num_images,
+            "indice_name": self.indice,
+            "deduplicate": self.deduplicate,
+            "use_safety_model": self.use_safety_model,
+        }
         if text is not None:
             payload["text"] = text
         if image is not None:
@@ -124,9 +145,15 @@ class EngineClient:
 
         for attempt in range(self.retries + 1):
             try:
-                resp = self._http.request(method, url, **kwargs)
+                resp, body = self._send(method, url, **kwargs)
+            except httpx.TimeoutException:
+                self.timeouts += 1
+                if self.timeouts >= self.max_timeouts:
+                    raise EngineGone(f"{url}: the engine timed out {self.timeouts} times in a row: stopped") from None
+                raise EngineError(f"{url}: the engine did not answer within {self.timeout:g} s") from None
             except httpx.HTTPError as exc:
                 raise EngineError(f"{url}: cannot reach the engine ({type(exc).__name__}: {exc})") from None
+            self.timeouts = 0
             if resp.status_code not in (429, 503) or attempt == self.retries:
                 break
             wait = retry_after(resp.headers.get("retry-after"), default=min(self.max_wait, 2.0**attempt))
@@ -137,12 +164,29 @@ class EngineClient:
             if self.on_wait is not None:
                 self.on_wait(f"  {route}: HTTP {resp.status_code}, waiting {wait:.0f} s as the engine asks")
             time.sleep(wait)
-        return self._json(resp, route)
+        return self._json(resp, body, route)
 
-    def _json(self, resp: Any, route: str) -> Any:
+    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[Any, bytes]:
+        """One request, its answer read up to :attr:`max_answer_bytes` and within :attr:`timeout` in all."""
+        deadline = time.monotonic() + self.timeout
+        with self._http.stream(method, url, **kwargs) as resp:
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > self.max_answer_bytes:
+                    raise EngineError(f"{url}: the answer is over {self.max_answer_bytes // 2**20} MB: not read")
+                if time.monotonic() > deadline:
+                    import httpx
+
+                    raise httpx.ReadTimeout("the answer took too long", request=resp.request)
+        return resp, bytes(body)
+
+    def _json(self, resp: Any, raw: bytes, route: str) -> Any:
+        import json
+
         try:
-            body = resp.json()
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
             kind = resp.headers.get("content-type", "?")
             raise EngineError(f"{route}: HTTP {resp.status_code} with a non-JSON answer ({kind})") from None
         if resp.status_code != 200:
@@ -167,8 +211,21 @@ class _Judge:
     """
 
     def __init__(self, encoder: Encoder, references: np.ndarray, threshold: float) -> None:
+        self._vectors: dict[str, np.ndarray] = {}
         self.encoder, self.references, self.threshold = encoder, references, threshold
         self._memo: dict[str, tuple[float | None, str | None]] = {}
+        self._found: list[tuple[str, np.ndarray]] = []  # a face vector of each distinct image of the person
+
+    def same_as_found(self, key: str) -> str:
+        """The key of an image of the person already found that shows the same face (a near-duplicate: the same
+        photo re-encoded, resized or at another url), else ``key`` itself, now recorded."""
+        vec = self._vectors.get(key)
+        for known, other in self._found:
+            if known == key or (vec is not None and float(vec @ other) >= DUPLICATE_COSINE):
+                return known
+        if vec is not None:
+            self._found.append((key, vec))
+        return key
 
     def __call__(self, key: str, data: bytes | None) -> tuple[float | None, str | None]:
         """The best face's median similarity (``None``: no face) and why the bytes could not be judged (or ``None``);
@@ -187,10 +244,14 @@ class _Judge:
                 self._memo[key] = (None, None)  # read, and no face in it
             else:
                 emb = self.encoder.embed_prepared(np.stack([c.crop for c in crops]))
-                self._memo[key] = (float(np.median(emb @ self.references.T, axis=1).max()), None)
+                scores = np.median(emb @ self.references.T, axis=1)
+                self._memo[key] = (float(scores.max()), None)
+                self._vectors[key] = emb[int(scores.argmax())]
         return self._memo[key]
 
 
+#: Cosine above which two found face crops are one photo (re-encoded, resized, another url), not two images.
+DUPLICATE_COSINE = 0.97
 #: Share of the distinct results that must be read for "not found" to be a finding, not a guess.
 MIN_READ_SHARE = 0.5
 VERDICTS = ("exposed", "not found", "cannot tell")
@@ -228,6 +289,7 @@ def audit_engine(
     prompts: Sequence[str] = (*PAPER, *IDIA),
     fetch: FetchPolicy | Fetcher | None = None,
     echo: Callable[[str], None] = print,
+    deadline_s: float | None = None,
 ) -> dict[str, Any]:
     """Ask the engine for ``name`` (each prompt) and for each of ``photos``; judge every result with ``encoder``.
 
@@ -237,7 +299,7 @@ def audit_engine(
     """
     fetcher = fetch if isinstance(fetch, Fetcher) else Fetcher(fetch or FetchPolicy())
     try:
-        return _audit(client, photos, encoder, threshold, name, k, prompts, fetcher, echo)
+        return _audit(client, photos, encoder, threshold, name, k, prompts, fetcher, echo, deadline_s)
     finally:
         if not isinstance(fetch, Fetcher):
             fetcher.close()
@@ -253,6 +315,7 @@ def _audit(
     prompts: Sequence[str],
     fetcher: Fetcher,
     echo: Callable[[str], None],
+    deadline_s: float | None,
 ) -> dict[str, Any]:
     if k < 1:
         raise UsageError("k", k, "must be at least 1")
@@ -274,7 +337,13 @@ def _audit(
     found_all: set[str] = set()
     unreadable: dict[str, dict[str, Any]] = {}  # distinct results whose image could not be read
     read: set[str] = set()  # distinct results whose image was read and judged
+    stopped: str | None = None
+    ends = time.monotonic() + deadline_s if deadline_s is not None else None
     for kind, label, data in queries:
+        if stopped is None and ends is not None and time.monotonic() > ends:
+            stopped = f"the audit's deadline of {deadline_s:g} s passed: the remaining queries were not sent"
+        if stopped is not None:
+            break
         entry = kinds.setdefault(
             kind, {"queries": 0, "answered": 0, "errors": [], "precision": [], "found": {}, "examples": []}
         )
@@ -283,6 +352,7 @@ def _audit(
             results = client.knn(text=label if kind == "text" else None, image=data, num_images=k)
         except EngineError as exc:
             entry["errors"].append({"query": label, "error": str(exc)})
+            stopped = str(exc) if isinstance(exc, EngineGone) else None
             continue
         entry["answered"] += 1
         hits = readable = 0
@@ -300,6 +370,7 @@ def _audit(
                 continue
             if sim >= threshold:
                 hits += 1
+                key = judge.same_as_found(key)
                 named = _name_in(r.get("caption"), person)
                 entry["found"][key] = named
                 found_all.add(key)
@@ -346,6 +417,7 @@ def _audit(
         "unreadable": list(unreadable.values())[:200],
         "n_unreadable": len(unreadable),
         "n_read": len(read),
+        "stopped_early": stopped,
         "rate_limited": {"waits": client.waits, "seconds": round(client.waited_s, 1)},
         **verdict_of(found_all, read, unreadable, any(e["answered"] for e in kinds.values()), person),
         "versions": versions(),

@@ -132,6 +132,15 @@ class AuditOptions(TopK):
         "--read-local-paths",
         help="Read a result's image_path from this machine's disk (regular files under 20 MB only); off by default.",
     )
+    deduplicate: bool = flag(
+        True,
+        "--deduplicate/--no-deduplicate",
+        help="Ask the engine to merge duplicate images, as clip-retrieval's ClipClient and LAION's page do.",
+    )
+    use_safety_model: bool = flag(
+        True, "--safety-model/--no-safety-model", help="Ask the engine to filter unsafe images, as ClipClient does."
+    )
+    deadline: float = flag(1800.0, "--deadline", help="Seconds the whole audit may take; later queries are not sent.")
     user_agent: Optional[str] = flag(
         None, "--user-agent", help="User-Agent of the result fetches (default: an ordinary browser's)."
     )

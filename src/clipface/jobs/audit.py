@@ -8,7 +8,7 @@ from typing import Any
 
 from ..data.dataset import display_name
 from ..data.images import is_image_path
-from ..errors import UsageError, check_int
+from ..errors import UsageError, check_float, check_int
 from ..models.registry import get_spec
 from ..models.runtime import LoadOptions, load_encoder
 from ..report.write import write_results
@@ -30,6 +30,9 @@ def audit(
     allow_private_urls: bool = False,
     read_local_paths: bool = False,
     user_agent: str | None = None,
+    deduplicate: bool = True,
+    use_safety_model: bool = True,
+    deadline: float | None = 1800.0,
     token: str | None = None,
     threshold: float | None = None,
     echo: Echo = print,
@@ -41,7 +44,9 @@ def audit(
     ``threshold``). Writes ``results.json``, ``results.md`` and ``report.html`` to ``out``. What the
     engine's results name is read as :class:`~clipface.audit.fetch.FetchPolicy` allows: public urls
     (``fetch_urls``; private addresses with ``allow_private_urls``), local paths only with
-    ``read_local_paths``.
+    ``read_local_paths``. ``deduplicate`` and ``use_safety_model`` are sent as clip-retrieval's
+    ``ClipClient`` sends them (true), so the engine answers as its users see it; ``deadline``
+    (seconds) bounds the whole audit.
     """
     from ..audit.engine import EngineClient, audit_engine
     from ..audit.fetch import BROWSER_AGENT, FetchPolicy
@@ -64,7 +69,11 @@ def audit(
         threshold = spec.verify_threshold
     if out is not None:
         check_out(out)
-    client = EngineClient(engine, indice, token=token or os.environ.get("CLIPFACE_API_TOKEN") or None, on_wait=echo)
+    check_float("deadline", deadline, 1.0, None)
+    token = token or os.environ.get("CLIPFACE_API_TOKEN") or None
+    client = EngineClient(
+        engine, indice, token=token, on_wait=echo, deduplicate=deduplicate, use_safety_model=use_safety_model
+    )
     try:
         known = client.indices()
         if indice not in known:
@@ -72,7 +81,7 @@ def audit(
         encoder = load_encoder(spec.name, LoadOptions())
         policy = FetchPolicy(fetch_urls, allow_private_urls, read_local_paths, user_agent or BROWSER_AGENT)
         who = name or display_name(folder.name)
-        doc = audit_engine(client, photos, encoder, threshold, who, k=k, fetch=policy, echo=echo)
+        doc = audit_engine(client, photos, encoder, threshold, who, k=k, fetch=policy, echo=echo, deadline_s=deadline)
     finally:
         client.close()
     if out is not None:

@@ -106,7 +106,8 @@ def audit_markdown(doc: dict[str, Any]) -> str:
         f"judged by {doc['model']} (a face whose median cosine to the person's photos reaches {doc['threshold']:.4f}, "
         f"its LFW threshold at FAR 1e-3); top {doc['k']} results per query; {doc.get('n_read', '?')} distinct "
         f"results read, {doc['n_unreadable']} whose image could not be read (precision is among those read)."
-        + _rate_limited(doc.get("rate_limited") or {}),
+        + _rate_limited(doc.get("rate_limited") or {})
+        + (f" Stopped early: {inert(doc['stopped_early'])}." if doc.get("stopped_early") else ""),
         "",
         md_table(
             [
