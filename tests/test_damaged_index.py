@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -90,3 +91,14 @@ def test_cloaks_written_into_their_own_input_are_refused(tmp_path: Path) -> None
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         assert "--out" in res.output and "is the input folder" in res.output
     assert not (photos / "cloaks").exists() and not list(photos.rglob("*.png"))
+
+
+def test_a_vector_file_of_nan_is_named_not_answered_with_nothing(built: Path, tmp_path: Path) -> None:
+    index_dir = copy_of(built, tmp_path)
+    vectors = index_dir / "vectors.f32"
+    vectors.write_bytes(b"\xff\xff\xff\x7f" * (vectors.stat().st_size // 4))  # float32 NaN throughout
+    index = FaceIndex.load(index_dir)
+    with pytest.raises(FaceIndexError, match="damaged \\(NaN\\)"):
+        index.search_vectors(np.ones(index.manifest.dim, np.float32), k=3)
+    res = runner.invoke(app, ["index", "query", "--index", str(index_dir), "--text", "a face"])
+    assert res.exit_code == 1 and "damaged (NaN)" in res.output and "Traceback" not in res.output, res.output

@@ -126,7 +126,8 @@ def audit_cmd(au: AuditOptions, m: ModelOption, o: OutOption) -> None:
         doc = jobs.audit(**given)
         for kind, q in doc["queries"].items():
             echo(
-                f"{kind} queries: precision at {au.k} {q['precision_at_k'] or 0:.3f}, {q['images_found']} images of "
+                f"{kind} queries: precision {q['precision_at_k'] or 0:.3f} among the results read (top {au.k} asked), "
+                f"{q['images_found']} images of "
                 f"{doc['person']} found ({q['found_with_name_in_caption']} with the name in the caption), "
                 f"{q['n_errors']} errors"
             )

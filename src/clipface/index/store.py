@@ -371,6 +371,8 @@ class FaceIndex:
         while True:
             with self._lock:
                 scores, ids = self._store.search(q, fetch)
+            if np.isfinite(q).all() and (ids < 0).all():  # the index holds vectors: none scored is none finite
+                raise FaceIndexError(f"{self.dir}: the stored vectors are damaged (NaN): rebuild the index")
             meta = self.meta.images([int(i) for i in np.unique(ids) if i >= 0])
             out = []
             for row_scores, row_ids in zip(scores, ids):
