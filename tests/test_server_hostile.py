@@ -266,3 +266,32 @@ def test_query_image_is_shrunk_while_decoding(index_dir: Path, tiny, monkeypatch
     response = app_client(index_dir, tiny).post("/api/search/image", files={"file": ("p.jpg", out.getvalue())})
     assert response.status_code == 200 and max(sizes[0]) == 2048
     assert json.loads(response.text)["results"]
+
+
+def test_idle_connections_beyond_the_cap_get_a_503_not_a_hang(index_dir: Path) -> None:
+    """Half-open connections cannot take every file descriptor: past --max-connections new ones are refused at once
+    (issue 23, item 14; slow request headers themselves are not timed out: uvicorn has no setting for it)."""
+    import socket
+
+    with serve(index_dir, "--no-auth", "--max-connections", "3") as (port, _):
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            time.sleep(0.5)
+            start = time.monotonic()
+            status, _ = _get_status(port)
+            assert status == 503 and time.monotonic() - start < 5
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.5)
+        assert _get_status(port)[0] == 200
+
+
+def _get_status(port: int) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/api/health")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

@@ -97,6 +97,12 @@ class ServeOptions:
     )
     rate_limit: float = flag(60.0, "--rate-limit", help="API requests per minute per client IP (0: unlimited).")
     max_upload_mb: float = flag(10.0, "--max-upload-mb", help="Largest request body, in MB.")
+    max_connections: int = flag(
+        1000,
+        "--max-connections",
+        help="Connections and requests served at once; beyond, new ones are answered 503 at once (file descriptors "
+        "stay bounded).",
+    )
     forwarded_allow_ips: Optional[str] = flag(
         None,
         "--forwarded-allow-ips",

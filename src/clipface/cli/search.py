@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from .. import jobs
+from ..errors import check_int
 from ..files import jsonable
 from ..textsafe import readable
 from .app import app, echo, guard
@@ -89,10 +90,12 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
 
         from ..server.app import create_app
 
+        check_int("max_connections", srv.max_connections, 1, allow_none=False)
+
         given = api_args(
             create_app,
             srv,
-            skip=("host", "port", "no_auth", "max_upload_mb", "forwarded_allow_ips"),
+            skip=("host", "port", "no_auth", "max_upload_mb", "forwarded_allow_ips", "max_connections"),
             require_token=not srv.no_auth,
             max_upload_bytes=int(srv.max_upload_mb * 2**20),
             cors_origins=srv.cors_origins or (),
@@ -110,6 +113,8 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
             port=srv.port,
             log_level="warning",
             proxy_headers=srv.forwarded_allow_ips is not None,
+            limit_concurrency=srv.max_connections,
+            timeout_keep_alive=5,
             forwarded_allow_ips=srv.forwarded_allow_ips or "",
         )
 
