@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,18 @@ def test_embedding_and_search_run_off_the_event_loop(client: TestClient, monkeyp
     assert knn(client, text="a photo of Tony Blair").status_code == 200
     assert client.post("/metadata", json={"ids": [0, 1], "indice_name": "idx"}).status_code == 200
     assert seen == [False]
+
+
+def test_a_sidecar_caption_is_the_caption_as_in_clip_retrievals_layout(tiny, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, src in enumerate(sorted((LFW_MINI / "Tony_Blair").glob("*.jpg"))[:3]):
+        (photos / f"{i:05d}.jpg").write_bytes(src.read_bytes())
+    (photos / "00000.txt").write_text("Prime minister at a press\nconference, 2003", encoding="utf-8")
+    (photos / "00001.txt").write_bytes(b"x" * 100_000)  # a caption, not a file: read up to the cap
+    index = FaceIndex.build(tiny, photos, tmp_path / "idx", cache=EmbeddingCache(tmp_path / "cache"))[0]
+    app = create_app(index.dir, model=tiny, require_token=False, rate_limit=None, clip_retrieval=True)
+    meta = TestClient(app).post("/metadata", json={"ids": [0, 1, 2], "indice_name": "idx"}).json()
+    captions = {Path(m["metadata"]["image_path"]).stem: m["metadata"]["caption"] for m in meta}
+    assert captions["00000"] == "Prime minister at a press conference, 2003"
+    assert len(captions["00001"]) == 4096 and captions["00002"] == "00002.jpg"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -73,8 +74,27 @@ def _image_b64(image: IndexedImage) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: Longest sidecar caption read (bytes): a caption, not a file.
+CAPTION_MAX_BYTES = 4096
+
+
+def caption_of(image: IndexedImage) -> str:
+    """The image's caption: a sidecar ``NAME.txt`` beside ``NAME.jpg`` (clip-retrieval's layout, as img2dataset
+    writes it), else the person's name, else the path in the indexed folder."""
+    sidecar = Path(image.path).with_suffix(".txt")
+    try:
+        if sidecar.is_file():
+            with open(sidecar, "rb") as fh:
+                text = fh.read(CAPTION_MAX_BYTES).decode("utf-8", errors="replace").strip()
+            if text:
+                return " ".join(text.split())
+    except OSError:
+        pass
+    return image.name or image.relpath
+
+
 def _metadata(image: IndexedImage, with_image: bool) -> dict[str, Any]:
-    meta: dict[str, Any] = {"caption": image.name or image.relpath, "image_path": image.relpath}
+    meta: dict[str, Any] = {"caption": caption_of(image), "image_path": image.relpath}
     if with_image:
         encoded = _image_b64(image)
         if encoded is not None:
