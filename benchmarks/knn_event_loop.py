@@ -33,7 +33,10 @@ import numpy as np
 from PIL import Image
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
+from clipface.embed.cache import EmbeddingCache
+from clipface.embed.options import RunOptions
 from clipface.files import write_json, write_text
+from clipface.jobs import build_index
 from clipface.report.tables import md_table
 
 HERE = Path(__file__).resolve().parent
@@ -117,25 +120,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "idx"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "clipface",
-                "index",
-                "build",
-                "-m",
-                "test-tiny-random",
-                "--images",
-                str(LFW_MINI),
-                "--index",
-                str(index),
-                "-q",
-                "--cache-dir",
-                str(Path(tmp) / "cache"),
-            ],
-            check=True,
-        )
+        opts = RunOptions(progress=False, cache=EmbeddingCache(Path(tmp) / "cache"))
+        build_index("test-tiny-random", str(LFW_MINI), index, opts)
         with serving(index) as port:
             rounds: dict[str, Any] = {}
             idle: list[float] = []
