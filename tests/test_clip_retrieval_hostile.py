@@ -103,3 +103,23 @@ def test_a_sidecar_caption_is_the_caption_as_in_clip_retrievals_layout(tiny, tmp
     captions = {Path(m["metadata"]["image_path"]).stem: m["metadata"]["caption"] for m in meta}
     assert captions["00000"] == "Prime minister at a press conference, 2003"
     assert len(captions["00001"]) == 4096 and captions["00002"] == "00002.jpg"
+
+
+def test_results_past_the_image_cap_keep_their_metadata(tiny, tmp_path: Path) -> None:
+    """clip_back gives metadata to every one of num_images; past our 100 inline images each keeps caption and path."""
+    from PIL import Image, ImageOps
+
+    photos = tmp_path / "photos"
+    for src in sorted(LFW_MINI.rglob("*.jpg")):
+        (photos / src.parent.name).mkdir(parents=True, exist_ok=True)
+        (photos / src.parent.name / src.name).write_bytes(src.read_bytes())
+        ImageOps.mirror(Image.open(src)).save(photos / src.parent.name / f"mirrored_{src.name}")
+    index = FaceIndex.build(tiny, photos, tmp_path / "idx", cache=EmbeddingCache(tmp_path / "cache"))[0]
+    app = create_app(index.dir, model=tiny, require_token=False, rate_limit=None, clip_retrieval=True)
+    body = {"embedding_input": index.image_vectors()[0].tolist(), "num_images": 150, "num_result_ids": 150}
+    many = TestClient(app).post("/knn-service", json={**body, "indice_name": "idx"})
+    results = many.json()
+    assert many.status_code == 200 and len(results) == 150 and index.count == 200
+    assert all(r.get("caption") and r.get("image_path") for r in results)  # none silently bare
+    assert [("image" in r) for r in results] == [True] * 100 + [False] * 50
+    assert "images=100" in many.headers["x-clipface-clamped"]

@@ -17,8 +17,10 @@ Flags this engine does not support (``use_mclip``, ``aesthetic_score``/``aesthet
 ``use_safety_model``, ``use_violence_detector``, ``deduplicate``) are accepted and listed in the
 ``X-Clipface-Ignored`` header. ``image_url`` is refused: the server fetches nothing from the
 network for a client. Counts above the server's limits are lowered (``X-Clipface-Clamped``), as
-the front end asks for 3,000 ids. Errors are JSON ``{"error": ...}``, never HTML or a bare 500
-(clip-retrieval's own users report both, issues #174, #278, #306, #355). The token, opt-out and
+the front end asks for 3,000 ids; past the first 100 results, each result asked for with metadata
+keeps its caption and path but carries no inline image (said in the same header). Errors are
+JSON ``{"error": ...}``, never HTML or a bare 500 (clip-retrieval's own users report both, issues
+#174, #278, #306, #355). The token, opt-out and
 rate-limit policies of the gate apply to these routes as to ``/api/``.
 """
 
@@ -52,7 +54,8 @@ IGNORED_FLAGS = (
     "use_violence_detector",
     "deduplicate",
 )
-#: Results with an image (base64 JPEG) in one answer, and result ids in one answer.
+#: Results with an inline image (base64 JPEG) in one answer (later ones keep their caption and path), and result ids
+#: in one answer.
 MAX_IMAGES, MAX_IDS = 100, 1000
 IMAGE_SIDE = 384
 
@@ -165,7 +168,9 @@ def add_clip_retrieval_routes(
         if modality != "image":
             raise HTTPException(400, "modality must be 'image' or 'text'")
         clamped: list[str] = []
-        num_images = count(data, "num_images", None, MAX_IMAGES, clamped)
+        num_images = count(data, "num_images", None, MAX_IDS, clamped)
+        if num_images > MAX_IMAGES:  # metadata for every one asked; the inline image for the first MAX_IMAGES only
+            clamped.append(f"images={MAX_IMAGES}")
         num_ids = max(num_images, count(data, "num_result_ids", num_images, MAX_IDS, clamped))
         text, image, image_url, vector = (data.get(k) for k in ("text", "image", "image_url", "embedding_input"))
         by_photo = False
@@ -202,7 +207,7 @@ def add_clip_retrieval_routes(
             )
         answer = []
         for rank, hit in enumerate(hits):
-            entry: dict[str, Any] = _metadata(hit, with_image=True) if rank < num_images else {}
+            entry: dict[str, Any] = _metadata(hit, with_image=rank < MAX_IMAGES) if rank < num_images else {}
             entry["id"] = hit.id
             entry["similarity"] = hit.score
             if hit.box is not None:
