@@ -295,3 +295,23 @@ def _get_status(port: int) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(index_dir: Path) -> None:
+    """Slowloris: bytes trickling in do not keep a connection whose headers are not in by --header-timeout."""
+    import socket
+
+    with serve(index_dir, "--no-auth", "--header-timeout", "1") as (port, _):
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.settimeout(10)
+        start = time.monotonic()
+        slow.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(4):  # keep dripping header bytes: the deadline is for the whole header, not per byte
+            time.sleep(0.3)
+            try:
+                slow.sendall(b"X-Drip: 1\r\n")
+            except OSError:
+                break
+        assert slow.recv(1024) == b"" and time.monotonic() - start < 5  # closed by the server, without an answer
+        slow.close()
+        assert _get_status(port)[0] == 200  # a client that sends its request at once is served

@@ -97,6 +97,9 @@ class ServeOptions:
     )
     rate_limit: float = flag(60.0, "--rate-limit", help="API requests per minute per client IP (0: unlimited).")
     max_upload_mb: float = flag(10.0, "--max-upload-mb", help="Largest request body, in MB.")
+    header_timeout: float = flag(
+        10.0, "--header-timeout", help="Seconds a client has to send its request line and headers (slowloris)."
+    )
     max_connections: int = flag(
         1000,
         "--max-connections",

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from .. import jobs
-from ..errors import check_int
+from ..errors import check_float, check_int
 from ..files import jsonable
 from ..textsafe import readable
 from .app import app, echo, guard
@@ -89,13 +89,23 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
         import uvicorn
 
         from ..server.app import create_app
+        from ..server.slow_headers import HeaderDeadlineProtocol
 
         check_int("max_connections", srv.max_connections, 1, allow_none=False)
+        check_float("header_timeout", srv.header_timeout, 0.1, 3600.0)
 
         given = api_args(
             create_app,
             srv,
-            skip=("host", "port", "no_auth", "max_upload_mb", "forwarded_allow_ips", "max_connections"),
+            skip=(
+                "host",
+                "port",
+                "no_auth",
+                "max_upload_mb",
+                "forwarded_allow_ips",
+                "max_connections",
+                "header_timeout",
+            ),
             require_token=not srv.no_auth,
             max_upload_bytes=int(srv.max_upload_mb * 2**20),
             cors_origins=srv.cors_origins or (),
@@ -115,6 +125,7 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
             proxy_headers=srv.forwarded_allow_ips is not None,
             limit_concurrency=srv.max_connections,
             timeout_keep_alive=5,
+            http=type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": srv.header_timeout}),
             forwarded_allow_ips=srv.forwarded_allow_ips or "",
         )
 
