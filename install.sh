@@ -25,6 +25,9 @@ if [[ "${1:-}" == "--test" ]]; then
   # clip-retrieval's own client, back end module and web front end, for the compatibility tests; --no-deps:
   # its package __init__ pulls in its whole back end (flask, open_clip, ...), which clipface never imports
   "$py" -m pip install -q --no-deps clip-retrieval==2.45.0
+  # what its back end (clip_back, audited in tests/test_audit_clip_back.py) imports, less its CLIP loaders
+  "$py" -m pip install -q flask==3.1.3 flask-restful==0.3.10 flask-cors==6.0.5 fire==0.7.1 h5py==3.16.0 \
+    prometheus-client==0.26.0
 else
   "$py" -m pip install -q -e ".[all]"
 fi

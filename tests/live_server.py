@@ -36,12 +36,20 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, timeout: fl
 def serve(index: Path, *args: str, token: str | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
     """Start the server on the index; yield its port and process once ``/api/health`` answers; stop it."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if token:
-        env["CLIPFACE_API_TOKEN"] = token
+    env = {"CLIPFACE_API_TOKEN": token} if token else {}
     cmd = [sys.executable, "-m", "clipface", "serve", "-i", str(index), "--host", "127.0.0.1", "--port", str(port)]
+    with child_server([*cmd, *args], port, "/api/health", env) as proc:
+        yield port, proc
+
+
+@contextlib.contextmanager
+def child_server(
+    cmd: list[str], port: int, health: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` (a server on ``port``); yield its process once ``health`` answers 200; stop it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log = tempfile.TemporaryFile("w+")  # not a pipe: a server that logs much must never block on it
-    proc = subprocess.Popen([*cmd, *args], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
@@ -49,14 +57,14 @@ def serve(index: Path, *args: str, token: str | None = None) -> Iterator[tuple[i
                 log.seek(0)
                 raise RuntimeError(f"the server exited with {proc.returncode}: {log.read()}")
             try:
-                if get(port, "/api/health", timeout=2)[0] == 200:
+                if get(port, health, timeout=2)[0] == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start within {STARTUP_S} s")
             time.sleep(0.2)
-        yield port, proc
+        yield proc
     finally:
         proc.terminate()
         try:
