@@ -49,6 +49,29 @@ class BuildOptions:
 
 
 @group
+class RayOptions:
+    """Where a build embeds: this process, or a Ray cluster."""
+
+    ray: Optional[str] = flag(
+        None,
+        "--ray",
+        help="Embed on a Ray cluster: its address (host:port, as `ray start --head` prints it) or local (a cluster "
+        "of this machine, for this run). The images and --ray-shards must be at the same paths on every node.",
+    )
+    ray_workers: int = flag(2, "--ray-workers", help="Ray actors embedding at once, each holding one model.")
+    ray_gpus_per_worker: float = flag(
+        0.0, "--ray-gpus-per-worker", help="Each Ray actor's share of a GPU (0: CPU only; above 0 it runs on cuda)."
+    )
+    ray_shard_size: int = flag(256, "--ray-shard-size", help="Images per embedding shard (one Ray task each).")
+    ray_shards: Optional[Path] = flag(
+        None,
+        "--ray-shards",
+        help="Folder of the embedding shards (default: the index folder's name plus .shards, beside it); a rerun "
+        "reuses the shards already written.",
+    )
+
+
+@group
 class JsonOption:
     as_json: bool = flag(False, "--json", help="Machine-readable output.")
 

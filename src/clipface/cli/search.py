@@ -20,6 +20,7 @@ from .engine_options import (
     IndexOption,
     IngestOptions,
     QueryOptions,
+    RayOptions,
     ServeOptions,
 )
 from .expand import api_args, command
@@ -35,17 +36,23 @@ def _report(update: Any, index: Any) -> None:
         f"{update.duplicates} already indexed, {len(update.skipped)} skipped -> {index.dir} "
         f"({index.count} images, {index.kind} index)"
     )
+    if update.ray:
+        r = update.ray
+        echo(
+            f"embedded on Ray: {r['shards']} shards in {r['shard_dir']} ({r['written']} written by this run on "
+            f"{r['nodes']} node(s), {r['reused']} reused)"
+        )
     for s in update.skipped[:20]:
         echo(f"  skipped {s.path}: {s.reason}")
 
 
 @command(index_app, "build", drop=(*TUNING, "threads"))
-def build_cmd(m: ModelOption, src: IngestOptions, build: BuildOptions, emb: EmbedOptions) -> None:
-    """Embed a folder of images and write a new search index."""
+def build_cmd(m: ModelOption, src: IngestOptions, build: BuildOptions, ray: RayOptions, emb: EmbedOptions) -> None:
+    """Embed a folder of images and write a new search index (on this machine, or on a Ray cluster)."""
 
     def go() -> None:
         opts = prepare([m.model], emb)
-        idx, update = jobs.build_index(m.model, src.images, src.index, opts, **api_args(jobs.build_index, build))
+        idx, update = jobs.build_index(m.model, src.images, src.index, opts, **api_args(jobs.build_index, build, ray))
         _report(update, idx)
 
     guard(go)

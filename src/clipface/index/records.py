@@ -188,6 +188,8 @@ class IndexUpdate:
     skipped: list[SkippedFile]
     computed: int = 0
     cached: int = 0
+    #: Where the embedding ran when it ran on Ray (:meth:`clipface.index.ray.RayEmbedding.to_dict`).
+    ray: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,7 +198,7 @@ class IndexUpdate:
             "computed": self.computed,
             "cached": self.cached,
             "skipped": [s.to_dict() for s in self.skipped],
-        }
+        } | ({"ray": self.ray} if self.ray else {})
 
 
 #: A predicate removing images from search answers (e.g. an opt-out list).

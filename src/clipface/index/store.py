@@ -131,13 +131,23 @@ class FaceIndex:
         *,
         flat_max: int = FLAT_MAX,
         overwrite: bool = False,
+        face_encoder: Encoder | None = None,
+        faces: str = "central",
+        cache: EmbeddingCache | NullCache | None = None,
+        progress: bool = False,
     ) -> tuple[FaceIndex, IndexUpdate]:
-        """A new index from the embedding shards written by :func:`clipface.index.ray.embed_with_ray`."""
+        """A new index from the embedding shards written by :func:`clipface.index.ray.embed_with_ray`.
+
+        ``face_encoder``: the faces of every image embedded here, by this process (as :meth:`build`).
+        """
         shards = read_shards(shard_dir)
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         records, vectors, dups = unique(shards.records, shards.vectors, set())
         manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
         emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
+        if face_encoder is not None:
+            manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
+            emb.faces = faces_with(face_encoder, faces, emb.records, cache, progress=progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from ..embed.options import RunOptions
-from ..errors import UsageError, check_choice, check_int
+from ..errors import UsageError, check_choice, check_float, check_int
 from ..models.registry import check_models
 
 __all__ = ["add_images", "build_index", "query_index"]
@@ -31,12 +32,22 @@ def build_index(
     overwrite: bool = False,
     face_model: str | None = None,
     faces: str | None = None,
+    ray: str | None = None,
+    ray_workers: int = 2,
+    ray_gpus_per_worker: float = 0.0,
+    ray_shard_size: int = 256,
+    ray_shards: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder.
 
     ``face_model``: also keep every image's faces embedded by this face recogniser (``faces``:
     ``central`` or ``all``; default central). ``faces`` without ``face_model`` uses ``model``
     itself, which must then be a face recogniser.
+
+    ``ray``: embed on a Ray cluster (its address, or ``local``) with ``ray_workers`` actors, each with
+    ``ray_gpus_per_worker`` of a GPU, into embedding shards of ``ray_shard_size`` images in ``ray_shards``
+    (default: the index folder's name plus ``.shards``, beside it), then merge them here
+    (:mod:`clipface.index.ray`).
     """
     from ..embed.faces import FACE_MODES
     from ..index.ann.faiss_backend import KINDS, Kind
@@ -54,13 +65,16 @@ def build_index(
             face_model = model
     path = _index_folder(index_dir, must_exist=False)
     opts = opts if opts is not None else RunOptions()
-    encoder = load_encoder(model, opts)
     face_encoder = None
     if face_model is not None:
         if get_spec(face_model).family != "face":
             raise UsageError("face_model", face_model, "not a face recogniser (choose e.g. dlib or facenet-casia)")
         # mirror-summed, as LFW verification embeds faces: the face model's recorded threshold then applies
         face_encoder = load_encoder(face_model, LoadOptions(device=opts.device, flip=True))
+    if ray is not None:
+        plan = RayPlan(ray, ray_workers, ray_gpus_per_worker, ray_shard_size, ray_shards)
+        return _build_on_ray(plan, model, images, path, opts, kind, overwrite, face_encoder, faces or "central")
+    encoder = load_encoder(model, opts)
     return FaceIndex.build(
         encoder,
         images,
@@ -76,6 +90,78 @@ def build_index(
         face_encoder=face_encoder,
         faces=faces or "central",
     )
+
+
+@dataclass
+class RayPlan:
+    """Where and how wide an index build runs on Ray (``index build --ray``)."""
+
+    address: str
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    shard_size: int = 256
+    shards: str | Path | None = None
+
+    def check(self) -> None:
+        check_int("ray_workers", self.workers, 1, 4096, allow_none=False)
+        check_int("ray_shard_size", self.shard_size, 1, 1_000_000, allow_none=False)
+        check_float("ray_gpus_per_worker", self.gpus_per_worker, 0.0, 64.0)
+        if not self.address.strip():
+            raise UsageError("ray", self.address, "give a cluster address (host:port) or local")
+
+    def shard_dir(self, index_dir: Path) -> Path:
+        return Path(self.shards) if self.shards is not None else index_dir.with_name(index_dir.name + ".shards")
+
+
+def _build_on_ray(
+    plan: RayPlan,
+    model: str,
+    images: Any,
+    path: Path,
+    opts: RunOptions,
+    kind: str,
+    overwrite: bool,
+    face_encoder: Any,
+    faces: str,
+) -> tuple[Any, Any]:
+    """Embed on the cluster into shards, then merge them into the index here (the faces, if any, embedded here)."""
+    from ..index.ann.faiss_backend import Kind
+    from ..index.ray import embed_with_ray, ray_cluster
+    from ..index.store import MANIFEST, FaceIndex
+
+    plan.check()
+    if (path / MANIFEST).exists() and not overwrite:  # before any work on the cluster
+        raise UsageError("index", str(path), "already holds an index (add images with `clipface index add`)")
+    shards = plan.shard_dir(path)
+    with ray_cluster(plan.address) as _resources:
+        run = embed_with_ray(
+            model,
+            images,
+            shards,
+            num_workers=plan.workers,
+            batch_size=plan.shard_size,
+            weights=opts.weights.get(model),
+            align=opts.aligner,
+            on_no_face=opts.on_no_face,
+            device=opts.device,
+            gpus_per_worker=plan.gpus_per_worker,
+            progress=opts.progress,
+        )
+    if not run.shards:
+        raise UsageError("images", str(images), "no image to index")
+    index, update = FaceIndex.build_from_shards(
+        shards,
+        path,
+        cast(Kind, kind),
+        overwrite=overwrite,
+        face_encoder=face_encoder,
+        faces=faces,
+        cache=opts.cache,
+        progress=opts.progress,
+    )
+    update.computed, update.cached = run.computed, run.images - run.computed
+    update.ray = run.to_dict()
+    return index, update
 
 
 def add_images(index_dir: str | Path, images: Any, opts: RunOptions | None = None) -> tuple[Any, Any]:
