@@ -33,10 +33,12 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, timeout: fl
 
 
 @contextlib.contextmanager
-def serve(index: Path, *args: str, token: str | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
+def serve(
+    index: Path, *args: str, token: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen]]:
     """Start the server on the index; yield its port and process once ``/api/health`` answers; stop it."""
     port = free_port()
-    env = {"CLIPFACE_API_TOKEN": token} if token else {}
+    env = {**(env or {}), **({"CLIPFACE_API_TOKEN": token} if token else {})}
     cmd = [sys.executable, "-m", "clipface", "serve", "-i", str(index), "--host", "127.0.0.1", "--port", str(port)]
     with child_server([*cmd, *args], port, "/api/health", env) as proc:
         yield port, proc

@@ -49,15 +49,19 @@ class BuildOptions:
 
 
 @group
-class RayOptions:
-    """Where a build embeds: this process, or a Ray cluster."""
-
+class RayAddress:
     ray: Optional[str] = flag(
         None,
         "--ray",
-        help="Embed on a Ray cluster: its address (host:port, as `ray start --head` prints it) or local (a cluster "
-        "of this machine, for this run). The images and --ray-shards must be at the same paths on every node.",
+        help="Run on a Ray cluster: its address (host:port, as `ray start --head` prints it) or local (a cluster "
+        "of this machine, for this run). Files named must be at the same paths on every node.",
     )
+
+
+@group
+class RayOptions(RayAddress):
+    """Where a build embeds: this process, or a Ray cluster."""
+
     ray_workers: int = flag(2, "--ray-workers", help="Ray actors embedding at once, each holding one model.")
     ray_gpus_per_worker: float = flag(
         0.0, "--ray-gpus-per-worker", help="Each Ray actor's share of a GPU (0: CPU only; above 0 it runs on cuda)."
@@ -68,6 +72,22 @@ class RayOptions:
         "--ray-shards",
         help="Folder of the embedding shards (default: the index folder's name plus .shards, beside it); a rerun "
         "reuses the shards already written.",
+    )
+
+
+@group
+class ShardOptions(RayAddress):
+    """Serving the vectors as shards on Ray Serve."""
+
+    shards: Optional[int] = flag(
+        None,
+        "--shards",
+        help="Serve the image vectors as this many shards on Ray Serve (needs --ray), each a deployment over a "
+        "slice of the rows; answers merged by score.",
+    )
+    shard_replicas: int = flag(1, "--shard-replicas", help="Replicas of each shard's deployment.")
+    shard_timeout: float = flag(
+        10.0, "--shard-timeout", help="Seconds to wait for a shard; answers say how many shards answered."
     )
 
 

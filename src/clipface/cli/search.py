@@ -22,6 +22,7 @@ from .engine_options import (
     QueryOptions,
     RayOptions,
     ServeOptions,
+    ShardOptions,
 )
 from .expand import api_args, command
 from .options import TUNING, DeviceOptions, EmbedOptions, ModelOption, OutOption, check, prepare
@@ -89,7 +90,7 @@ def query_cmd(ix: IndexOption, q: QueryOptions, dev: DeviceOptions) -> None:
 
 
 @command(app, "serve")
-def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
+def serve_cmd(ix: IndexOption, srv: ServeOptions, sh: ShardOptions, dev: DeviceOptions) -> None:
     """Serve the search engine: JSON API and web page. The token comes from $CLIPFACE_API_TOKEN."""
 
     def go() -> None:
@@ -104,6 +105,7 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
         given = api_args(
             create_app,
             srv,
+            sh,
             skip=(
                 "host",
                 "port",
@@ -123,18 +125,26 @@ def serve_cmd(ix: IndexOption, srv: ServeOptions, dev: DeviceOptions) -> None:
             echo(f"clip-retrieval API at http://{where}/knn-service (index {ix.index.resolve().name!r})")
         if srv.no_auth:
             echo(f"warning: no API token: anyone who can reach {where} can search this index")
+        if sh.shards:
+            echo(
+                f"the image vectors are served as {sh.shards} shards on Ray Serve ({sh.shard_replicas} replica(s) each)"
+            )
         echo(f"serving {ix.index} on http://{where}/ (API schema at /openapi.json)")
-        uvicorn.run(
-            app_,
-            host=srv.host,
-            port=srv.port,
-            log_level="warning",
-            proxy_headers=srv.forwarded_allow_ips is not None,
-            limit_concurrency=srv.max_connections,
-            timeout_keep_alive=5,
-            http=type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": srv.header_timeout}),
-            forwarded_allow_ips=srv.forwarded_allow_ips or "",
-        )
+        try:
+            uvicorn.run(
+                app_,
+                host=srv.host,
+                port=srv.port,
+                log_level="warning",
+                proxy_headers=srv.forwarded_allow_ips is not None,
+                limit_concurrency=srv.max_connections,
+                timeout_keep_alive=5,
+                http=type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout": srv.header_timeout}),
+                forwarded_allow_ips=srv.forwarded_allow_ips or "",
+            )
+        finally:  # the shards' deployments are not left on the cluster
+            if app_.state.sharded is not None:
+                app_.state.sharded.close()
 
     guard(go)
 

@@ -33,7 +33,7 @@ from .ingest import ImageSource, SourceImage, collect_images, describe_image
 from .records import EncoderId, ImageRecord
 from .shards import SHARD_PREFIX, name_bytes, name_text, write_shard
 
-__all__ = ["LOCAL", "EmbedWorker", "RayEmbedding", "embed_with_ray", "ray_cluster"]
+__all__ = ["LOCAL", "EmbedWorker", "RayEmbedding", "connect_ray", "embed_with_ray", "ray_cluster"]
 
 #: The ``--ray`` value that starts a cluster of this machine for one run.
 LOCAL = "local"
@@ -72,18 +72,14 @@ def _ray() -> Any:
     return ray
 
 
-@contextlib.contextmanager
-def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
-    """The driver connected to the cluster at ``address`` (``host:port`` or ``ray://host:port``), or to a cluster of
-    this machine started for the run (``local``, with ``num_cpus``); yields its resources; disconnects after.
+def connect_ray(address: str, num_cpus: int | None = None) -> Any:
+    """Connect this process to the Ray cluster at ``address`` (``host:port`` or ``ray://host:port``), or start one of
+    this machine (``local``, with ``num_cpus``); the ``ray`` module. One clear error where nobody answers.
 
     A cluster started with token authentication (Ray's default) needs its token here as on every node
     (``RAY_AUTH_TOKEN``, or the file ``~/.ray/auth_token``), as Ray documents.
     """
     ray = _ray()
-    if ray.is_initialized():  # a caller's own session (a notebook, a test): used as it is
-        yield ray.cluster_resources()
-        return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address == LOCAL:
         kwargs["num_cpus"] = num_cpus
@@ -94,6 +90,18 @@ def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[dict[str,
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UsageError("ray", address, f"cannot connect to the Ray cluster: {str(e).splitlines()[0]}") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`connect_ray` for one run: yields the cluster's resources, disconnects after (a session the caller
+    opened, as in a notebook or a test, is used as it is and left open)."""
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray.cluster_resources()
+        return
+    connect_ray(address, num_cpus)
     quiet = logging.getLogger("ray.data")
     level = quiet.level
     try:

@@ -84,6 +84,9 @@ class FaceIndex:
         self._lock = threading.RLock()
         self.meta = MetaDB(self.dir / META, self.dir / SKIPPED)
         self.faces = IndexFaces.of(self.dir, manifest.faces, self.meta, new=new) if new else None
+        #: Searches the image vectors in its place when set (``serve --shards``): anything with
+        #: ``search(queries, k) -> (scores, ids)``, as :class:`~clipface.index.sharded.ShardedSearch`.
+        self.sharded: Any = None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -379,8 +382,11 @@ class FaceIndex:
             return [[] for _ in q]
         fetch = k if exclude is None else min(self.count, 2 * k + 8)
         while True:
-            with self._lock:
-                scores, ids = self._store.search(q, fetch)
+            if self.sharded is not None:  # the rows searched by shards elsewhere (:mod:`.sharded`)
+                scores, ids = self.sharded.search(q, fetch)
+            else:
+                with self._lock:
+                    scores, ids = self._store.search(q, fetch)
             if np.isfinite(q).all() and (ids < 0).all():  # the index holds vectors: none scored is none finite
                 raise FaceIndexError(f"{self.dir}: the stored vectors are damaged (NaN): rebuild the index")
             meta = self.meta.images([int(i) for i in np.unique(ids) if i >= 0])

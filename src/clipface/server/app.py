@@ -34,9 +34,10 @@ from starlette.exceptions import HTTPException
 from ..audit.person import THRESHOLD, audit_person
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..data.textnorm import is_blank
-from ..errors import ClipfaceError, ImageError, UsageError, check_choice
+from ..errors import ClipfaceError, ImageError, UsageError, check_choice, check_float, check_int
 from ..index.facestore import PERSON_RULES
 from ..index.records import IndexedImage, QueryError
+from ..index.sharded import ShardedSearch, ShardReport, ShardsDownError, begin_report, deploy_shards
 from ..index.store import FaceIndex
 from ..models.base import Encoder
 from .clip_retrieval import CLIP_RETRIEVAL_PATHS, add_clip_retrieval_routes
@@ -93,6 +94,10 @@ def create_app(
     opt_out_faces: str | Path | None = None,
     opt_out_faces_threshold: float | None = None,
     opt_out_faces_rule: str | None = None,
+    ray: str | None = None,
+    shards: int | None = None,
+    shard_replicas: int = 1,
+    shard_timeout: float = 10.0,
 ) -> FastAPI:
     """The search engine over the index in ``index_dir``.
 
@@ -103,6 +108,9 @@ def create_app(
     ``opt_out_faces``: a folder with one sub-folder of photos per person removed from every answer
     by face (:mod:`clipface.server.face_optout`; the index needs face vectors or a face-recogniser model),
     a face scored against each person by ``opt_out_faces_rule`` at ``opt_out_faces_threshold``.
+    ``shards``: the image vectors searched by this many Ray Serve deployments on the cluster ``ray``
+    (:mod:`clipface.index.sharded`; ``shard_replicas`` each, waited for ``shard_timeout`` s); answers
+    then say how many shards answered.
 
     ``model``: the encoder (default: the one the index was built with, from ``weights`` if
     given). ``token``: the API token (default ``$CLIPFACE_API_TOKEN``); with
@@ -121,6 +129,7 @@ def create_app(
         check_choice("opt_out_faces_rule", opt_out_faces_rule, PERSON_RULES)
     if require_token and not token:
         raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
+    _check_shards(ray, shards, shard_replicas, shard_timeout)
     index = FaceIndex.load(index_dir, mmap=True)
     encoder = model if model is not None else index.load_encoder(weights=weights, device=device)
     index.check_encoder(encoder)
@@ -129,6 +138,8 @@ def create_app(
     limit_heap()
     removed = _OptOutReport(index, optout)
     removed.items()  # counted now, so that entries that match nothing are told at start
+    if shards is not None and ray is not None:
+        index.sharded = _deploy(index, ray, shards, shard_replicas, shard_timeout)
     by_face = (
         FaceOptOut(index, opt_out_faces, encoder, opt_out_faces_threshold, device, rule=opt_out_faces_rule)
         if opt_out_faces is not None
@@ -160,6 +171,7 @@ def create_app(
         },
     )
     app.state.max_k = max_k
+    app.state.sharded = index.sharded
     per_minute = rate_limit or 0
     limiters = {
         "api": RateLimiter(per_minute) if per_minute > 0 else None,
@@ -175,7 +187,7 @@ def create_app(
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["X-Clipface-Ignored", "X-Clipface-Clamped"],
+            expose_headers=["X-Clipface-Ignored", "X-Clipface-Clamped", "X-Clipface-Shards"],
         )
     _install_error_handlers(app)
 
@@ -215,6 +227,7 @@ def create_app(
             "max_upload_bytes": limits.max_upload_bytes,
             "max_pixels": limits.max_pixels,
             "audit_threshold": THRESHOLD,
+            "shards": index.sharded.total if index.sharded is not None else None,
         }
 
     @app.post("/api/search/text", response_model=SearchResponse)
@@ -222,8 +235,11 @@ def create_app(
         """Images best matching a text (CLIP models only)."""
         k = checked_k(body.k)
         refresh()
+        report = begin_report()
         hits = index.query_text(encoder, body.query, k, exclude)
-        return SearchResponse(query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
+        return SearchResponse(
+            query=body.query, k=k, model=index.manifest.model, results=[result_of(h) for h in hits], shards=told(report)
+        )
 
     @app.post("/api/search/image", response_model=SearchResponse, openapi_extra=PHOTO_PART)
     def search_image(
@@ -233,8 +249,11 @@ def create_app(
         k = checked_k(k)
         image = _read_image(file, limits)
         refresh()
+        report = begin_report()
         hits = index.query_image(encoder, image, k, exclude)
-        return SearchResponse(query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits])
+        return SearchResponse(
+            query="photo", k=k, model=index.manifest.model, results=[result_of(h) for h in hits], shards=told(report)
+        )
 
     @app.post("/api/audit", response_model=AuditResponse, openapi_extra=PHOTO_PART)
     def audit(
@@ -250,6 +269,7 @@ def create_app(
         k = checked_k(k)
         image = _read_image(file, limits) if file is not None and file.filename else None
         refresh()
+        report = begin_report()
         r = audit_person(index, encoder, name, image=image, k=k, exclude=exclude)
         return AuditResponse(
             name=r.name,
@@ -263,6 +283,7 @@ def create_app(
             verdict=r.verdict,
             threshold=r.threshold,
             results=[result_of(h) for h in r.results],
+            shards=told(report),
         )
 
     @app.get("/api/image/{image_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
@@ -328,6 +349,34 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
         return json_error(422, str(exc))
+
+    @app.exception_handler(ShardsDownError)
+    async def shards_down(request: Request, exc: ShardsDownError) -> JSONResponse:
+        return json_error(503, str(exc), {"Retry-After": "5"})
+
+
+def told(report: ShardReport | None) -> dict[str, int] | None:
+    """What an answer says of the shards that answered (``None`` when not sharded)."""
+    return report.to_dict() if report is not None else None
+
+
+def _check_shards(ray: str | None, shards: int | None, replicas: int, timeout: float) -> None:
+    if (ray is None) != (shards is None):
+        raise UsageError("shards" if ray is not None else "ray", shards, "--ray and --shards go together")
+    if shards is not None:
+        check_int("shards", shards, 1, 1024, allow_none=False)
+        check_int("shard_replicas", replicas, 1, 64, allow_none=False)
+        check_float("shard_timeout", timeout, 0.1, 600.0)
+
+
+def _deploy(index: FaceIndex, ray: str, shards: int, replicas: int, timeout: float) -> ShardedSearch:
+    """Connect to the cluster and run the shards (:func:`clipface.index.sharded.deploy_shards`)."""
+    from ..index.ray import connect_ray
+
+    if shards > max(1, index.count):
+        raise UsageError("shards", shards, f"more shards than the index has images ({index.count})")
+    connect_ray(ray)
+    return deploy_shards(index.dir, index.count, index.manifest.dim, shards, replicas, timeout)
 
 
 def _read_image(file: UploadFile, limits: _Limits) -> Image.Image:

@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..index.records import IndexedImage, SearchHit
+from ..index.sharded import begin_report
 from ..index.store import FaceIndex
 from ..textsafe import has_surrogates
 
@@ -198,6 +199,7 @@ def add_clip_retrieval_routes(
         else:
             raise HTTPException(400, "give one of text, image or embedding_input")
         refresh()
+        report = begin_report()
         hits: list[SearchHit] = []
         if num_ids:
             hits = (
@@ -219,6 +221,8 @@ def add_clip_retrieval_routes(
             headers["X-Clipface-Ignored"] = ", ".join(ignored)
         if clamped:
             headers["X-Clipface-Clamped"] = ", ".join(clamped)
+        if report is not None:  # clip-retrieval's answer is a bare list: the shards are said in a header
+            headers["X-Clipface-Shards"] = f"{report.answered}/{report.total}"
         return JSONResponse(answer, headers=headers)
 
     def encoder_text(text: str) -> np.ndarray:

@@ -46,6 +46,8 @@ class SearchResponse(BaseModel):
     k: int
     model: str
     results: list[Result]
+    #: Served as shards (``serve --shards``): how many answered, of how many (else null).
+    shards: dict[str, int] | None = None
 
 
 class AuditResponse(BaseModel):
@@ -60,6 +62,7 @@ class AuditResponse(BaseModel):
     verdict: str
     threshold: float
     results: list[Result]
+    shards: dict[str, int] | None = None
 
 
 class ErrorResponse(BaseModel):
