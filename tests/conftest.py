@@ -9,6 +9,7 @@ test also gets its own clipface cache, and the hub is offline.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -104,3 +105,15 @@ def bad_folder(tmp_path: Path) -> Path:
     (root / "Bob_Jones" / "notes.jpg").write_text("this is not an image\n")
     write_huge_png(root / "Bob_Jones" / "huge.png", 20000, 20000)
     return root
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tony Blair's photos held out of the index: a hit is another photo of him, never the query itself."""
+    folder = tmp_path_factory.mktemp("probes") / "Tony_Blair"
+    folder.mkdir()
+    from .audit_people import PROBES
+
+    for name in PROBES:
+        shutil.copy(LFW_MINI / "Tony_Blair" / name, folder)
+    return folder

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import shutil
 import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 
 from clipface.cli import app
 
+from .audit_people import OUTSIDE, PROBES, indexed_people
 from .clip_back_engine import write_index
 from .conftest import LFW_MINI
 from .live_server import child_server, free_port
@@ -34,8 +34,6 @@ pytestmark = pytest.mark.skipif(
 
 runner = CliRunner()
 HERE = Path(__file__).resolve().parent
-OUTSIDE = "Vladimir_Putin"  # in none of the engine's indices
-PROBES = [f"Tony_Blair_{i:04d}.jpg" for i in (1, 2, 3, 4)]  # his photos that the engine does not hold
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +41,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from clipface.models.runtime import load_encoder
 
     root = tmp_path_factory.mktemp("clip_back")
-    people = root / "people"
-    shutil.copytree(LFW_MINI, people, ignore=shutil.ignore_patterns(OUTSIDE, *PROBES))
+    people = indexed_people(root)
     photos = sorted(people.rglob("*.jpg"))
     vectors = load_encoder("dlib").encode_images([Image.open(p) for p in photos])
     named = {"caption": [p.parent.name.replace("_", " ") for p in photos]}
@@ -63,15 +60,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with child_server(cmd, port, "/indices-list", {"PYTHONPATH": str(HERE)}):
         yield f"http://127.0.0.1:{port}"
     site.shutdown()
-
-
-@pytest.fixture(scope="module")
-def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("probes") / "Tony_Blair"
-    folder.mkdir()
-    for name in PROBES:
-        shutil.copy(LFW_MINI / "Tony_Blair" / name, folder)
-    return folder
 
 
 def audit(engine: str, indice: str, person: Path, out: Path, *flags: str, code: int = 0) -> dict:

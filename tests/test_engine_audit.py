@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -15,33 +14,21 @@ from clipface.embed.options import RunOptions
 from clipface.jobs import build_index
 from clipface.models.dlib_resnet import availability
 
+from .audit_people import OUTSIDE, PROBES, indexed_people
 from .conftest import LFW_MINI
 from .live_server import serve
 
 pytestmark = pytest.mark.skipif(not availability()[0], reason="dlib is not installed")
 runner = CliRunner()
-OUTSIDE = "Vladimir_Putin"  # in nobody's index
-PROBES = [f"Tony_Blair_{i:04d}.jpg" for i in (1, 2, 3, 4)]  # his photos that the index does not hold
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("audit")
-    people = root / "people"
-    shutil.copytree(LFW_MINI, people, ignore=shutil.ignore_patterns(OUTSIDE, *PROBES))
+    people = indexed_people(root)
     build_index("dlib", str(people), root / "faces", RunOptions(progress=False), kind="flat")
     with serve(root / "faces", "--clip-retrieval", "--no-auth") as (port, _):
         yield f"http://127.0.0.1:{port}/knn-service"
-
-
-@pytest.fixture(scope="module")
-def probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tony Blair's photos held out of the index: a hit is another photo of him, never the query itself."""
-    folder = tmp_path_factory.mktemp("probes") / "Tony_Blair"
-    folder.mkdir()
-    for name in PROBES:
-        shutil.copy(LFW_MINI / "Tony_Blair" / name, folder)
-    return folder
 
 
 def audit(engine: str, person: str | Path, out: Path, k: int = 10) -> dict:

@@ -8,7 +8,8 @@ with global row ids. :class:`ShardedSearch` is what the server's :class:`~clipfa
 searches with instead of its own vectors: it sends each query batch to every shard at once, waits up
 to ``timeout`` seconds, and merges the answers by score, so the server above it (its routes, opt-outs,
 token and limits) is the single-process server unchanged. Over a flat index the merged answers are
-the single server's; over an approximate one they are exact, hence at least as good.
+the single server's. A shard of an approximate index searches codes of its own, over its rows
+(:class:`ShardSearcher`).
 
 A shard that fails (its replica killed, its node gone) is restarted by Ray Serve; until then the
 answers come from the shards that answered, and say so: :func:`begin_report` gives the request's
@@ -21,6 +22,8 @@ The layout follows clip-retrieval's and autofaiss's practice for indices too lar
 from __future__ import annotations
 
 import contextvars
+import json
+import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ClipfaceError
-from .ann.exact import exact_search
+from ..files import file_lock, write_json
+from .ann.faiss_backend import FLAT_MAX, default_params, new_ann, read_faiss, train_sample
+from .ann.tune import tune_nprobe
 from .rows import read_rows
-from .vectors import VECTORS
+from .vectors import ANN, VECTORS, VectorStore
 
 __all__ = [
     "ShardReport",
@@ -83,18 +88,60 @@ def slices(count: int, shards: int) -> list[tuple[int, int]]:
 
 
 class ShardSearcher:
-    """One shard: rows ``[lo, hi)`` of an index's vectors, memory-mapped; exact top-k with global row ids."""
+    """One shard: rows ``[lo, hi)`` of an index's vectors, memory-mapped, and their search, with global row ids.
 
-    def __init__(self, index_dir: str, count: int, dim: int, lo: int, hi: int) -> None:
+    A shard of an approximate index (``kind`` other than ``flat``) larger than ``FLAT_MAX`` rows keeps codes of its
+    own: trained on its rows, its ``nprobe`` tuned on them (:mod:`.ann.tune`), candidates re-ranked exactly, as
+    :class:`~clipface.index.vectors.VectorStore` searches a whole index. They are built by the first replica that
+    starts and kept under ``INDEX/shards/`` for the next (one lock per shard); smaller shards are searched exactly.
+    """
+
+    def __init__(self, index_dir: str, count: int, dim: int, lo: int, hi: int, kind: str = "flat") -> None:
         self.lo, self.hi = lo, hi
-        self.vectors = read_rows(Path(index_dir) / VECTORS, count, dim, True, "vector")[lo:hi]
+        folder = Path(index_dir)
+        read_rows(folder / VECTORS, count, dim, True, "vector")  # the file holds the rows the manifest counts
+        rows = np.memmap(folder / VECTORS, np.float32, "r", shape=(hi - lo, dim), offset=lo * dim * 4)
+        if kind == "flat" or hi - lo <= FLAT_MAX:
+            self.store = VectorStore(folder, dim, "flat", {}, rows, None)
+        else:
+            self.store = _shard_codes(folder / "shards" / f"rows-{lo}-{hi}-of-{count}", kind, rows)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, ids = exact_search(self.vectors, np.asarray(queries, np.float32), min(k, self.hi - self.lo))
+        scores, ids = self.store.search(np.asarray(queries, np.float32), min(k, self.hi - self.lo))
         return scores, np.where(ids >= 0, ids + self.lo, -1)
 
-    def rows(self) -> tuple[int, int]:
-        return self.lo, self.hi
+    def describe(self) -> dict[str, Any]:
+        """The shard's rows and search, and its process's resident memory in MB (Linux; mapped pages count once
+        read)."""
+        out: dict[str, Any] = {"rows": [self.lo, self.hi], "kind": self.store.kind}
+        out["nprobe"] = self.store.params.get("nprobe")
+        status = Path("/proc/self/status")
+        if status.is_file():
+            for line in status.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile"):
+                    out[f"{key}_mb"] = int(value.split()[0]) / 1024
+        return out
+
+
+def _shard_codes(folder: Path, kind: str, rows: np.ndarray) -> VectorStore:
+    """The shard's codes and tuned parameters: read from ``folder``, or built, tuned and written there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".lock", 3600, f"{folder}: another replica has been building these codes for an hour"):
+        if (folder / ANN).is_file() and (folder / "params.json").is_file():
+            params = json.loads((folder / "params.json").read_text())
+            return VectorStore(folder, rows.shape[1], kind, params, rows, read_faiss(folder / ANN, mmap=True))
+        params = default_params(kind, len(rows), rows.shape[1])
+        ann = new_ann(kind, rows.shape[1], train_sample(rows, params), params)
+        for i in range(0, len(rows), 65_536):
+            ann.add(np.ascontiguousarray(rows[i : i + 65_536], dtype=np.float32))
+        store = VectorStore(folder, rows.shape[1], kind, params, rows, ann)
+        store.params = tune_nprobe(store)
+        tmp = store.write_ann()
+        assert tmp is not None
+        os.replace(tmp, folder / ANN)
+        write_json(folder / "params.json", store.params)
+        return store
 
 
 class ShardedSearch:
@@ -153,7 +200,7 @@ class ShardedSearch:
 
 
 def deploy_shards(
-    index_dir: Path, count: int, dim: int, shards: int, replicas: int = 1, timeout: float = 10.0
+    index_dir: Path, count: int, dim: int, shards: int, replicas: int = 1, timeout: float = 10.0, kind: str = "flat"
 ) -> ShardedSearch:
     """Run ``shards`` Ray Serve deployments over the index's rows (Ray must be connected, see
     :func:`clipface.index.ray.ray_cluster`); their :class:`ShardedSearch`."""
@@ -172,7 +219,7 @@ def deploy_shards(
             health_check_period_s=2,
             health_check_timeout_s=10,
         )
-        app = shard.bind(str(Path(index_dir).resolve()), count, dim, lo, hi)
+        app = shard.bind(str(Path(index_dir).resolve()), count, dim, lo, hi, kind)
         apps.append(f"clipface-shard-{i}")
         handles.append(serve.run(app, name=apps[-1], route_prefix=None))
     return ShardedSearch(handles, timeout, apps)

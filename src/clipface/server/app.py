@@ -376,7 +376,7 @@ def _deploy(index: FaceIndex, ray: str, shards: int, replicas: int, timeout: flo
     if shards > max(1, index.count):
         raise UsageError("shards", shards, f"more shards than the index has images ({index.count})")
     connect_ray(ray)
-    return deploy_shards(index.dir, index.count, index.manifest.dim, shards, replicas, timeout)
+    return deploy_shards(index.dir, index.count, index.manifest.dim, shards, replicas, timeout, index.kind)
 
 
 def _read_image(file: UploadFile, limits: _Limits) -> Image.Image:
