@@ -116,3 +116,34 @@ def test_a_person_not_in_the_index_is_not_found(engine, tmp_path) -> None:
 def test_an_unknown_index_is_named(engine, probes, tmp_path) -> None:
     res = runner.invoke(app, ["audit", "--engine", engine, "--indice", "laion5B", "--person", str(probes)])
     assert res.exit_code == 2 and "the engine has no such index (it has: inline, urls, dead)" in res.output
+
+
+def test_knn_service_counts_as_clip_back_counts(engine, tmp_path) -> None:
+    """``num_images`` and ``num_result_ids`` as clip_back reads them (issue 23, item 13): num_result_ids results in
+    all, the first num_images with metadata. Asked the same of clip_back and of clipface's server over the same
+    photos and the same (dlib) vectors."""
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from clipface.embed.options import RunOptions
+    from clipface.jobs import build_index
+    from clipface.models.runtime import load_encoder
+    from clipface.server.app import create_app
+
+    people = indexed_people(tmp_path)
+    build_index("dlib", str(people), tmp_path / "index", RunOptions(progress=False), kind="flat")
+    ours = TestClient(create_app(tmp_path / "index", require_token=False, rate_limit=None, clip_retrieval=True))
+    vector = load_encoder("dlib").encode_images([Image.open(LFW_MINI / "Tony_Blair" / PROBES[0])])[0].tolist()
+    for num_images, num_ids in ((3, 1), (3, None), (2, 6), (0, 4)):
+        body = {"embedding_input": vector, "num_images": num_images, "modality": "image"}
+        body |= {} if num_ids is None else {"num_result_ids": num_ids}
+        theirs = httpx.post(f"{engine}/knn-service", json=body | {"indice_name": "inline"}, timeout=60).json()
+        mine = ours.post("/knn-service", json=body | {"indice_name": "index"}).json()
+        assert len(mine) == len(theirs) == (num_ids if num_ids is not None else num_images), (body, mine, theirs)
+        with_meta = [("caption" in r or "image" in r) for r in mine]
+        assert (
+            with_meta
+            == [("caption" in r or "image" in r) for r in theirs]
+            == [i < num_images for i in range(len(mine))]
+        )
+        assert [r["caption"] for r in mine[:num_images]] == [r["caption"] for r in theirs[:num_images]]

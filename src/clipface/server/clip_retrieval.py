@@ -172,7 +172,8 @@ def add_clip_retrieval_routes(
         num_images = count(data, "num_images", None, MAX_IDS, clamped)
         if num_images > MAX_IMAGES:  # metadata for every one asked; the inline image for the first MAX_IMAGES only
             clamped.append(f"images={MAX_IMAGES}")
-        num_ids = max(num_images, count(data, "num_result_ids", num_images, MAX_IDS, clamped))
+        # as clip_back: num_result_ids results in all (num_images by default), the first num_images with metadata
+        num_ids = count(data, "num_result_ids", num_images, MAX_IDS, clamped)
         text, image, image_url, vector = (data.get(k) for k in ("text", "image", "image_url", "embedding_input"))
         by_photo = False
         if text not in (None, ""):
