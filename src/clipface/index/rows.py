@@ -18,18 +18,20 @@ from .records import FaceIndexError
 __all__ = ["append_rows", "map_rows", "read_rows", "scattered_view"]
 
 
-def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str) -> np.ndarray:
-    """The first ``count`` rows of ``path`` (memory-mapped if ``mmap``); a short or missing file names the ``noun``."""
+def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str, start: int = 0) -> np.ndarray:
+    """Rows ``start`` to ``count`` of ``path`` (memory-mapped if ``mmap``); a short or missing file names the
+    ``noun``."""
     need = count * dim * 4
     size = path.stat().st_size if path.is_file() else -1
     if size < need:
         found = "is missing" if size < 0 else f"holds {size} bytes"
         raise FaceIndexError(f"{path}: not a readable {noun} file ({found}, {count} {noun}s need {need}); rebuild")
-    if count == 0:
+    if count == start:
         return np.zeros((0, dim), np.float32)
+    offset = start * dim * 4
     if mmap:
-        return np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
-    return np.fromfile(path, dtype=np.float32, count=count * dim).reshape(count, dim)
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(count - start, dim), offset=offset)
+    return np.fromfile(path, dtype=np.float32, count=(count - start) * dim, offset=offset).reshape(-1, dim)
 
 
 def map_rows(path: Path, count: int, dim: int) -> np.ndarray:

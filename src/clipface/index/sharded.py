@@ -3,8 +3,8 @@
 ``clipface serve --ray ADDRESS|local --shards N`` splits the ``count`` rows of an index's vector file
 into N contiguous slices. Each slice is one Ray Serve deployment (:class:`ShardSearcher`, with
 ``replicas`` replicas), which maps its rows of ``vectors.f32`` from the index folder (memory-mapped,
-never copied: every node must see the folder at the same path) and answers exact top-k searches
-with global row ids. :class:`ShardedSearch` is what the server's :class:`~clipface.index.store.FaceIndex`
+never copied: every node must see the folder at the same path) and answers top-k searches with
+global row ids. :class:`ShardedSearch` is what the server's :class:`~clipface.index.store.FaceIndex`
 searches with instead of its own vectors: it sends each query batch to every shard at once, waits up
 to ``timeout`` seconds, and merges the answers by score, so the server above it (its routes, opt-outs,
 token and limits) is the single-process server unchanged. Over a flat index the merged answers are
@@ -99,8 +99,7 @@ class ShardSearcher:
     def __init__(self, index_dir: str, count: int, dim: int, lo: int, hi: int, kind: str = "flat") -> None:
         self.lo, self.hi = lo, hi
         folder = Path(index_dir)
-        read_rows(folder / VECTORS, count, dim, True, "vector")  # the file holds the rows the manifest counts
-        rows = np.memmap(folder / VECTORS, np.float32, "r", shape=(hi - lo, dim), offset=lo * dim * 4)
+        rows = read_rows(folder / VECTORS, hi, dim, True, "vector", start=lo)
         if kind == "flat" or hi - lo <= FLAT_MAX:
             self.store = VectorStore(folder, dim, "flat", {}, rows, None)
         else:

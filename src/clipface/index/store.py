@@ -120,9 +120,7 @@ class FaceIndex:
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
         manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
-        if face_encoder is not None:
-            manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
-            emb.faces = faces_with(face_encoder, faces, emb.records, cache, batch_size, progress)
+        _with_faces(manifest, emb, face_encoder, faces, cache, batch_size, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod
@@ -148,9 +146,7 @@ class FaceIndex:
         records, vectors, dups = unique(shards.records, shards.vectors, set())
         manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
         emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
-        if face_encoder is not None:
-            manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
-            emb.faces = faces_with(face_encoder, faces, emb.records, cache, progress=progress)
+        _with_faces(manifest, emb, face_encoder, faces, cache, 32, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
 
     @classmethod
@@ -476,3 +472,18 @@ class FaceIndex:
 
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"
+
+
+def _with_faces(
+    manifest: Manifest,
+    emb: Embedded,
+    face_encoder: Encoder | None,
+    faces: str,
+    cache: EmbeddingCache | NullCache | None,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """A new index's faces, when it keeps them: the face model in the manifest, every image's faces embedded."""
+    if face_encoder is not None:
+        manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
+        emb.faces = faces_with(face_encoder, faces, emb.records, cache, batch_size, progress)
