@@ -178,7 +178,9 @@ def test_three_shards_answer_as_the_single_server_and_survive_a_killed_replica(
 
     address, env = cluster
     optout = engine_index.parent / "optout.txt"
-    args = ("--clip-retrieval", "--opt-out", str(optout), "--ray", address, "--shards", "3", "--shard-timeout", "6")
+    # no rate limit on either server, as on the single one: the kill loop asks twice a second for up to two minutes
+    args = ("--clip-retrieval", "--opt-out", str(optout), "--rate-limit", "0")
+    args += ("--ray", address, "--shards", "3", "--shard-timeout", "2")
     single = TestClient(create_app(engine_index, token=TOKEN, rate_limit=None, clip_retrieval=True, opt_out=optout))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with serve(engine_index, *args, token=TOKEN, env=env) as (port, _):
