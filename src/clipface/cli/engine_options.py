@@ -46,6 +46,13 @@ class BuildOptions:
         "(every detected face: a group photo is found through each of its people).",
     )
     overwrite: bool = flag(False, "--overwrite", help="Replace an existing index in the folder.")
+    memory_budget: Optional[str] = flag(
+        None,
+        "--memory-budget",
+        help="Most RAM the served codes may take (e.g. 16G, 500M; K/M/G/T are powers of 1024): auto's choice if it "
+        "fits, else smaller PQ codes, else refused before any work. Counts codes, ids and centroids; vectors.f32 is "
+        "memory-mapped and not counted.",
+    )
 
 
 @group

@@ -43,6 +43,12 @@ def _report(update: Any, index: Any) -> None:
             f"embedded on Ray: {r['shards']} shards in {r['shard_dir']} ({r['written']} written by this run on "
             f"{r['nodes']} node(s), {r['reused']} reused)"
         )
+    parts = (update.ray or {}).get("parts")
+    if parts:
+        echo(
+            f"codes added on Ray in {parts['count']} parts ({parts['written']} written by this run on "
+            f"{parts['nodes']} node(s), {parts['reused']} reused), merged {parts['merged']}"
+        )
     for s in update.skipped[:20]:
         echo(f"  skipped {s.path}: {s.reason}")
 

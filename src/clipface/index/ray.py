@@ -5,7 +5,8 @@ The driver only lists the files. Ray Data spreads the paths over a pool of actor
 each holding one encoder); every batch goes through the same single-process pipeline
 (:func:`clipface.embed.pipeline.embed_images`: load, ``Encoder.prepare``, ``Encoder.encode_prepared``),
 so vectors are identical to a local build. Each batch becomes one shard written by the actor
-itself. ``FaceIndex.build_from_shards`` / ``FaceIndex.add_shards`` merge them. Works on a local
+itself. ``FaceIndex.build_from_shards`` / ``FaceIndex.add_shards`` merge them; a new inverted file's codes are
+then added by Ray tasks, a slice of rows each, and merged (:func:`add_parts_on_ray`, :mod:`.parts`). Works on a local
 cluster (``ray.init(num_cpus=2)``) as on many machines sharing ``out_dir``.
 
 :func:`ray_cluster` connects the driver for one run: to a running cluster by its address (``ray start
@@ -30,10 +31,19 @@ from ..errors import BackendUnavailableError, UsageError
 from ..models.runtime import LoadOptions, load_encoder
 from ..textsafe import key_bytes
 from .ingest import ImageSource, SourceImage, collect_images, describe_image
+from .parts import PartJob, PartResult, add_part
 from .records import EncoderId, ImageRecord
 from .shards import SHARD_PREFIX, name_bytes, name_text, write_shard
 
-__all__ = ["LOCAL", "EmbedWorker", "RayEmbedding", "connect_ray", "embed_with_ray", "ray_cluster"]
+__all__ = [
+    "LOCAL",
+    "EmbedWorker",
+    "RayEmbedding",
+    "add_parts_on_ray",
+    "connect_ray",
+    "embed_with_ray",
+    "ray_cluster",
+]
 
 #: The ``--ray`` value that starts a cluster of this machine for one run.
 LOCAL = "local"
@@ -239,6 +249,22 @@ def embed_with_ray(
             bar.update(int(row["images"]))
     run.shards = sorted(shards)
     return run
+
+
+def _add_part_on_node(job: PartJob) -> PartResult:
+    """:func:`~.parts.add_part` in a Ray task, recording the node."""
+    import ray
+
+    result = add_part(job)
+    result.node = ray.get_runtime_context().get_node_id()
+    return result
+
+
+def add_parts_on_ray(jobs: list[PartJob]) -> list[PartResult]:
+    """Each part of a build in parts (:mod:`.parts`) added by a Ray task of one CPU on the connected cluster."""
+    ray = _ray()
+    task = ray.remote(num_cpus=1)(_add_part_on_node)
+    return list(ray.get([task.remote(j) for j in jobs]))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

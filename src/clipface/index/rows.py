@@ -15,7 +15,7 @@ import numpy as np
 
 from .records import FaceIndexError
 
-__all__ = ["append_rows", "map_rows", "read_rows", "scattered_view"]
+__all__ = ["append_rows", "map_rows", "read_rows", "scattered_view", "slices"]
 
 
 def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str, start: int = 0) -> np.ndarray:
@@ -32,6 +32,12 @@ def read_rows(path: Path, count: int, dim: int, mmap: bool, noun: str, start: in
     if mmap:
         return np.memmap(path, dtype=np.float32, mode="r", shape=(count - start, dim), offset=offset)
     return np.fromfile(path, dtype=np.float32, count=(count - start) * dim, offset=offset).reshape(-1, dim)
+
+
+def slices(count: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``[lo, hi)`` row ranges covering ``count`` rows, sizes differing by at most one."""
+    edges = np.linspace(0, count, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def map_rows(path: Path, count: int, dim: int) -> np.ndarray:

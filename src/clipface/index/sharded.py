@@ -35,7 +35,7 @@ from ..errors import BackendUnavailableError, ClipfaceError
 from ..files import file_lock, write_json
 from .ann.faiss_backend import FLAT_MAX, default_params, new_ann, read_faiss, train_sample
 from .ann.tune import tune_nprobe
-from .rows import read_rows
+from .rows import read_rows, slices
 from .vectors import ANN, VECTORS, VectorStore
 
 __all__ = [
@@ -79,12 +79,6 @@ def begin_report() -> ShardReport | None:
 
 def current_report() -> ShardReport | None:
     return _REPORT.get()
-
-
-def slices(count: int, shards: int) -> list[tuple[int, int]]:
-    """``shards`` contiguous ``[lo, hi)`` row ranges covering ``count`` rows, sizes differing by at most one."""
-    edges = np.linspace(0, count, shards + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 class ShardSearcher:

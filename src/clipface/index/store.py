@@ -41,7 +41,8 @@ from ..errors import ImageError, NoFaceError
 from ..files import write_json
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .ann.faiss_backend import FLAT_MAX, Kind, choose_kind, default_params
+from .ann.budget import kind_and_params
+from .ann.faiss_backend import FLAT_MAX, Kind
 from .ann.tune import needs_tuning, tune_nprobe
 from .faces import IndexFaces, faces_with
 from .facestore import FACES, FaceModel, face_rows
@@ -60,7 +61,7 @@ from .records import (
     SearchHit,
 )
 from .shards import read_shards
-from .vectors import ANN, LEGACY, VECTORS, VectorStore
+from .vectors import ANN, IVFDATA, LEGACY, VECTORS, VectorStore
 from .writer import commit_rows, fresh_dir, unique, write_lock
 
 __all__ = ["FaceIndex"]
@@ -107,6 +108,7 @@ class FaceIndex:
         progress: bool = False,
         face_encoder: Encoder | None = None,
         faces: str = "central",
+        memory_budget: int | None = None,
     ) -> tuple[FaceIndex, IndexUpdate]:
         """Embed every image of ``images`` with ``encoder`` and write a new index to ``index_dir``.
 
@@ -115,13 +117,14 @@ class FaceIndex:
         :meth:`load_encoder` recreates it (``None``: the model's own front end).
         ``face_encoder``: also keep the faces of every image embedded by this face recogniser
         (:mod:`.facestore`), the central one or, with ``faces="all"``, every detected face.
+        ``memory_budget``: bytes the served codes must fit in (:mod:`.ann.budget`).
         """
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
         manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
         _with_faces(manifest, emb, face_encoder, faces, cache, batch_size, progress)
-        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
+        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget)
 
     @classmethod
     def build_from_shards(
@@ -136,10 +139,13 @@ class FaceIndex:
         faces: str = "central",
         cache: EmbeddingCache | NullCache | None = None,
         progress: bool = False,
+        memory_budget: int | None = None,
+        parts: Any = None,
     ) -> tuple[FaceIndex, IndexUpdate]:
         """A new index from the embedding shards written by :func:`clipface.index.ray.embed_with_ray`.
 
         ``face_encoder``: the faces of every image embedded here, by this process (as :meth:`build`).
+        ``parts``: a :class:`~.parts.PartsBuild` adding an inverted file's codes in parts (on Ray) and merging them.
         """
         shards = read_shards(shard_dir)
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
@@ -147,7 +153,7 @@ class FaceIndex:
         manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
         emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
         _with_faces(manifest, emb, face_encoder, faces, cache, 32, progress)
-        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb)
+        return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget, parts)
 
     @classmethod
     def _write_new(
@@ -158,6 +164,8 @@ class FaceIndex:
         kind: str,
         flat_max: int,
         emb: Embedded,
+        memory_budget: int | None = None,
+        parts: Any = None,
     ) -> tuple[FaceIndex, IndexUpdate]:
         """Replace whatever the folder holds with a new index of ``emb``, holding the writer lock throughout.
 
@@ -166,22 +174,21 @@ class FaceIndex:
         """
         with write_lock(index_dir):
             fresh_dir(index_dir, overwrite, MANIFEST)
-            manifest.kind = choose_kind(len(emb.vectors), kind, flat_max)
-            manifest.params = default_params(manifest.kind, len(emb.vectors), manifest.dim)
+            fit = kind_and_params(len(emb.vectors), manifest.dim, kind, flat_max, memory_budget)
+            manifest.kind, manifest.params = fit.kind, fit.params
             # the manifest first: a half-removed index is none
-            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, LEGACY, FACES):
+            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, IVFDATA, LEGACY, FACES):
                 (index_dir / name).unlink(missing_ok=True)
             try:
-                store = VectorStore.create(
-                    index_dir, manifest.kind, manifest.dim, manifest.params, l2_normalize(emb.vectors)
-                )
+                vectors = l2_normalize(emb.vectors)
+                store = VectorStore.create(index_dir, manifest.kind, manifest.dim, manifest.params, vectors, parts)
                 index = cls(index_dir, manifest, store, new=True)
                 update = index._append(
                     emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, emb.faces
                 )
             except BaseException:
                 if not (index_dir / MANIFEST).exists():
-                    for name in (META, SKIPPED, VECTORS, ANN, FACES):
+                    for name in (META, SKIPPED, VECTORS, ANN, IVFDATA, FACES):
                         (index_dir / name).unlink(missing_ok=True)
                 raise
         return index, update
@@ -232,6 +239,7 @@ class FaceIndex:
         face model, loaded).
         """
         self.check_encoder(encoder)
+        self._store.check_appendable()
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, self.meta.known, cache, batch_size, workers, progress)
         faces = self.faces.embed(emb.records, cache, face_encoder, batch_size, progress) if self.faces else None
@@ -254,6 +262,7 @@ class FaceIndex:
     ) -> IndexUpdate:
         """Append precomputed vectors of ``records`` (made by ``encoder_id``, checked); known SHA-256s are skipped."""
         self._check_id(encoder_id, what)
+        self._store.check_appendable()
         vectors = (
             np.asarray(vectors, dtype=np.float32).reshape(len(records), -1)
             if len(records)

@@ -7,6 +7,8 @@
 * ``ann.faiss``: the codes of an approximate kind (:mod:`.ann.faiss_backend`), which propose
   ``k_factor x k`` candidates per query; the vectors re-rank them exactly (:mod:`.ann.approximate`).
   Exact (``flat``) indexes have none and are searched by :func:`~.exact.exact_search`.
+* ``ann.ivfdata``: the inverted lists of codes merged on disk by a build in parts (:mod:`.parts`),
+  mapped when the index is opened; ``ann.faiss`` then holds the quantisers and the lists' offsets.
 
 Index folders of the first format kept everything in one FAISS file (``vectors.faiss``: a flat
 index, IVF-PQ inside an ``IndexRefineFlat``, or ``IndexHNSWFlat``); they are read through the
@@ -30,9 +32,9 @@ from .ann.probe import Prober
 from .records import FaceIndexError
 from .rows import append_rows, map_rows, read_rows, scattered_view
 
-__all__ = ["ANN", "LEGACY", "VECTORS", "VectorStore"]
+__all__ = ["ANN", "IVFDATA", "LEGACY", "VECTORS", "VectorStore"]
 
-VECTORS, ANN, LEGACY = "vectors.f32", "ann.faiss", "vectors.faiss"
+VECTORS, ANN, LEGACY, IVFDATA = "vectors.f32", "ann.faiss", "vectors.faiss", "ann.ivfdata"
 #: Queries per FAISS call and re-ranking batch.
 QUERY_CHUNK = 1024
 
@@ -59,16 +61,28 @@ class VectorStore:
         self._upgraded = False
         self._prober: Prober | None = None
         self._scattered: tuple[np.ndarray, np.ndarray] | None = None  # (vectors, their MADV_RANDOM map)
+        self._parts: Any = None  # a new index's codes built in parts (:class:`~.parts.PartsBuild`)
         if ann is not None:
             set_search_params(ann, params)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, folder: Path, kind: str, dim: int, params: dict[str, Any], train: np.ndarray) -> VectorStore:
-        """An empty store of ``kind``, its codes trained on (a sample of) ``train``."""
-        ann = new_ann(kind, dim, train_sample(train, params), params) if kind != "flat" else None
+    def create(
+        cls, folder: Path, kind: str, dim: int, params: dict[str, Any], train: np.ndarray, parts: Any = None
+    ) -> VectorStore:
+        """An empty store of ``kind``, its codes trained on (a sample of) ``train``; ``parts``: a
+        :class:`~.parts.PartsBuild` that trains them and adds the first rows in parts, where it applies."""
+        parts = parts if parts is not None and parts.applies(kind) else None
+        if kind == "flat":
+            ann = None
+        elif parts is not None:
+            ann = parts.train(folder, kind, dim, params, train)
+        else:
+            ann = new_ann(kind, dim, train_sample(train, params), params)
         (Path(folder) / VECTORS).unlink(missing_ok=True)
-        return cls(folder, dim, kind, params, np.zeros((0, dim), np.float32), ann)
+        store = cls(folder, dim, kind, params, np.zeros((0, dim), np.float32), ann)
+        store._parts = parts
+        return store
 
     @classmethod
     def open(cls, folder: Path, dim: int, kind: str, params: dict[str, Any], count: int, mmap: bool = True):
@@ -158,8 +172,20 @@ class VectorStore:
             set_search_params(self.ann, self.params)
             self._ann_mapped = False
         self.vectors = append_rows(self.dir / VECTORS, self.count, new)
-        if self.ann is not None and len(new):
+        if self.ann is not None and len(new) and self._parts is not None:  # a new index, added by workers
+            self.ann = self._parts.add(self.dir, self.ann, self.count, self.dim, self.params)
+            set_search_params(self.ann, self.params)
+            self._parts = None
+        elif self.ann is not None and len(new):
             self.ann.add(new)
+
+    def check_appendable(self) -> None:
+        """Refuse, in one line, to append to codes merged on disk (``ann.ivfdata``, :mod:`.parts`)."""
+        if self.params.get("ivfdata"):
+            raise FaceIndexError(
+                f"{self.dir}: its codes were merged on disk ({self.params['ivfdata']}) by a build in parts and "
+                "cannot be appended to; rebuild the index with the new images (index build --overwrite)"
+            )
 
     def _write_all(self, vectors: np.ndarray) -> None:
         """First format to this one: the vectors to ``vectors.f32``, the codes from a writable (unmapped) read."""

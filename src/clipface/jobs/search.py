@@ -37,6 +37,7 @@ def build_index(
     ray_gpus_per_worker: float = 0.0,
     ray_shard_size: int = 256,
     ray_shards: str | Path | None = None,
+    memory_budget: str | int | None = None,
 ) -> tuple[Any, Any]:
     """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder.
 
@@ -47,7 +48,11 @@ def build_index(
     ``ray``: embed on a Ray cluster (its address, or ``local``) with ``ray_workers`` actors, each with
     ``ray_gpus_per_worker`` of a GPU, into embedding shards of ``ray_shard_size`` images in ``ray_shards``
     (default: the index folder's name plus ``.shards``, beside it), then merge them here
-    (:mod:`clipface.index.ray`).
+    (:mod:`clipface.index.ray`); an inverted file's codes are then added by Ray tasks and merged
+    (:mod:`clipface.index.parts`).
+
+    ``memory_budget``: the most RAM the served codes may take (``"16G"``, bytes; :mod:`clipface.index.ann.budget`),
+    checked against the number of image files before any work.
     """
     from ..embed.faces import FACE_MODES
     from ..index.ann.faiss_backend import KINDS, Kind
@@ -64,6 +69,7 @@ def build_index(
                 raise UsageError("faces", faces, f"{model} is not a face recogniser: name one with --face-model dlib")
             face_model = model
     path = _index_folder(index_dir, must_exist=False)
+    budget = _check_budget(memory_budget, model, images, kind)
     opts = opts if opts is not None else RunOptions()
     face_encoder = None
     if face_model is not None:
@@ -73,7 +79,7 @@ def build_index(
         face_encoder = load_encoder(face_model, LoadOptions(device=opts.device, flip=True))
     if ray is not None:
         plan = RayPlan(ray, ray_workers, ray_gpus_per_worker, ray_shard_size, ray_shards)
-        return _build_on_ray(plan, model, images, path, opts, kind, overwrite, face_encoder, faces or "central")
+        return _build_on_ray(plan, model, images, path, opts, kind, overwrite, face_encoder, faces or "central", budget)
     encoder = load_encoder(model, opts)
     return FaceIndex.build(
         encoder,
@@ -89,7 +95,23 @@ def build_index(
         progress=opts.progress,
         face_encoder=face_encoder,
         faces=faces or "central",
+        memory_budget=budget,
     )
+
+
+def _check_budget(memory_budget: str | int | None, model: str, images: Any, kind: str) -> int | None:
+    """The budget in bytes; one line, before any work, where it cannot hold as many vectors as there are files."""
+    from ..index.ann.budget import fit_budget, parse_size
+    from ..index.ingest import collect_images
+    from ..models.registry import get_spec
+
+    if memory_budget is None:
+        return None
+    budget = memory_budget if isinstance(memory_budget, int) else parse_size(memory_budget)
+    dim = get_spec(model).embed_dim
+    if dim:
+        fit_budget(max(1, len(collect_images(images)[0])), dim, budget, kind)
+    return budget
 
 
 @dataclass
@@ -123,10 +145,13 @@ def _build_on_ray(
     overwrite: bool,
     face_encoder: Any,
     faces: str,
+    budget: int | None = None,
 ) -> tuple[Any, Any]:
-    """Embed on the cluster into shards, then merge them into the index here (the faces, if any, embedded here)."""
+    """Embed on the cluster into shards, then merge them into the index here (the faces, if any, embedded here);
+    an inverted file's codes are added on the cluster in parts and merged here."""
     from ..index.ann.faiss_backend import Kind
-    from ..index.ray import embed_with_ray, ray_cluster
+    from ..index.parts import PartsBuild
+    from ..index.ray import add_parts_on_ray, embed_with_ray, ray_cluster
     from ..index.store import MANIFEST, FaceIndex
 
     plan.check()
@@ -147,20 +172,23 @@ def _build_on_ray(
             gpus_per_worker=plan.gpus_per_worker,
             progress=opts.progress,
         )
-    if not run.shards:
-        raise UsageError("images", str(images), "no image to index")
-    index, update = FaceIndex.build_from_shards(
-        shards,
-        path,
-        cast(Kind, kind),
-        overwrite=overwrite,
-        face_encoder=face_encoder,
-        faces=faces,
-        cache=opts.cache,
-        progress=opts.progress,
-    )
+        if not run.shards:
+            raise UsageError("images", str(images), "no image to index")
+        parts = PartsBuild(add_parts_on_ray, plan.workers)
+        index, update = FaceIndex.build_from_shards(
+            shards,
+            path,
+            cast(Kind, kind),
+            overwrite=overwrite,
+            face_encoder=face_encoder,
+            faces=faces,
+            cache=opts.cache,
+            progress=opts.progress,
+            memory_budget=budget,
+            parts=parts,
+        )
     update.computed, update.cached = run.computed, run.images - run.computed
-    update.ray = run.to_dict()
+    update.ray = {**run.to_dict(), "parts": parts.report}
     return index, update
 
 

@@ -181,9 +181,15 @@ def read_faiss(path: Path, mmap: bool = True) -> Any:
 
     ``IO_FLAG_MMAP_IFC`` (FAISS >= 1.10) maps the codes of every kind used here without copying
     them, so a large index opens in a fraction of a second; older versions get ``IO_FLAG_MMAP``,
-    then a plain read.
+    then a plain read. An index whose lists were merged on disk (``ann.faiss`` beside
+    ``ann.ivfdata``, :mod:`..parts`) maps them itself and is read with ``IO_FLAG_ONDISK_SAME_DIR``
+    alone, which finds the ``.ivfdata`` file beside the index wherever the folder has moved. Measured
+    with FAISS 1.15.1: ``IO_FLAG_MMAP_IFC`` cannot read such an index, and with ``IO_FLAG_MMAP`` it
+    reads but its first search crashes the process (a segmentation fault).
     """
     faiss = faiss_module()
+    if Path(path).with_suffix(".ivfdata").is_file():
+        return faiss.read_index(str(path), getattr(faiss, "IO_FLAG_ONDISK_SAME_DIR", 0))
     flags = [getattr(faiss, "IO_FLAG_MMAP_IFC", None), getattr(faiss, "IO_FLAG_MMAP", None)] if mmap else []
     for flag in flags:
         if flag is not None:
