@@ -1,6 +1,7 @@
 """Opt out by face (``serve --opt-out-faces``): an enrolled person's unlabelled photos never appear in any route.
 
-The index (random-weight CLIP for the image vectors, real dlib for the face vectors) holds nine
+The index (random-weight CLIP for the image vectors, real dlib and FaceNet for the face vectors,
+so the served default is the fused rule) holds nine
 lfw-mini people with their labels and Colin Powell's photos 4-10 with no label (lying directly
 in the indexed folder); Colin Powell asked to be removed with photos 1-3. Every route of the
 server, clipface's own and clip-retrieval's, is asked for everything it will give.
@@ -39,10 +40,13 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     for i, photo in enumerate(sorted((LFW_MINI / OUT).glob("*.jpg"))):
         shutil.copy(photo, enrol / photo.name if i < 3 else images / f"upload_{i:03d}.jpg")  # no name, no label
     index_dir = root / INDICE
-    build_index("test-tiny-random", str(images), index_dir, RunOptions(progress=False), face_model="dlib")
+    # the faces by both models, as the served default (the fused rule) needs them
+    opts = RunOptions(progress=False)
+    build_index("test-tiny-random", str(images), index_dir, opts, face_model="dlib", second_face_model="facenet-casia")
     index = FaceIndex.load(index_dir)
     hidden = sorted(i for i, im in index.meta.images(range(index.count)).items() if im.identity is None)
     assert len(hidden) == 7 and index.faces is not None and index.faces.store.count >= index.count == 97
+    assert index.second_faces is not None and index.second_faces.store.count >= 90
     return index_dir, root / "optout", hidden
 
 
@@ -208,3 +212,44 @@ def test_face_vectors_are_mirror_summed_and_single_crop_ones_are_refused(
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="single crops.*--face-model dlib"):
         FaceOptOut(FaceIndex.load(old), optout)
+
+
+def test_the_served_default_is_the_fused_rule_and_a_single_model_rule_is_there_when_asked(
+    folders: tuple[Path, Path, list[int]],
+) -> None:
+    from clipface.errors import UsageError
+    from clipface.server.face_optout import FaceOptOut
+
+    index_dir, optout, hidden = folders
+    index = FaceIndex.load(index_dir)
+    fused = FaceOptOut(index, optout)
+    assert fused.rule == "fused" and fused.stats()["fused"]["with"] == "facenet-casia"
+    assert fused.removed == set(hidden)
+    mean = FaceOptOut(index, optout, rule="mean")
+    assert (mean.rule, mean.stats()["fused"]) == ("mean", None) and set(hidden) <= mean.removed
+    with pytest.raises(UsageError, match="calibrated, not cosines"):  # a cosine means nothing to the fused rule
+        FaceOptOut(index, optout, threshold=0.9)
+    index.second_faces = None  # an index without the second model's faces: the single-model rule, or one line
+    assert FaceOptOut(index, optout).rule == "mean"
+    with pytest.raises(UsageError, match="needs an index that keeps faces by facenet-casia"):
+        FaceOptOut(index, optout, rule="fused")
+
+
+def test_added_images_get_both_models_faces(folders: tuple[Path, Path, list[int]], tmp_path: Path) -> None:
+    from clipface.jobs import add_images
+
+    copy = tmp_path / "index"
+    shutil.copytree(folders[0], copy)
+    before = FaceIndex.load(copy)
+    n_first, n_second = before.faces.store.count, before.second_faces.store.count  # type: ignore[union-attr]
+    new = tmp_path / "new"
+    new.mkdir()
+    for photo in sorted((LFW_MINI / OUT).glob("*.jpg"))[:3]:  # Colin Powell's enrolment photos, not yet indexed
+        shutil.copy(photo, new / photo.name)
+    add_images(copy, str(new), RunOptions(progress=False))
+    after = FaceIndex.load(copy)  # the load checks every count against the manifest and the metadata
+    assert after.count == before.count + 3
+    assert after.faces.store.count == n_first + 3  # type: ignore[union-attr]
+    assert after.second_faces.store.count == n_second + 3  # type: ignore[union-attr]
+    assert set(after.second_faces.store.image_ids[-3:].tolist()) == set(range(before.count, after.count))  # type: ignore[union-attr]
+    assert after.stats()["second_faces"]["model"] == "facenet-casia"

@@ -39,6 +39,13 @@ class BuildOptions:
         "vectors: for `serve --opt-out-faces` and search by face (default: the model itself when it is a face "
         "recogniser and --faces is given).",
     )
+    second_face_model: Optional[str] = flag(
+        None,
+        "--second-face-model",
+        help="Also keep the same faces embedded by a second face recogniser (e.g. facenet-casia beside dlib): "
+        "`serve --opt-out-faces` then removes a person by the two models' fused scores, the calibrated default "
+        "(fewer other people removed at the same leak).",
+    )
     faces: Optional[str] = flag(
         None,
         "--faces",
@@ -142,8 +149,10 @@ class ServeOptions:
         None,
         "--opt-out-faces-rule",
         help="How a face is scored against a person's enrolment photos: any (best match), second (two must "
-        "agree), mean or centroid (default: the face model's calibrated rule, dlib's mean; see "
-        "benchmarks/results/opt_out_calibration.md).",
+        "agree), mean, centroid, or fused (the face model's and the second face model's scores together, for an "
+        "index built with --second-face-model). Default: fused where the index keeps the second model that dlib's "
+        "fusion is calibrated with, else the face model's calibrated rule (dlib's mean); see "
+        "benchmarks/results/opt_out_calibration.md.",
     )
     rate_limit: float = flag(60.0, "--rate-limit", help="API requests per minute per client IP (0: unlimited).")
     max_upload_mb: float = flag(10.0, "--max-upload-mb", help="Largest request body, in MB.")

@@ -48,12 +48,15 @@ class IndexFaces:
         self._encoder: Encoder | None = None
 
     @classmethod
-    def of(cls, folder: Path, entry: Any, meta: MetaDB, mmap: bool = True, new: bool = False) -> IndexFaces | None:
-        """The face vectors the manifest's ``faces`` entry describes (``new``: an empty store); ``None`` without."""
+    def of(
+        cls, folder: Path, entry: Any, meta: MetaDB, mmap: bool = True, new: bool = False, table: str = "faces"
+    ) -> IndexFaces | None:
+        """The face vectors the manifest's ``faces`` (or ``second_faces``, with that ``table``) entry describes
+        (``new``: an empty store); ``None`` without."""
         model = FaceModel.read(entry, folder)
         if model is None:
             return None
-        store = FaceStore.create(folder, model.dim) if new else FaceStore.open(folder, meta, model, mmap)
+        store = FaceStore.create(folder, model.dim, table) if new else FaceStore.open(folder, meta, model, mmap, table)
         return cls(folder, model, store, meta)
 
     def check_encoder(self, encoder: Encoder) -> None:

@@ -29,9 +29,14 @@ from .meta import MetaDB
 from .records import EncoderId, Exclude, FaceIndexError, ImageRecord, SearchHit
 from .rows import append_rows, read_rows
 
-__all__ = ["FACES", "FaceModel", "FaceStore", "face_rows"]
+__all__ = ["FACES", "SECOND_FACES", "FaceModel", "FaceStore", "face_rows"]
 
 FACES = "faces.f32"
+#: The second face model's vectors (``index build --second-face-model``), kept as the first's, in the metadata's
+#: ``second_faces`` table.
+SECOND_FACES = "second_faces.f32"
+#: Each face store's vector file, by its metadata table (:data:`~clipface.index.meta.FACE_TABLES`).
+FILES = {"faces": FACES, "second_faces": SECOND_FACES}
 #: The end of a ``preprocess_id`` whose vectors add the mirrored crop's (:attr:`~clipface.models.base.Encoder.flip`).
 FLIP_SUM = "|flipsum"
 #: How one person's enrolment vectors score a face: the best similarity, the second best (two photos must agree),
@@ -79,10 +84,13 @@ class FaceModel:
 
 
 class FaceStore:
-    """The face vectors of one index folder and the image each face belongs to."""
+    """The face vectors of one index folder and the image each face belongs to (``table``: the face model's
+    ``faces`` or the second face model's ``second_faces``)."""
 
-    def __init__(self, folder: Path, dim: int, vectors: np.ndarray, image_ids: np.ndarray) -> None:
-        self.dir, self.dim = Path(folder), dim
+    def __init__(
+        self, folder: Path, dim: int, vectors: np.ndarray, image_ids: np.ndarray, table: str = "faces"
+    ) -> None:
+        self.dir, self.dim, self.table = Path(folder), dim, table
         self.vectors = vectors
         self.image_ids = image_ids
 
@@ -91,26 +99,27 @@ class FaceStore:
         return len(self.vectors)
 
     @classmethod
-    def create(cls, folder: Path, dim: int) -> FaceStore:
-        (Path(folder) / FACES).unlink(missing_ok=True)
-        return cls(folder, dim, np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+    def create(cls, folder: Path, dim: int, table: str = "faces") -> FaceStore:
+        (Path(folder) / FILES[table]).unlink(missing_ok=True)
+        return cls(folder, dim, np.zeros((0, dim), np.float32), np.zeros(0, np.int64), table)
 
     @classmethod
-    def open(cls, folder: Path, meta: MetaDB, model: FaceModel, mmap: bool = True) -> FaceStore:
+    def open(cls, folder: Path, meta: MetaDB, model: FaceModel, mmap: bool = True, table: str = "faces") -> FaceStore:
         """The committed faces (checked against the manifest's count and the metadata rows)."""
         count, dim = model.count, model.dim
-        vectors = read_rows(Path(folder) / FACES, count, dim, mmap, "face")
-        image_ids = np.asarray(meta.face_images()[:count], np.int64)
+        vectors = read_rows(Path(folder) / FILES[table], count, dim, mmap, "face")
+        image_ids = np.asarray(meta.face_images(table)[:count], np.int64)
         if len(image_ids) != count:
             raise FaceIndexError(
-                f"{folder}: inconsistent index ({count} faces in the manifest, {len(image_ids)} face rows): rebuild it"
+                f"{folder}: inconsistent index ({count} faces in the manifest, {len(image_ids)} {table} rows): "
+                "rebuild it"
             )
-        return cls(folder, dim, vectors, image_ids)
+        return cls(folder, dim, vectors, image_ids, table)
 
     def append(self, new: np.ndarray, image_ids: Sequence[int]) -> None:
         """Write ``new`` rows after the committed ones (the manifest's face count commits them)."""
         new = np.ascontiguousarray(new, dtype=np.float32).reshape(-1, self.dim)
-        self.vectors = append_rows(self.dir / FACES, self.count, new)
+        self.vectors = append_rows(self.dir / FILES[self.table], self.count, new)
         self.image_ids = np.concatenate([self.image_ids, np.asarray(image_ids, np.int64)])
 
     # -- matching ------------------------------------------------------------------------------

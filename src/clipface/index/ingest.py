@@ -77,6 +77,7 @@ class Embedded:
     computed: int
     cached: int
     faces: dict[str, Any] | None = None  # the faces of the records by SHA-256, for an index that keeps faces
+    second_faces: dict[str, Any] | None = None  # the same, by the second face model
 
 
 def embed_source(

@@ -36,7 +36,13 @@ CREATE TABLE IF NOT EXISTS faces (
     y1 REAL NOT NULL, score REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_image ON faces(image_id);
+CREATE TABLE IF NOT EXISTS second_faces (
+    id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL,
+    y1 REAL NOT NULL, score REAL NOT NULL
+);
 """
+#: The tables of face rows: the face model's (``faces``) and the second face model's (``second_faces``).
+FACE_TABLES = ("faces", "second_faces")
 _COLUMNS = "id, path, relpath, identity, width, height, sha256"
 #: SQLite integers are signed 64-bit: an id outside this range cannot be in an index (and would overflow a query).
 _MAX_ID = 2**63
@@ -100,16 +106,20 @@ class MetaDB:
         ]
         self.conn().executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def insert_faces(self, rows: Sequence[tuple[int, int, float, float, float, float, float]]) -> None:
-        """Add face rows ``(face id, image id, x0, y0, x1, y1, score)`` (inside the caller's transaction)."""
-        self.conn().executemany("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    def insert_faces(
+        self, rows: Sequence[tuple[int, int, float, float, float, float, float]], table: str = "faces"
+    ) -> None:
+        """Add face rows ``(face id, image id, x0, y0, x1, y1, score)`` to ``table`` (:data:`FACE_TABLES`; inside the
+        caller's transaction)."""
+        self.conn().executemany(f"INSERT INTO {_face_table(table)} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def face_count(self) -> int:
-        return int(self.conn().execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+    def face_count(self, table: str = "faces") -> int:
+        return int(self.conn().execute(f"SELECT COUNT(*) FROM {_face_table(table)}").fetchone()[0])
 
-    def face_images(self) -> list[int]:
-        """The image id of every face, by face id."""
-        return [int(r[0]) for r in self.conn().execute("SELECT image_id FROM faces ORDER BY id")]
+    def face_images(self, table: str = "faces") -> list[int]:
+        """The image id of every face of ``table``, by face id."""
+        sql = f"SELECT image_id FROM {_face_table(table)} ORDER BY id"
+        return [int(r[0]) for r in self.conn().execute(sql)]
 
     def face_boxes(self, face_ids: Iterable[int]) -> dict[int, tuple[float, float, float, float]]:
         """The box of each of these faces."""
@@ -181,3 +191,10 @@ def _image(row: tuple[Any, ...]) -> IndexedImage:
         sha256=sha,
         id=i,
     )
+
+
+def _face_table(table: str) -> str:
+    """``table`` if it is one of :data:`FACE_TABLES` (the names are spliced into SQL)."""
+    if table not in FACE_TABLES:
+        raise ValueError(f"unknown face table {table!r}")
+    return table

@@ -118,8 +118,10 @@ def _check_manifest(m: Manifest) -> str | None:
             return f"{name} must be a whole number of at least {least}, not {value!r}"
     if m.kind not in STORED_KINDS:
         return f"unknown kind {m.kind!r} (one of {', '.join(STORED_KINDS)})"
-    if not isinstance(m.params, dict) or not (m.faces is None or isinstance(m.faces, dict)):
-        return "params and faces must be JSON objects"
+    if not isinstance(m.params, dict) or not all(f is None or isinstance(f, dict) for f in (m.faces, m.second_faces)):
+        return "params, faces and second_faces must be JSON objects"
+    if m.second_faces is not None and m.faces is None:
+        return "second_faces without faces"
     if m.align is not None and not isinstance(m.align, str):
         return f"align must be text, not {m.align!r}"
     return None
@@ -142,6 +144,8 @@ class Manifest:
     format: int = FORMAT
     #: The face vectors kept beside the image vectors (:class:`~clipface.index.facestore.FaceModel`), if any.
     faces: dict[str, Any] | None = None
+    #: A second face model's vectors of the same images (``--second-face-model``), for the fused opt-out rule.
+    second_faces: dict[str, Any] | None = None
 
     @property
     def encoder_id(self) -> EncoderId:

@@ -45,7 +45,7 @@ from .ann.budget import kind_and_params
 from .ann.faiss_backend import FLAT_MAX, Kind
 from .ann.tune import needs_tuning, tune_nprobe
 from .faces import IndexFaces, faces_with
-from .facestore import FACES, FaceModel, face_rows
+from .facestore import FACES, SECOND_FACES, FaceModel, face_rows
 from .ingest import Embedded, ImageSource, embed_source
 from .meta import MetaDB
 from .records import (
@@ -85,6 +85,10 @@ class FaceIndex:
         self._lock = threading.RLock()
         self.meta = MetaDB(self.dir / META, self.dir / SKIPPED)
         self.faces = IndexFaces.of(self.dir, manifest.faces, self.meta, new=new) if new else None
+        #: A second face model's vectors of the same images (``--second-face-model``), ``None`` without.
+        self.second_faces = (
+            IndexFaces.of(self.dir, manifest.second_faces, self.meta, new=new, table="second_faces") if new else None
+        )
         #: Searches the image vectors in its place when set (``serve --shards``): anything with
         #: ``search(queries, k) -> (scores, ids)``, as :class:`~clipface.index.sharded.ShardedSearch`.
         self.sharded: Any = None
@@ -109,6 +113,7 @@ class FaceIndex:
         face_encoder: Encoder | None = None,
         faces: str = "central",
         memory_budget: int | None = None,
+        second_face_encoder: Encoder | None = None,
     ) -> tuple[FaceIndex, IndexUpdate]:
         """Embed every image of ``images`` with ``encoder`` and write a new index to ``index_dir``.
 
@@ -116,14 +121,15 @@ class FaceIndex:
         ``align``/``on_no_face``: the ``--align`` choice the encoder was created with, recorded so
         :meth:`load_encoder` recreates it (``None``: the model's own front end).
         ``face_encoder``: also keep the faces of every image embedded by this face recogniser
-        (:mod:`.facestore`), the central one or, with ``faces="all"``, every detected face.
+        (:mod:`.facestore`), the central one or, with ``faces="all"``, every detected face;
+        ``second_face_encoder``: the same images' faces by a second face recogniser too (the fused opt-out rule).
         ``memory_budget``: bytes the served codes must fit in (:mod:`.ann.budget`).
         """
         index_dir = fresh_dir(index_dir, overwrite, MANIFEST)
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
         manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
-        _with_faces(manifest, emb, face_encoder, faces, cache, batch_size, progress)
+        _with_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, batch_size, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget)
 
     @classmethod
@@ -141,6 +147,7 @@ class FaceIndex:
         progress: bool = False,
         memory_budget: int | None = None,
         parts: Any = None,
+        second_face_encoder: Encoder | None = None,
     ) -> tuple[FaceIndex, IndexUpdate]:
         """A new index from the embedding shards written by :func:`clipface.index.ray.embed_with_ray`.
 
@@ -152,7 +159,7 @@ class FaceIndex:
         records, vectors, dups = unique(shards.records, shards.vectors, set())
         manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
         emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
-        _with_faces(manifest, emb, face_encoder, faces, cache, 32, progress)
+        _with_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, 32, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget, parts)
 
     @classmethod
@@ -177,18 +184,25 @@ class FaceIndex:
             fit = kind_and_params(len(emb.vectors), manifest.dim, kind, flat_max, memory_budget)
             manifest.kind, manifest.params = fit.kind, fit.params
             # the manifest first: a half-removed index is none
-            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, IVFDATA, LEGACY, FACES):
+            for name in (MANIFEST, META, SKIPPED, VECTORS, ANN, IVFDATA, LEGACY, FACES, SECOND_FACES):
                 (index_dir / name).unlink(missing_ok=True)
             try:
                 vectors = l2_normalize(emb.vectors)
                 store = VectorStore.create(index_dir, manifest.kind, manifest.dim, manifest.params, vectors, parts)
                 index = cls(index_dir, manifest, store, new=True)
                 update = index._append(
-                    emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, emb.faces
+                    emb.records,
+                    emb.vectors,
+                    emb.skipped,
+                    emb.duplicates,
+                    emb.computed,
+                    emb.cached,
+                    emb.faces,
+                    emb.second_faces,
                 )
             except BaseException:
                 if not (index_dir / MANIFEST).exists():
-                    for name in (META, SKIPPED, VECTORS, ANN, IVFDATA, FACES):
+                    for name in (META, SKIPPED, VECTORS, ANN, IVFDATA, FACES, SECOND_FACES):
                         (index_dir / name).unlink(missing_ok=True)
                 raise
         return index, update
@@ -209,6 +223,7 @@ class FaceIndex:
             index = cls(index_dir, manifest, store)
             n_rows = index.meta.count()
             index.faces = IndexFaces.of(index_dir, manifest.faces, index.meta, mmap)
+            index.second_faces = IndexFaces.of(index_dir, manifest.second_faces, index.meta, mmap, table="second_faces")
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
@@ -236,14 +251,17 @@ class FaceIndex:
         """Embed and append new images (files whose SHA-256 is already indexed are skipped).
 
         An index with faces embeds the new images' faces too, with ``face_encoder`` (default: its
-        face model, loaded).
+        face model, loaded), and with its second face model where it has one.
         """
         self.check_encoder(encoder)
         self._store.check_appendable()
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, self.meta.known, cache, batch_size, workers, progress)
         faces = self.faces.embed(emb.records, cache, face_encoder, batch_size, progress) if self.faces else None
-        return self._commit(emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, faces)
+        second = self.second_faces.embed(emb.records, cache, None, batch_size, progress) if self.second_faces else None
+        return self._commit(
+            emb.records, emb.vectors, emb.skipped, emb.duplicates, emb.computed, emb.cached, faces, second
+        )
 
     def add_shards(self, shard_dir: str | Path) -> IndexUpdate:
         """Append the embedding shards of :func:`clipface.index.ray.embed_with_ray` (same encoder required)."""
@@ -270,7 +288,8 @@ class FaceIndex:
         )
         records, vectors, dups = unique(list(records), vectors, self.meta.known([r.sha256 for r in records]))
         faces = self.faces.embed(records, None) if self.faces else None
-        return self._commit(records, vectors, list(skipped or []), dups, faces=faces)
+        second = self.second_faces.embed(records, None) if self.second_faces else None
+        return self._commit(records, vectors, list(skipped or []), dups, faces=faces, second_faces=second)
 
     def _commit(
         self,
@@ -281,6 +300,7 @@ class FaceIndex:
         computed: int = 0,
         cached: int = 0,
         faces: dict[str, Faces] | None = None,
+        second_faces: dict[str, Faces] | None = None,
     ) -> IndexUpdate:
         """Append vectors and metadata to the committed index (see :mod:`clipface.index.writer`).
 
@@ -291,7 +311,7 @@ class FaceIndex:
             if self._reload_for_write():
                 records, vectors, more = unique(records, vectors, self.meta.known([r.sha256 for r in records]))
                 duplicates += more
-            return self._append(records, vectors, skipped, duplicates, computed, cached, faces)
+            return self._append(records, vectors, skipped, duplicates, computed, cached, faces, second_faces)
 
     def _append(
         self,
@@ -302,21 +322,28 @@ class FaceIndex:
         computed: int,
         cached: int,
         faces: dict[str, Faces] | None = None,
+        second_faces: dict[str, Faces] | None = None,
     ) -> IndexUpdate:
         """Write the vectors (and faces) with the metadata rows, then the manifest and skipped list (writer lock
         held)."""
         start = self._store.count
         if len(records):
             self._store.append(l2_normalize(vectors))
-        rows: list[Any] = []
-        if self.faces is not None and self.manifest.faces is not None:
-            store = self.faces.store
-            rows, face_vecs, owners = face_rows(store.count, start, records, faces or {}, store.dim)
-            store.append(l2_normalize(face_vecs), owners)
+        rows: dict[str, list[Any]] = {}
+        stores = (
+            (self.faces, self.manifest.faces, faces),
+            (self.second_faces, self.manifest.second_faces, second_faces),
+        )
+        for kept, entry, new in stores:
+            if kept is not None and entry is not None:
+                store = kept.store
+                rows[store.table], face_vecs, owners = face_rows(store.count, start, records, new or {}, store.dim)
+                store.append(l2_normalize(face_vecs), owners)
         commit_rows(self._store, self.meta, start, records, rows)
         self.manifest.count = self._store.count
-        if self.faces is not None and self.manifest.faces is not None:
-            self.manifest.faces["count"] = self.faces.model.count = self.faces.store.count
+        for kept, entry, _ in stores:
+            if kept is not None and entry is not None:
+                entry["count"] = kept.model.count = kept.store.count
         if needs_tuning(self._store):  # lists probed chosen by measurement (built, or doubled since)
             self.manifest.params = tune_nprobe(self._store)
         self.manifest.format = FORMAT
@@ -334,7 +361,9 @@ class FaceIndex:
             m = on_disk
             self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
             self.manifest.faces, self.manifest.params = m.faces, m.params  # params: another writer's tuning
+            self.manifest.second_faces = m.second_faces
             self.faces = IndexFaces.of(self.dir, m.faces, self.meta, True)
+            self.second_faces = IndexFaces.of(self.dir, m.second_faces, self.meta, True, table="second_faces")
         self.manifest.count = self._store.count
         return changed
 
@@ -470,6 +499,7 @@ class FaceIndex:
             "identities": self.meta.n_identities(),
             "skipped": self._skipped_count(),
             "faces": self.faces.stats() if self.faces is not None else None,
+            "second_faces": self.second_faces.stats() if self.second_faces is not None else None,
         }
 
     def _skipped_count(self) -> int | None:
@@ -486,13 +516,20 @@ class FaceIndex:
 def _with_faces(
     manifest: Manifest,
     emb: Embedded,
-    face_encoder: Encoder | None,
+    face_encoders: tuple[Encoder | None, Encoder | None],
     faces: str,
     cache: EmbeddingCache | NullCache | None,
     batch_size: int,
     progress: bool,
 ) -> None:
-    """A new index's faces, when it keeps them: the face model in the manifest, every image's faces embedded."""
-    if face_encoder is not None:
-        manifest.faces = FaceModel.of(EncoderId.of(face_encoder), faces).to_dict()
-        emb.faces = faces_with(face_encoder, faces, emb.records, cache, batch_size, progress)
+    """A new index's faces, when it keeps them: the face model (and the second, if any) in the manifest, every
+    image's faces embedded by each."""
+    first, second = face_encoders
+    if second is not None and first is None:
+        raise ValueError("a second face model needs a face model")
+    if first is not None:
+        manifest.faces = FaceModel.of(EncoderId.of(first), faces).to_dict()
+        emb.faces = faces_with(first, faces, emb.records, cache, batch_size, progress)
+    if second is not None:
+        manifest.second_faces = FaceModel.of(EncoderId.of(second), faces).to_dict()
+        emb.second_faces = faces_with(second, faces, emb.records, cache, batch_size, progress)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ContextManager, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
 import numpy as np
 
@@ -42,18 +42,23 @@ def write_lock(index_dir: Path, timeout: float | None = None) -> ContextManager[
 
 
 def commit_rows(
-    store: VectorStore, meta: MetaDB, start: int, records: list[ImageRecord], faces: Sequence[tuple[Any, ...]] = ()
+    store: VectorStore,
+    meta: MetaDB,
+    start: int,
+    records: list[ImageRecord],
+    faces: Mapping[str, Sequence[tuple[Any, ...]]] | None = None,
 ) -> None:
-    """Add ``records`` (ids from ``start``) and their ``faces`` rows to ``meta`` and write ``store``'s codes
-    (``ann.faiss``): all or none."""
+    """Add ``records`` (ids from ``start``) and their face rows (``faces``: by table) to ``meta`` and write
+    ``store``'s codes (``ann.faiss``): all or none."""
     tmp = store.write_ann()
     try:
         if tmp is not None:
             os.chmod(tmp, FILE_MODE)  # mkstemp's file is private; the index is as readable as its other files
         with meta.conn():
             meta.insert(start, records)
-            if faces:
-                meta.insert_faces(faces)
+            for table, rows in (faces or {}).items():
+                if rows:
+                    meta.insert_faces(rows, table)
             if tmp is not None:
                 os.replace(tmp, store.dir / ANN)
     finally:

@@ -38,12 +38,14 @@ def build_index(
     ray_shard_size: int = 256,
     ray_shards: str | Path | None = None,
     memory_budget: str | int | None = None,
+    second_face_model: str | None = None,
 ) -> tuple[Any, Any]:
     """Embed ``images`` (a folder, ``bundled:NAME``, a dataset or files) with ``model`` into a new index folder.
 
     ``face_model``: also keep every image's faces embedded by this face recogniser (``faces``:
     ``central`` or ``all``; default central). ``faces`` without ``face_model`` uses ``model``
-    itself, which must then be a face recogniser.
+    itself, which must then be a face recogniser. ``second_face_model``: the same faces embedded by a second
+    face recogniser too, for the fused opt-out rule (:mod:`clipface.index.fusion`).
 
     ``ray``: embed on a Ray cluster (its address, or ``local``) with ``ray_workers`` actors, each with
     ``ray_gpus_per_worker`` of a GPU, into embedding shards of ``ray_shard_size`` images in ``ray_shards``
@@ -60,7 +62,7 @@ def build_index(
     from ..models.registry import get_spec
     from ..models.runtime import LoadOptions, load_encoder
 
-    check_models([model] + ([face_model] if face_model else []))
+    check_models([model] + [m for m in (face_model, second_face_model) if m])
     check_choice("kind", kind, KINDS)
     if faces is not None:
         check_choice("faces", faces, FACE_MODES)
@@ -71,15 +73,24 @@ def build_index(
     path = _index_folder(index_dir, must_exist=False)
     budget = _check_budget(memory_budget, model, images, kind)
     opts = opts if opts is not None else RunOptions()
-    face_encoder = None
-    if face_model is not None:
-        if get_spec(face_model).family != "face":
-            raise UsageError("face_model", face_model, "not a face recogniser (choose e.g. dlib or facenet-casia)")
+    if second_face_model is not None and face_model is None:
+        raise UsageError("second_face_model", second_face_model, "needs a face model: give --face-model dlib too")
+    if second_face_model is not None and second_face_model == face_model:
+        raise UsageError("second_face_model", second_face_model, "is the face model itself: name another one")
+    encoders = []
+    for flag, name in (("face_model", face_model), ("second_face_model", second_face_model)):
+        if name is not None and get_spec(name).family != "face":
+            raise UsageError(flag, name, "not a face recogniser (choose e.g. dlib or facenet-casia)")
+    for name in (face_model, second_face_model):
         # mirror-summed, as LFW verification embeds faces: the face model's recorded threshold then applies
-        face_encoder = load_encoder(face_model, LoadOptions(device=opts.device, flip=True))
+        encoders.append(load_encoder(name, LoadOptions(device=opts.device, flip=True)) if name else None)
+    face_encoder, second_face_encoder = encoders
     if ray is not None:
         plan = RayPlan(ray, ray_workers, ray_gpus_per_worker, ray_shard_size, ray_shards)
-        return _build_on_ray(plan, model, images, path, opts, kind, overwrite, face_encoder, faces or "central", budget)
+        face_encoders = (face_encoder, second_face_encoder)
+        return _build_on_ray(
+            plan, model, images, path, opts, kind, overwrite, face_encoders, faces or "central", budget
+        )
     encoder = load_encoder(model, opts)
     return FaceIndex.build(
         encoder,
@@ -94,6 +105,7 @@ def build_index(
         workers=opts.workers,
         progress=opts.progress,
         face_encoder=face_encoder,
+        second_face_encoder=second_face_encoder,
         faces=faces or "central",
         memory_budget=budget,
     )
@@ -143,7 +155,7 @@ def _build_on_ray(
     opts: RunOptions,
     kind: str,
     overwrite: bool,
-    face_encoder: Any,
+    face_encoders: tuple[Any, Any],
     faces: str,
     budget: int | None = None,
 ) -> tuple[Any, Any]:
@@ -180,7 +192,8 @@ def _build_on_ray(
             path,
             cast(Kind, kind),
             overwrite=overwrite,
-            face_encoder=face_encoder,
+            face_encoder=face_encoders[0],
+            second_face_encoder=face_encoders[1],
             faces=faces,
             cache=opts.cache,
             progress=opts.progress,

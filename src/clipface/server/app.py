@@ -35,7 +35,7 @@ from ..audit.person import THRESHOLD, audit_person
 from ..data.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..data.textnorm import is_blank
 from ..errors import ClipfaceError, ImageError, UsageError, check_choice, check_float, check_int
-from ..index.facestore import PERSON_RULES
+from ..index.fusion import OPT_OUT_RULES
 from ..index.records import IndexedImage, QueryError
 from ..index.sharded import ShardedSearch, ShardReport, ShardsDownError, begin_report, deploy_shards
 from ..index.store import FaceIndex
@@ -126,7 +126,7 @@ def create_app(
     if opt_out_faces_threshold is not None and not -1.0 <= opt_out_faces_threshold <= 1.0:
         raise UsageError("opt_out_faces_threshold", opt_out_faces_threshold, "a cosine: between -1 and 1")
     if opt_out_faces_rule is not None:
-        check_choice("opt_out_faces_rule", opt_out_faces_rule, PERSON_RULES)
+        check_choice("opt_out_faces_rule", opt_out_faces_rule, OPT_OUT_RULES)
     if require_token and not token:
         raise ClipfaceError(f"an API token is required: set ${TOKEN_ENV} (or pass --no-auth to serve without one)")
     _check_shards(ray, shards, shard_replicas, shard_timeout)

@@ -6,8 +6,10 @@ its face vectors are (:mod:`clipface.index.facestore`; an index built with a fac
 model and no face vectors uses its image vectors, one central face per image, where those are
 mirror-summed). An indexed image is removed when one of its stored faces scores at least the
 threshold against an enrolled person by the rule (:data:`~clipface.index.facestore.PERSON_RULES`;
-default: the face model's calibrated rule and threshold, :func:`decision_rule`): an exact matrix
-product over every stored face, so an image is removed whether or not it carries an identity label
+default: the face model's calibrated rule and threshold, :func:`decision_rule`), or, in an index that
+keeps a second face model's vectors too (``index build --second-face-model``), by the two models'
+fused scores (:mod:`clipface.index.fusion`, the default where it is calibrated): exact matrix
+products over every stored face, so an image is removed whether or not it carries an identity label
 and whoever else is in it. The set of removed image ids goes into the same exclusion every route
 applies (``/api/...``, thumbnails, ``/knn-service``, ``/metadata``). The folder is watched
 (:meth:`FaceOptOut.refresh`).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ import numpy as np
 
 from ..data.images import is_image_path, load_image
 from ..errors import ClipfaceError, ImageError, UsageError
-from ..index.facestore import FLIP_SUM, PERSON_RULES, FaceStore
+from ..index.facestore import FLIP_SUM, FaceStore
+from ..index.fusion import FUSED, OPT_OUT_RULES, FusedRule, fused_removals
 from ..index.records import IndexedImage
 from ..index.store import FaceIndex
 from ..models.base import Encoder
@@ -46,6 +49,8 @@ def decision_rule(spec: Any, rule: str | None, threshold: float | None) -> tuple
     registry entry, from ``benchmarks/opt_out_calibration.py``), else the best match at its LFW pair threshold."""
     recorded = spec.extra.get("opt_out") or {}
     rule = rule or recorded.get("rule", "any")
+    if rule == FUSED:
+        raise UsageError("opt_out_faces_rule", rule, "needs an index with a second face model (--second-face-model)")
     if threshold is None:
         threshold = recorded.get("threshold") if rule == recorded.get("rule") else spec.verify_threshold
     if threshold is None:
@@ -83,12 +88,18 @@ class FaceOptOut:
         interval: float = 1.0,
         rule: str | None = None,
     ) -> None:
-        if rule is not None and rule not in PERSON_RULES:
-            raise UsageError("opt_out_faces_rule", rule, f"choose one of {', '.join(PERSON_RULES)}")
+        if rule is not None and rule not in OPT_OUT_RULES:
+            raise UsageError("opt_out_faces_rule", rule, f"choose one of {', '.join(OPT_OUT_RULES)}")
         self.folder = Path(folder)
         person_folders(self.folder)  # a wrong folder is refused before any model loads
         self.store, self._encoder = self._faces_of(index, encoder, device)
-        self.rule, self.threshold = decision_rule(get_spec(self._encoder.name), rule, threshold)
+        self.n_images = index.count
+        #: The fused rule and the second model's faces and encoder, where the index has them and they are chosen.
+        self.fused, self._second = self._fusion(index, get_spec(self._encoder.name), rule, threshold, device)
+        if self.fused is not None:
+            self.rule, self.threshold = FUSED, self.fused.threshold
+        else:
+            self.rule, self.threshold = decision_rule(get_spec(self._encoder.name), rule, threshold)
         self.model = self._encoder.name
         self.interval = interval
         #: Why the last change of the folder was not taken (``None``: the enrolment in use is the folder's).
@@ -152,12 +163,13 @@ class FaceOptOut:
                 enrolled[name] = before
                 continue
             refs, photos = self._enrol(self._encoder, self.folder / name)
+            second = self._enrol(self._second[1], self.folder / name)[0] if self._second else refs[:0]
             kept = False
-            if not len(refs) and before is not None and len(before.refs):
-                refs, kept = before.refs, True  # every new photo unusable: the last good ones stay
-            elif not len(refs):
+            if not len(refs) and not len(second) and before is not None and len(before.refs):
+                refs, second, kept = before.refs, before.second, True  # every new photo unusable: the last good ones
+            elif not len(refs) and not len(second):
                 log.warning("face opt-out %s: no photo with a usable face; this person removes nothing", name)
-            enrolled[name] = _Person(signature, refs, photos, self._removals(refs), kept)
+            enrolled[name] = _Person(signature, refs, photos, self._removals(refs, second), kept, second)
         removed = set().union(*(p.removes for p in enrolled.values())) if enrolled else set()
         people = [
             {"person": number, "photos": p.photos, "enrolled": len(p.refs), "removes": len(p.removes)}
@@ -171,12 +183,54 @@ class FaceOptOut:
                 "face opt-out %d (%s): %d photos enrolled, %d images removed", number, name, len(p.refs), len(p.removes)
             )
 
-    def _removals(self, refs: np.ndarray) -> frozenset[int]:
-        """The images with a face whose score against one person's enrolment reaches the threshold."""
+    def _removals(self, refs: np.ndarray, second: np.ndarray | None, threshold: float | None = None) -> frozenset[int]:
+        """The images with a face whose score against one person's enrolment (by the face model, and by the second
+        for the fused rule) reaches the threshold (``threshold``: another one of the same rule)."""
+        threshold = self.threshold if threshold is None else threshold
+        if self.fused is not None and self._second is not None:
+            rule = replace(self.fused, threshold=threshold)
+            stores = (self.store, self._second[0])
+            removed = fused_removals(rule, stores, (refs, refs[:0] if second is None else second), self.n_images)
+            return frozenset(int(i) for i in np.flatnonzero(removed))
         if not len(refs):
             return frozenset()
-        matched = self.store.person_scores(refs, self.rule) >= self.threshold
+        matched = self.store.person_scores(refs, self.rule) >= threshold
         return frozenset(int(i) for i in self.store.image_ids[matched])
+
+    @staticmethod
+    def _fusion(
+        index: FaceIndex, spec: Any, rule: str | None, threshold: float | None, device: str
+    ) -> tuple[FusedRule | None, tuple[FaceStore, Encoder] | None]:
+        """The fused rule where the index keeps the faces of the second model it is calibrated with and no other
+        rule is asked for (or it is asked for: then a missing second model is one line)."""
+        recorded = FusedRule.recorded(spec.name, (spec.extra.get("opt_out") or {}).get(FUSED))
+        second = index.second_faces
+        if rule not in (None, FUSED):
+            return None, None
+        usable = recorded is not None and second is not None and second.model.model == recorded.second
+        if not usable:
+            if rule == FUSED:
+                needs = f"faces by {recorded.second}" if recorded is not None else "a calibrated second face model"
+                raise UsageError(
+                    "opt_out_faces_rule",
+                    rule,
+                    f"{spec.name}'s fused rule needs an index that keeps {needs} (--second-face-model)",
+                )
+            return None, None
+        assert recorded is not None and second is not None
+        if threshold is not None:
+            raise UsageError(
+                "opt_out_faces_threshold",
+                threshold,
+                "the fused rule's thresholds are calibrated, not cosines: set --opt-out-faces-rule to another rule",
+            )
+        if not second.model.mirror_summed:
+            raise UsageError("opt_out_faces", str(index.dir), "the second face model's vectors are single crops")
+        return recorded, (second.store, second.load_encoder(device))
+
+    def removed_at(self, threshold: float) -> set[int]:
+        """The images the enrolment in use would remove at another ``threshold`` of the same rule (a curve's point)."""
+        return set().union(*(self._removals(p.refs, p.second, threshold) for p in self._enrolled.values()))
 
     @property
     def references(self) -> list[np.ndarray]:
@@ -236,6 +290,7 @@ class FaceOptOut:
             "model": self.model,
             "rule": self.rule,
             "threshold": self.threshold,
+            "fused": self.fused.to_dict() if self.fused is not None else None,
             "removed": len(self.removed),
             "people": self.people,
             "error": self.error,
@@ -251,6 +306,7 @@ class _Person:
     photos: int
     removes: frozenset[int]
     kept: bool = False  # the changed photos were unusable: these are the last good ones
+    second: np.ndarray | None = None  # the second face model's vectors (the fused rule)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
