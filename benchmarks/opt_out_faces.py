@@ -292,7 +292,8 @@ def main() -> None:
 def rule_text(rule: dict[str, Any]) -> str:
     if rule["rule"] == "fused":
         f = rule["fused"]
-        return f"dlib and {f['with']} fused at {f['threshold']:.4f}, or dlib's centroid alone at {f['alone']:.4f}"
+        cal = ", ".join(f"{c['photos']}+ photos: {c['threshold']:.4f} or {c['alone']:.4f}" for c in f["calibrations"])
+        return f"dlib and {f['with']} fused, or dlib's centroid alone, at {cal}"
     return f"dlib {rule['rule']} at {rule['threshold']:.4f}"
 
 

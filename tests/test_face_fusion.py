@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipface.index.facestore import FaceStore
-from clipface.index.fusion import FusedRule, fused_removals
+from clipface.index.fusion import FusedCalibration, FusedRule, fused_removals
 
 
 def _centroid_score(face: list[float], refs: list[list[float]]) -> float:
@@ -21,7 +21,7 @@ def _centroid_score(face: list[float], refs: list[list[float]]) -> float:
 
 
 def oracle(
-    rule: FusedRule,
+    rule: FusedCalibration,
     faces: tuple[list[tuple[int, list[float]]], list[tuple[int, list[float]]]],
     refs: tuple[list[list[float]], list[list[float]]],
     n_images: int,
@@ -55,7 +55,7 @@ def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 @given(st.integers(1, 12), st.integers(0, 30), st.integers(0, 30), st.integers(1, 4), st.integers(0, 2**31))
 def test_fused_removals_follow_the_definition(n_images: int, n1: int, n2: int, n_refs: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    rule = FusedRule("a", "b", (0.1, -0.05), (0.3, 0.2), float(rng.uniform(-1, 2)), float(rng.uniform(0.2, 0.9)))
+    rule = FusedCalibration(3, (0.1, -0.05), (0.3, 0.2), float(rng.uniform(-1, 2)), float(rng.uniform(0.2, 0.9)))
     owners = (rng.integers(0, n_images, n1), rng.integers(0, n_images, n2))  # images with 0, 1 or many faces
     vecs = (_unit(rng, n1, 6), _unit(rng, n2, 4))
     refs = (_unit(rng, n_refs, 6), _unit(rng, int(rng.integers(0, 3)), 4))  # the second model may see no face
@@ -69,7 +69,7 @@ def test_fused_removals_follow_the_definition(n_images: int, n1: int, n2: int, n
 
 def test_the_second_model_rescues_what_the_first_misses_and_the_first_alone_what_it_is_sure_of() -> None:
     """The direction of both parts of the rule, on hand-made scores."""
-    rule = FusedRule("a", "b", (0.0, 0.0), (1.0, 1.0), threshold=0.5, alone=0.95)
+    rule = FusedCalibration(3, (0.0, 0.0), (1.0, 1.0), threshold=0.5, alone=0.95)
     e = np.eye(2, dtype=np.float32)
     # image 0: both models lukewarm (0.6 each: fused 0.6, removed); image 1: first sure (0.96), second opposed;
     # image 2: first lukewarm, second opposed (fused below the threshold: kept); image 3: no face at all
@@ -80,18 +80,23 @@ def test_the_second_model_rescues_what_the_first_misses_and_the_first_alone_what
     assert removed.tolist() == [True, True, False, False]
 
 
-def test_the_recorded_rule_is_the_calibration_benchmarks_choice() -> None:
+def test_the_recorded_rule_is_the_calibration_benchmarks_choice_for_each_number_of_photos() -> None:
     import json
 
     from clipface.models.registry import get_spec
 
     rule = FusedRule.recorded("dlib", get_spec("dlib").extra["opt_out"]["fused"])
     assert rule is not None and rule.second == "facenet-casia"
-    served = json.loads((Path(__file__).parents[1] / "benchmarks/results/opt_out_calibration.json").read_text())[
-        "served"
-    ]
-    assert rule.threshold == pytest.approx(served["thresholds"]["fused"])
-    assert rule.alone == pytest.approx(served["thresholds"]["dlib_alone"])
-    stats = served["standardised_by"]
-    assert rule.centres == pytest.approx((stats["dlib"][0], stats["facenet-casia"][0]))
-    assert rule.spreads == pytest.approx((stats["dlib"][1], stats["facenet-casia"][1]))
+    results = Path(__file__).parents[1] / "benchmarks/results"
+    for photos, name in ((3, "opt_out_calibration.json"), (8, "opt_out_calibration-enrol8.json")):
+        served = json.loads((results / name).read_text())["served"]
+        cal = rule.for_photos(photos)
+        assert cal.photos == photos and served["rule"] == "dlib + facenet centroid, fused, or dlib alone"
+        assert cal.threshold == pytest.approx(served["thresholds"]["fused"])
+        assert cal.alone == pytest.approx(served["thresholds"]["dlib_alone"])
+        stats = served["standardised_by"]
+        assert cal.centres == pytest.approx((stats["dlib"][0], stats["facenet-casia"][0]))
+        assert cal.spreads == pytest.approx((stats["dlib"][1], stats["facenet-casia"][1]))
+    # fewer photos than any calibration: the fewest's (lower thresholds: less leak); between: the one below
+    assert [rule.for_photos(n).photos for n in (1, 3, 5, 8, 20)] == [3, 3, 3, 8, 8]
+    assert rule.for_photos(8).threshold > rule.for_photos(3).threshold  # a better centroid is held higher

@@ -224,6 +224,7 @@ def test_the_served_default_is_the_fused_rule_and_a_single_model_rule_is_there_w
     index = FaceIndex.load(index_dir)
     fused = FaceOptOut(index, optout)
     assert fused.rule == "fused" and fused.stats()["fused"]["with"] == "facenet-casia"
+    assert fused.threshold == fused.stats()["fused"]["calibrations"][0]["threshold"]
     assert fused.removed == set(hidden)
     mean = FaceOptOut(index, optout, rule="mean")
     assert (mean.rule, mean.stats()["fused"]) == ("mean", None) and set(hidden) <= mean.removed

@@ -96,8 +96,8 @@ class FaceOptOut:
         self.n_images = index.count
         #: The fused rule and the second model's faces and encoder, where the index has them and they are chosen.
         self.fused, self._second = self._fusion(index, get_spec(self._encoder.name), rule, threshold, device)
-        if self.fused is not None:
-            self.rule, self.threshold = FUSED, self.fused.threshold
+        if self.fused is not None:  # the threshold of the fewest photos calibrated (per person: _removals)
+            self.rule, self.threshold = FUSED, self.fused.calibrations[0].threshold
         else:
             self.rule, self.threshold = decision_rule(get_spec(self._encoder.name), rule, threshold)
         self.model = self._encoder.name
@@ -188,7 +188,8 @@ class FaceOptOut:
         for the fused rule) reaches the threshold (``threshold``: another one of the same rule)."""
         threshold = self.threshold if threshold is None else threshold
         if self.fused is not None and self._second is not None:
-            rule = replace(self.fused, threshold=threshold)
+            rule = self.fused.for_photos(max(len(refs), 0 if second is None else len(second)))
+            rule = replace(rule, threshold=rule.threshold + threshold - self.threshold)  # a curve moves every one
             stores = (self.store, self._second[0])
             removed = fused_removals(rule, stores, (refs, refs[:0] if second is None else second), self.n_images)
             return frozenset(int(i) for i in np.flatnonzero(removed))
