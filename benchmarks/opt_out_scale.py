@@ -109,7 +109,9 @@ def main() -> None:
         "# Opt out by face at scale: enrolling one person against every stored face (exact)\n\n"
         "Synthetic unit vectors, one face per image, memory-mapped; one person enrolled with 3 photos; the dlib "
         "mean rule (one store, 128-d) and the fused rule (dlib and FaceNet, 128-d and 512-d). Cold: the files' "
-        f"pages dropped from the page cache first. `python benchmarks/opt_out_scale.py`; {mach['cpu']}, "
+        "pages dropped from the page cache first. Peak RSS counts the mapped pages of the face files once read "
+        "(page cache, shared and reclaimable), not only the heap. "
+        f"`python benchmarks/opt_out_scale.py`; {mach['cpu']}, "
         f"{mach['physical_cores']} cores, {', '.join(mach['isa'])}; {doc['seconds']:.0f} s.\n\n"
         + md_table(
             ["faces", "dlib mean, cold", "dlib mean, warm", "fused, cold", "fused, warm", "peak RSS", "face files"],
