@@ -42,7 +42,7 @@ def copy_of(built: Path, tmp_path: Path) -> Path:
         ({"dim": True}, "dim must be a whole number"),
         ({"kind": "ivfzz"}, "unknown kind 'ivfzz'"),
         ({"model": 7}, "model must be text"),
-        ({"params": [1, 2]}, "params and faces must be JSON objects"),
+        ({"params": [1, 2]}, "params, faces and second_faces must be JSON objects"),
     ],
     ids=["negative-count", "text-dim", "bool-dim", "unknown-kind", "numeric-model", "list-params"],
 )
