@@ -217,6 +217,14 @@ class FaceOptOut:
                     rule,
                     f"{spec.name}'s fused rule needs an index that keeps {needs} (--second-face-model)",
                 )
+            if recorded is not None:  # the better default is one rebuild away: say so once, at start
+                log.info(
+                    "face opt-out: %s's single-model rule; an index built with --second-face-model %s is served with "
+                    "the fused rule, which removes fewer other people's photos at the same leak "
+                    "(benchmarks/results/opt_out_calibration.md)",
+                    spec.name,
+                    recorded.second,
+                )
             return None, None
         assert recorded is not None and second is not None
         if threshold is not None:
