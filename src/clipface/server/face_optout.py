@@ -162,8 +162,9 @@ class FaceOptOut:
             if before is not None and before.signature == signature:
                 enrolled[name] = before
                 continue
-            refs, photos = self._enrol(self._encoder, self.folder / name)
-            second = self._enrol(self._second[1], self.folder / name)[0] if self._second else refs[:0]
+            encoders = [self._encoder] + ([self._second[1]] if self._second else [])
+            vectors, photos = self._enrol(encoders, self.folder / name)
+            refs, second = vectors[0], (vectors[1] if self._second else vectors[0][:0])
             kept = False
             if not len(refs) and not len(second) and before is not None and len(before.refs):
                 refs, second, kept = before.refs, before.second, True  # every new photo unusable: the last good ones
@@ -278,17 +279,26 @@ class FaceOptOut:
         return FaceStore(index.dir, m.dim, vectors, np.arange(len(vectors), dtype=np.int64)), encoder
 
     @staticmethod
-    def _enrol(encoder: Encoder, person: Path) -> tuple[np.ndarray, int]:
+    def _enrol(encoders: list[Encoder], person: Path) -> tuple[list[np.ndarray], int]:
+        """Each encoder's vectors of a person's photos (each photo read once; a face one model cannot use is left
+        out of that model's vectors only), and how many photos there are."""
         photos = sorted(p for p in person.rglob("*") if p.is_file() and is_image_path(p))
-        crops = []
+        crops: list[list[np.ndarray]] = [[] for _ in encoders]
         for p in photos:
             try:
-                crops.append(encoder.prepare(load_image(p)))
+                image = load_image(p)
             except ImageError as exc:
                 log.warning("face opt-out %s: %s skipped (%s)", person.name, p.name, exc.reason)
-        if not crops:
-            return np.zeros((0, encoder.dim), np.float32), len(photos)
-        return encoder.embed_prepared(np.stack(crops)), len(photos)
+                continue
+            for encoder, kept in zip(encoders, crops):
+                try:
+                    kept.append(encoder.prepare(image))
+                except ImageError as exc:
+                    log.warning("face opt-out %s: %s skipped by %s (%s)", person.name, p.name, encoder.name, exc.reason)
+        out = [
+            e.embed_prepared(np.stack(c)) if c else np.zeros((0, e.dim), np.float32) for e, c in zip(encoders, crops)
+        ]
+        return out, len(photos)
 
     def blocks(self, image: IndexedImage) -> bool:
         """Whether ``image`` shows an enrolled person."""
