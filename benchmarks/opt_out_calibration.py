@@ -1,6 +1,7 @@
 """Opt out by face, calibrated: a rule and its threshold chosen on some people, measured on others (LFW).
 
-LFW's people are split in two halves (seeded), and each half makes a collection as
+LFW's calibrating people (:func:`opt_out_faces.split`: the others are kept to measure the served
+rule in ``benchmarks/opt_out_faces.py``) are split in two halves (seeded), and each half makes a collection as
 ``benchmarks/opt_out_faces.py`` lays it out: ``--people`` people with at least ``--min-images``
 photos ask to be removed with ``--enrol`` photos each, the rest of their photos are indexed
 unlabelled among ``--others`` photos of other people of the same half. Every threshold is
@@ -52,31 +53,13 @@ from clipface.files import write_json, write_text
 from clipface.models.registry import get_spec
 from clipface.models.runtime import LoadOptions, load_encoder
 from clipface.report.tables import md_table
-from opt_out_faces import collection
+from opt_out_faces import collection, halves, split
 
 LEAK_GOAL, REMOVE_GOAL = 0.005, 0.01
 MODELS = ("dlib", "facenet-casia")
 RULES = ("any", "second", "mean", "centroid")
 #: Removed when the two models' fused centroid scores agree, or when dlib's centroid score alone is very high.
 FUSED_OR_DLIB = "dlib + facenet centroid, fused, or dlib alone"
-
-
-class _Half:
-    """The part of a dataset holding some people (what :func:`opt_out_faces.collection` reads)."""
-
-    def __init__(self, groups: dict[str, list[FaceImage]]) -> None:
-        self.groups = groups
-
-    def by_identity(self) -> dict[str, list[FaceImage]]:
-        return self.groups
-
-
-def halves(ds: FaceDataset, seed: int) -> tuple[_Half, _Half]:
-    people = sorted(ds.by_identity())
-    random.Random(seed).shuffle(people)
-    groups = ds.by_identity()
-    mid = len(people) // 2
-    return _Half({p: groups[p] for p in people[:mid]}), _Half({p: groups[p] for p in people[mid:]})
 
 
 def reupload(src: Path, dest: Path, rng: random.Random) -> str:
@@ -403,8 +386,9 @@ def main() -> None:
     ds = FaceDataset.from_folder(args.dataset)
     goal = LEAK_GOAL * args.margin
     folds, no_face, every = [], {model: [0, 0] for model in MODELS}, []
+    calibrating, _ = split(ds)  # the other people are opt_out_faces.py's, who measure the served rule
     for seed in range(args.seeds):
-        a, b = halves(ds, seed=seed)
+        a, b = halves(calibrating, seed=seed)
         sel = argparse.Namespace(seed=seed, people=args.people, enrol=args.enrol, min_images=10, others=args.others)
         sel.per_other = 20
         with tempfile.TemporaryDirectory() as tmp:

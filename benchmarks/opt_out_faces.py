@@ -1,9 +1,11 @@
 """Opt out by face on LFW: how many of an opted-out person's unlabelled photos still come back, how many others go.
 
-``--people 20`` people of LFW deep-funneled with at least 10 photos (seeded) ask to be removed,
+LFW's people are split once (:data:`SPLIT_SEED`) into those who calibrate the served rule
+(``benchmarks/opt_out_calibration.py``) and those who measure it here, so these figures are held
+out. ``--people 20`` of the latter with at least 10 photos (seeded) ask to be removed,
 each with ``--enrol 3`` of their photos (seeded); the rest of their photos are indexed with no
 label (a flat folder of links), among ``--others`` photos of other LFW people with their labels
-(the people with >= 10 photos first, at most ``--per-other`` each, then people with fewer).
+(of the same measuring people: those with >= 10 photos first, at most ``--per-other`` each, then people with fewer).
 Two indexes of the same collection, each keeping the faces as ``index build --face-model dlib
 --second-face-model facenet-casia`` keeps them (mirror-summed, central), so the opt-out runs at its
 served default (the fused rule, :mod:`clipface.index.fusion`):
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_info  # (benchmarks/ is on sys.path when run as a script)
-from clipface.data.dataset import FaceDataset, display_name
+from clipface.data.dataset import FaceDataset, FaceImage, display_name
 from clipface.embed.cache import EmbeddingCache
 from clipface.files import write_json, write_text
 from clipface.index.store import FaceIndex
@@ -62,7 +64,36 @@ K = 100
 K_ENGINE = 20
 
 
-def collection(ds: FaceDataset, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+#: The seed of LFW's one split of its people into those the opt-out rules are calibrated on
+#: (``benchmarks/opt_out_calibration.py``) and those they are measured on here.
+SPLIT_SEED = 2026
+
+
+class People:
+    """Some of a dataset's people and their photos (what :func:`collection` reads)."""
+
+    def __init__(self, groups: dict[str, list[FaceImage]]) -> None:
+        self.groups = groups
+
+    def by_identity(self) -> dict[str, list[FaceImage]]:
+        return self.groups
+
+
+def halves(ds: FaceDataset | People, seed: int) -> tuple[People, People]:
+    """The people split in two halves, seeded."""
+    people = sorted(ds.by_identity())
+    random.Random(seed).shuffle(people)
+    groups = ds.by_identity()
+    mid = len(people) // 2
+    return People({p: groups[p] for p in people[:mid]}), People({p: groups[p] for p in people[mid:]})
+
+
+def split(ds: FaceDataset) -> tuple[People, People]:
+    """LFW's people who calibrate the opt-out rules and the others, who measure them (:data:`SPLIT_SEED`)."""
+    return halves(ds, SPLIT_SEED)
+
+
+def collection(ds: FaceDataset | People, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Lay out the enrolment folders and the indexed folder (links); which indexed files are whose."""
     rng = random.Random(args.seed)
     by_id = ds.by_identity()
@@ -239,7 +270,7 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     ds = FaceDataset.from_folder(args.dataset)
-    lay = collection(ds, args, args.work)
+    lay = collection(split(ds)[1], args, args.work)  # people the served rule was not calibrated on
     print(
         f"{len(lay['hidden'])} unlabelled photos of {args.people} opted-out people, {lay['others']} others", flush=True
     )

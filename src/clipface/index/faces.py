@@ -16,11 +16,12 @@ from ..embed.cache import EmbeddingCache, NullCache
 from ..embed.faces import Faces, embed_faces
 from ..models.base import Encoder, l2_normalize
 from ..models.runtime import LoadOptions, load_encoder
-from .facestore import FLIP_SUM, FaceModel, FaceStore, search_faces
+from .facestore import FLIP_SUM, FaceModel, FaceStore, face_rows, search_faces
+from .ingest import Embedded
 from .meta import MetaDB
-from .records import EncoderId, EncoderMismatchError, Exclude, ImageRecord, SearchHit
+from .records import EncoderId, EncoderMismatchError, Exclude, ImageRecord, Manifest, SearchHit
 
-__all__ = ["IndexFaces", "faces_with"]
+__all__ = ["IndexFaces", "embed_new_faces", "faces_with"]
 
 
 def faces_with(
@@ -59,6 +60,14 @@ class IndexFaces:
         store = FaceStore.create(folder, model.dim, table) if new else FaceStore.open(folder, meta, model, mmap, table)
         return cls(folder, model, store, meta)
 
+    @classmethod
+    def both(
+        cls, folder: Path, manifest: Manifest, meta: MetaDB, mmap: bool = True, new: bool = False
+    ) -> tuple[IndexFaces | None, IndexFaces | None]:
+        """The face vectors of the manifest's face model and of its second one (:meth:`of`)."""
+        second = cls.of(folder, manifest.second_faces, meta, mmap, new, table="second_faces")
+        return cls.of(folder, manifest.faces, meta, mmap, new), second
+
     def check_encoder(self, encoder: Encoder) -> None:
         """Raise :class:`EncoderMismatchError` unless ``encoder`` is the index's face model."""
         fm, eid = self.model, EncoderId.of(encoder)
@@ -96,6 +105,13 @@ class IndexFaces:
         self.check_encoder(encoder)
         return faces_with(encoder, self.model.mode, records, cache, batch_size, progress)
 
+    def append(self, start: int, records: Sequence[ImageRecord], faces: dict[str, Faces]) -> list[Any]:
+        """Append the faces of ``records`` (the images numbered from ``start``; ``faces`` by SHA-256) to the store;
+        the metadata rows that say whose they are (committed with the images' rows)."""
+        rows, vecs, owners = face_rows(self.store.count, start, list(records), faces, self.store.dim)
+        self.store.append(l2_normalize(vecs), owners)
+        return rows
+
     def search(self, query: np.ndarray, k: int, exclude: Exclude | None = None) -> list[SearchHit]:
         """The ``k`` images whose best face is most similar to the face vector ``query`` (with that face's box)."""
         q = l2_normalize(np.asarray(query, np.float32).reshape(-1))
@@ -104,3 +120,25 @@ class IndexFaces:
     def stats(self) -> dict[str, Any]:
         fm = self.model
         return {"model": fm.model, "fingerprint": fm.fingerprint[:12], "mode": fm.mode, "count": fm.count}
+
+
+def embed_new_faces(
+    manifest: Manifest,
+    emb: Embedded,
+    face_encoders: tuple[Encoder | None, Encoder | None],
+    faces: str,
+    cache: EmbeddingCache | NullCache | None,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """A new index's faces, when it keeps them: the face model (and the second, if any) in the manifest, every
+    image's faces embedded by each."""
+    first, second = face_encoders
+    if second is not None and first is None:
+        raise ValueError("a second face model needs a face model")
+    if first is not None:
+        manifest.faces = FaceModel.of(EncoderId.of(first), faces).to_dict()
+        emb.faces = faces_with(first, faces, emb.records, cache, batch_size, progress)
+    if second is not None:
+        manifest.second_faces = FaceModel.of(EncoderId.of(second), faces).to_dict()
+        emb.second_faces = faces_with(second, faces, emb.records, cache, batch_size, progress)

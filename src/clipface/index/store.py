@@ -44,8 +44,8 @@ from ..models.runtime import LoadOptions, load_encoder
 from .ann.budget import kind_and_params
 from .ann.faiss_backend import FLAT_MAX, Kind
 from .ann.tune import needs_tuning, tune_nprobe
-from .faces import IndexFaces, faces_with
-from .facestore import FACES, SECOND_FACES, FaceModel, face_rows
+from .faces import IndexFaces, embed_new_faces
+from .facestore import FACES, SECOND_FACES
 from .ingest import Embedded, ImageSource, embed_source
 from .meta import MetaDB
 from .records import (
@@ -84,11 +84,10 @@ class FaceIndex:
         self._store = store
         self._lock = threading.RLock()
         self.meta = MetaDB(self.dir / META, self.dir / SKIPPED)
-        self.faces = IndexFaces.of(self.dir, manifest.faces, self.meta, new=new) if new else None
-        #: A second face model's vectors of the same images (``--second-face-model``), ``None`` without.
-        self.second_faces = (
-            IndexFaces.of(self.dir, manifest.second_faces, self.meta, new=new, table="second_faces") if new else None
-        )
+        #: The face vectors (``--face-model``) and a second face model's of the same images (``--second-face-model``),
+        #: ``None`` without.
+        pair = IndexFaces.both(self.dir, manifest, self.meta, new=True) if new else (None, None)
+        self.faces, self.second_faces = pair
         #: Searches the image vectors in its place when set (``serve --shards``): anything with
         #: ``search(queries, k) -> (scores, ids)``, as :class:`~clipface.index.sharded.ShardedSearch`.
         self.sharded: Any = None
@@ -129,7 +128,7 @@ class FaceIndex:
         cache = EmbeddingCache() if cache is None else cache
         emb = embed_source(encoder, images, lambda shas: set(), cache, batch_size, workers, progress)
         manifest = Manifest.new(EncoderId.of(encoder), encoder.is_test_model, align, on_no_face)
-        _with_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, batch_size, progress)
+        embed_new_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, batch_size, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget)
 
     @classmethod
@@ -159,7 +158,7 @@ class FaceIndex:
         records, vectors, dups = unique(shards.records, shards.vectors, set())
         manifest = Manifest.new(shards.encoder_id, shards.is_test_model, shards.align, shards.on_no_face)
         emb = Embedded(records, vectors, shards.skipped, dups, 0, 0)
-        _with_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, 32, progress)
+        embed_new_faces(manifest, emb, (face_encoder, second_face_encoder), faces, cache, 32, progress)
         return cls._write_new(index_dir, overwrite, manifest, kind, flat_max, emb, memory_budget, parts)
 
     @classmethod
@@ -222,8 +221,7 @@ class FaceIndex:
         try:
             index = cls(index_dir, manifest, store)
             n_rows = index.meta.count()
-            index.faces = IndexFaces.of(index_dir, manifest.faces, index.meta, mmap)
-            index.second_faces = IndexFaces.of(index_dir, manifest.second_faces, index.meta, mmap, table="second_faces")
+            index.faces, index.second_faces = IndexFaces.both(index_dir, manifest, index.meta, mmap)
         except sqlite3.DatabaseError as exc:
             raise FaceIndexError(
                 f"{index_dir / META}: not a readable metadata database ({exc}); rebuild the index"
@@ -336,9 +334,7 @@ class FaceIndex:
         )
         for kept, entry, new in stores:
             if kept is not None and entry is not None:
-                store = kept.store
-                rows[store.table], face_vecs, owners = face_rows(store.count, start, records, new or {}, store.dim)
-                store.append(l2_normalize(face_vecs), owners)
+                rows[kept.store.table] = kept.append(start, records, new or {})
         commit_rows(self._store, self.meta, start, records, rows)
         self.manifest.count = self._store.count
         for kept, entry, _ in stores:
@@ -362,8 +358,7 @@ class FaceIndex:
             self._store = VectorStore.open(self.dir, m.dim, m.kind, m.params, m.count, mmap=True)
             self.manifest.faces, self.manifest.params = m.faces, m.params  # params: another writer's tuning
             self.manifest.second_faces = m.second_faces
-            self.faces = IndexFaces.of(self.dir, m.faces, self.meta, True)
-            self.second_faces = IndexFaces.of(self.dir, m.second_faces, self.meta, True, table="second_faces")
+            self.faces, self.second_faces = IndexFaces.both(self.dir, m, self.meta)
         self.manifest.count = self._store.count
         return changed
 
@@ -511,25 +506,3 @@ class FaceIndex:
 
     def __repr__(self) -> str:
         return f"FaceIndex({str(self.dir)!r}, model={self.manifest.model!r}, kind={self.kind!r}, count={self.count})"
-
-
-def _with_faces(
-    manifest: Manifest,
-    emb: Embedded,
-    face_encoders: tuple[Encoder | None, Encoder | None],
-    faces: str,
-    cache: EmbeddingCache | NullCache | None,
-    batch_size: int,
-    progress: bool,
-) -> None:
-    """A new index's faces, when it keeps them: the face model (and the second, if any) in the manifest, every
-    image's faces embedded by each."""
-    first, second = face_encoders
-    if second is not None and first is None:
-        raise ValueError("a second face model needs a face model")
-    if first is not None:
-        manifest.faces = FaceModel.of(EncoderId.of(first), faces).to_dict()
-        emb.faces = faces_with(first, faces, emb.records, cache, batch_size, progress)
-    if second is not None:
-        manifest.second_faces = FaceModel.of(EncoderId.of(second), faces).to_dict()
-        emb.second_faces = faces_with(second, faces, emb.records, cache, batch_size, progress)
