@@ -18,9 +18,13 @@ opted-out person's enrolment vectors:
 * ``second``: the second best (two enrolment photos must agree);
 * ``mean``: the mean similarity;
 * ``centroid``: the similarity to the normalised mean enrolment vector;
+* ``centroid as-norm``: the centroid's similarity normalised by a cohort of faces of people
+  outside the collection (for each half, one photo of each person of the other half), against
+  the cohort faces nearest the centroid and those nearest the face (:mod:`clipface.index.fusion`);
 
 and ``dlib & facenet``: both face models' ``any`` must reach their thresholds; ``dlib + facenet RULE, fused``: the
-two models' scores standardised and averaged (:func:`fused`). An image is removed
+two models' scores standardised and averaged (:func:`fused`); the served rule is
+``dlib + facenet centroid as-norm, fused``, its threshold chosen on every half at once. An image is removed
 when some opted-out person's score reaches the threshold; a photo where no face is found cannot be
 matched and counts as leaked. For each rule the chosen threshold is the highest whose calibration
 leak stays under ``--leak-goal`` times ``--margin``; the goals are under 0.5% of the opted-out
@@ -50,16 +54,23 @@ from clipface.data.dataset import FaceDataset, FaceImage
 from clipface.embed.cache import EmbeddingCache
 from clipface.embed.pipeline import embed_images
 from clipface.files import write_json, write_text
+from clipface.index.fusion import Cohort, as_norm, centroid
 from clipface.models.registry import get_spec
 from clipface.models.runtime import LoadOptions, load_encoder
 from clipface.report.tables import md_table
-from opt_out_faces import collection, halves, split
+from opt_out_faces import People, cohort_photos, collection, halves, split
 
 LEAK_GOAL, REMOVE_GOAL = 0.005, 0.01
 MODELS = ("dlib", "facenet-casia")
 RULES = ("any", "second", "mean", "centroid")
 #: Removed when the two models' fused centroid scores agree, or when dlib's centroid score alone is very high.
 FUSED_OR_DLIB = "dlib + facenet centroid, fused, or dlib alone"
+#: Each model's centroid score normalised by a cohort (AS-norm), the two averaged: the served rule
+#: (:mod:`clipface.index.fusion`).
+AS_NORM = "centroid as-norm"
+SERVED = f"dlib + facenet {AS_NORM}, fused"
+#: Cohort faces nearest a centroid or a face that normalise its score (the served rule's ``cohort_k``).
+COHORT_K = 100
 
 
 def reupload(src: Path, dest: Path, rng: random.Random) -> str:
@@ -106,8 +117,34 @@ def rule_scores(index: np.ndarray, enrol: np.ndarray, owner: np.ndarray, people:
     }
 
 
-def measure(c: dict[str, Any], extra: dict[str, str], cache: EmbeddingCache) -> dict[str, Any]:
-    """Per model and rule: each indexed photo's score, whose it is, whether its face was found."""
+def as_norm_scores(
+    index: np.ndarray, found: np.ndarray, enrol: np.ndarray, owner: np.ndarray, people: list[str], cohort: Cohort
+) -> np.ndarray:
+    """Each opted-out person's (rows) centroid score of each indexed face normalised by ``cohort``, as the served
+    rule scores it (:class:`clipface.index.fusion.FusedScorer`); ``-inf`` where no face was found."""
+    face_stats = cohort.nearest_stats(index)
+    out = np.full((len(people), len(index)), -np.inf, np.float32)
+    for j, p in enumerate(people):
+        c = centroid(enrol[owner == p])
+        cm, cs = cohort.nearest_stats(c)
+        out[j] = np.where(found, as_norm(index @ c[0], (float(cm[0]), float(cs[0])), face_stats), -np.inf)
+    return out
+
+
+def cohorts_of(photos: list[Path], cache: EmbeddingCache) -> dict[str, Cohort]:
+    """Each model's cohort of ``photos`` (one photo a person), stored as the bundled ones are."""
+    out = {}
+    for model in MODELS:
+        v, found = vectors(model, photos, cache)
+        out[model] = Cohort.of(v[found], COHORT_K)
+    return out
+
+
+def measure(
+    c: dict[str, Any], extra: dict[str, str], cache: EmbeddingCache, cohorts: dict[str, Cohort]
+) -> dict[str, Any]:
+    """Per model and rule: each indexed photo's score, whose it is, whether its face was found (``cohorts``: each
+    model's, of people outside the collection, for :data:`AS_NORM`)."""
     enrol_files = sorted(c["enrol"].rglob("*.jpg"))
     index_files = sorted(c["images"].rglob("*.jpg"))
     owner = np.array([f.parent.name for f in enrol_files])
@@ -121,6 +158,7 @@ def measure(c: dict[str, Any], extra: dict[str, str], cache: EmbeddingCache) -> 
         scores = rule_scores(index, enrol[ok], owner[ok], people)
         per = {rule: np.where(found, s, -np.inf) for rule, s in scores.items()}
         per["mean z"] = znorm(per["mean"])  # (the centroid's z-scores are the mean's: the same score, scaled)
+        per[AS_NORM] = as_norm_scores(index, found, enrol[ok], owner[ok], people, cohorts[model])
         out["per_person"][model] = per
         out["scores"][model] = {rule: s.max(0) for rule, s in out["per_person"][model].items()}
         out["found"][model] = found
@@ -218,7 +256,7 @@ def fold(m_cal: dict[str, Any], m_test: dict[str, Any], goal: float, alone: floa
         rows[-1].update(extra)
 
     for model in MODELS:
-        for rule in RULES + ("mean z",):
+        for rule in RULES + ("mean z", AS_NORM):
             cal, test = m_cal["scores"][model][rule], m_test["scores"][model][rule]
             t = choose(cal, m_cal, goal)
             row(f"{model} {rule}", t, cal >= t, test >= t)
@@ -230,8 +268,9 @@ def fold(m_cal: dict[str, Any], m_test: dict[str, Any], goal: float, alone: floa
         return (m["scores"]["dlib"]["any"] >= ta) & (m["scores"]["facenet-casia"]["any"] >= tb)
 
     row("dlib & facenet any", [ta, tb], both(m_cal), both(m_test))
-    for rule in ("mean", "centroid", "mean z"):  # score-level fusion of the two face models
-        stats = impostor_stats(m_cal, rule) if not rule.endswith(" z") else {model: (0.0, 1.0) for model in MODELS}
+    for rule in ("mean", "centroid", "mean z", AS_NORM):  # score-level fusion of the two face models
+        normalised = rule in ("mean z", AS_NORM)
+        stats = impostor_stats(m_cal, rule) if not normalised else {model: (0.0, 1.0) for model in MODELS}
         cal, test = fused(m_cal, rule, stats), fused(m_test, rule, stats)
         t = choose(cal, m_cal, goal)
         row(f"dlib + facenet {rule}, fused", t, cal >= t, test >= t, standardised_by=stats)
@@ -299,6 +338,7 @@ def curves(m: dict[str, Any], alone: float) -> list[dict[str, Any]]:
     dlib_c = m["scores"]["dlib"]["centroid"]
     sure = dlib_c >= float(np.quantile(dlib_c[others], 1 - alone, method="higher"))
     scores[FUSED_OR_DLIB] = np.where(sure, np.inf, fused_c)  # removed whatever the fused threshold
+    scores[SERVED] = fused(m, AS_NORM, {model: (0.0, 1.0) for model in MODELS})
     out = []
     for name, score in scores.items():
         points = []
@@ -326,7 +366,9 @@ CELEBRITIES = {
 }
 
 
-def celebrity_collection(celebs: Path, lfw: FaceDataset, enrol: int, others: int, work: Path) -> dict[str, Any]:
+def celebrity_collection(
+    celebs: Path, lfw: FaceDataset | People, enrol: int, others: int, work: Path
+) -> dict[str, Any]:
     """Another source of photos: the five-celebrity set's people opt out with ``enrol`` of its photos; the rest of
     its photos and the same people's LFW photos are indexed unlabelled, among ``others`` LFW photos of other people
     (laid out as :func:`opt_out_faces.collection` lays LFW out)."""
@@ -359,13 +401,11 @@ def celebrity_collection(celebs: Path, lfw: FaceDataset, enrol: int, others: int
     return {"opted": sorted(CELEBRITIES), "hidden": hidden, "images": images, "enrol": enrol_dir, "others": count}
 
 
-def served_on(m: dict[str, Any], served: dict[str, Any], mean_threshold: float) -> dict[str, dict[str, int]]:
-    """The served fused rule (thresholds and standardisation chosen on LFW) and dlib's mean at its served threshold,
-    on another collection's measurements ``m``: the :func:`counts` of each."""
-    stats = served["standardised_by"]
-    tf, td = served["threshold"]
-    removed = (fused(m, "centroid", stats) >= tf) | (m["scores"]["dlib"]["centroid"] >= td)
-    return {FUSED_OR_DLIB: counts(removed, m), "dlib mean": counts(m["scores"]["dlib"]["mean"] >= mean_threshold, m)}
+def served_on(m: dict[str, Any], threshold: float, mean_threshold: float) -> dict[str, dict[str, int]]:
+    """The served rule (its threshold chosen on LFW, its cohorts the bundled ones) and dlib's mean at its own, on
+    another collection's measurements ``m``: the :func:`counts` of each."""
+    removed = fused(m, AS_NORM, {model: (0.0, 1.0) for model in MODELS}) >= threshold
+    return {SERVED: counts(removed, m), "dlib mean": counts(m["scores"]["dlib"]["mean"] >= mean_threshold, m)}
 
 
 def main() -> None:
@@ -389,6 +429,9 @@ def main() -> None:
     calibrating, _ = split(ds)  # the other people are opt_out_faces.py's, who measure the served rule
     for seed in range(args.seeds):
         a, b = halves(calibrating, seed=seed)
+        # each half's scores normalised by a cohort of the other half's people (one photo each), as the served
+        # cohort's people (one half of seed 0's) are apart from everyone opt_out_faces.py measures
+        other = {"a": cohorts_of(cohort_photos(b), cache), "b": cohorts_of(cohort_photos(a), cache)}
         sel = argparse.Namespace(seed=seed, people=args.people, enrol=args.enrol, min_images=10, others=args.others)
         sel.per_other = 20
         with tempfile.TemporaryDirectory() as tmp:
@@ -398,7 +441,7 @@ def main() -> None:
                 rng, extra = random.Random(1 + seed), {}
                 for photo in sorted(c["hidden"]):
                     extra[f"r{photo}"] = reupload(c["images"] / photo, c["images"] / f"r{photo}", rng)
-                measured.append(measure(c, extra, cache))
+                measured.append(measure(c, extra, cache, other[name]))
         every += measured
         for m_cal, m_test in (measured, measured[::-1]):  # each half calibrates once and is tested once
             # the calibration half's re-uploads are not used to choose: it is calibrated on plain photos only
@@ -410,7 +453,7 @@ def main() -> None:
     rows = pooled(folds)
     # the served thresholds: chosen on every half at once (the folds above estimate how such a choice does)
     whole = combined(every)
-    served = {r["rule"]: r for r in fold(whole, whole, goal, args.dlib_alone)}[FUSED_OR_DLIB]
+    served = {r["rule"]: r for r in fold(whole, whole, goal, args.dlib_alone)}[SERVED]
     trade_offs = curves(whole, args.dlib_alone)
     mean_t = next(
         pt["threshold"]
@@ -422,8 +465,12 @@ def main() -> None:
     other_source = None
     if Path(args.celebrities).is_dir():  # held out: another source of photos, at the thresholds chosen on LFW
         with tempfile.TemporaryDirectory() as tmp:
-            c = celebrity_collection(Path(args.celebrities), ds, args.enrol, args.others, Path(tmp))
-            other_source = served_on(measure(c, {}, cache), served, mean_t)
+            # the others: measuring people (none in the calibration or the cohort), beside the celebrities' LFW photos
+            groups = ds.by_identity()
+            lfw = People(split(ds)[1].by_identity() | {n: groups[n] for n in CELEBRITIES.values() if n in groups})
+            c = celebrity_collection(Path(args.celebrities), lfw, args.enrol, args.others, Path(tmp))
+            bundled = {model: Cohort.bundled(model, COHORT_K) for model in MODELS}
+            other_source = served_on(measure(c, {}, cache, bundled), served["threshold"], mean_t)
     test_n = rows[0]["test"]
     doc: dict[str, Any] = {
         "task": "opt_out_calibration",
@@ -437,8 +484,8 @@ def main() -> None:
         "rows": rows,
         "served": {
             "rule": served["rule"],
-            "thresholds": {"fused": served["threshold"][0], "dlib_alone": served["threshold"][1]},
-            "standardised_by": served["standardised_by"],
+            "threshold": served["threshold"],
+            "cohort_k": COHORT_K,
             "chosen_on": {k: served["calibration"][k] for k in ("opted_out", "others")},
             "on_every_half": shares(served["calibration"]),
         },
@@ -465,7 +512,9 @@ def main() -> None:
     )
     md = (
         "# Opt out by face: rules calibrated on some people, measured on others\n\n"
-        f"LFW's people split into two halves ({args.seeds} seeded split(s)); each half calibrates the thresholds "
+        f"LFW's calibrating people (those `opt_out_faces.py` measures kept apart) split into two halves "
+        f"({args.seeds} seeded split(s)), each half's scores normalised by a cohort of the other's people; each half "
+        "calibrates the thresholds "
         f"(for a leak of {goal:.2%} on its plain photos) that are then measured on the other half, and the "
         f"{len(folds)} test halves are pooled: {doc['test_opted_out_photos']} photos of opted-out people "
         f"({args.people} per half, {args.enrol} enrolment photos each), {doc['test_reuploads']} re-uploaded copies "
@@ -488,8 +537,8 @@ def main() -> None:
                 for c in trade_offs
             ],
         )
-        + f"\n\nServed default (`{FUSED_OR_DLIB}`), chosen on every half for a leak of {goal:.2%}: fused "
-        + f"threshold {served['threshold'][0]:.4f}, dlib alone at {served['threshold'][1]:.4f}; on every half "
+        + f"\n\nServed default (`{SERVED}`, the {COHORT_K} nearest of each cohort), chosen on every half for a "
+        + f"leak of {goal:.2%}: threshold {served['threshold']:.4f}; on every half "
         + f"{shares(served['calibration'])['leaked']:.2%} leaked, "
         + f"{shares(served['calibration'])['leaked_reuploads']:.2%} of re-uploads leaked, "
         + f"{shares(served['calibration'])['others_removed']:.2%} of others removed."
@@ -499,7 +548,7 @@ def main() -> None:
             else "\n\n## Another source of photos, held out\n\n"
             + f"The five-celebrity set's 5 people opt out with {args.enrol} of its photos each; its other photos "
             + "and the same people's LFW photos are indexed unlabelled among "
-            + f"{other_source[FUSED_OR_DLIB]['others']} LFW photos of others, at the thresholds chosen on LFW: "
+            + f"{other_source[SERVED]['others']} LFW photos of others, at the thresholds chosen on LFW: "
             + "; ".join(
                 f"{rule}: {r['leaked']} of {r['opted_out']} leaked ({shares(r)['leaked']:.1%}), "
                 f"{r['others_removed']} of {r['others']} others removed ({shares(r)['others_removed']:.2%})"

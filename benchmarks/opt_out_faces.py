@@ -93,6 +93,17 @@ def split(ds: FaceDataset) -> tuple[People, People]:
     return halves(ds, SPLIT_SEED)
 
 
+def cohort_photos(people: People) -> list[Path]:
+    """One photo of each person (the first by file name): a cohort of faces (:class:`clipface.index.fusion.Cohort`)."""
+    return [min(ims, key=lambda im: im.path.name).path for _, ims in sorted(people.by_identity().items())]
+
+
+def served_cohort(ds: FaceDataset) -> People:
+    """The people whose faces make the bundled cohorts (``benchmarks/opt_out_cohort.py``): one half of the
+    calibrating people, so that the calibration can normalise each of its collections by people of the other."""
+    return halves(split(ds)[0], 0)[0]
+
+
 def collection(ds: FaceDataset | People, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Lay out the enrolment folders and the indexed folder (links); which indexed files are whose."""
     rng = random.Random(args.seed)

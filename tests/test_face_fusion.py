@@ -1,8 +1,11 @@
-"""The fused opt-out rule (:mod:`clipface.index.fusion`) against a plain-Python oracle, and how it is chosen."""
+"""The fused opt-out rule (:mod:`clipface.index.fusion`) against a plain-Python oracle, its direction, its cohorts,
+and how it is chosen."""
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -11,38 +14,59 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipface.index.facestore import FaceStore
-from clipface.index.fusion import FusedCalibration, FusedRule, fused_removals
+from clipface.index.fusion import Cohort, FusedCalibration, FusedRule, FusedScorer
+from clipface.models.registry import get_spec
+
+RESULTS = Path(__file__).parents[1] / "benchmarks/results"
 
 
-def _centroid_score(face: list[float], refs: list[list[float]]) -> float:
-    centre = [sum(col) / len(refs) for col in zip(*refs)]
-    norm = math.sqrt(sum(c * c for c in centre))
-    return sum(a * c / norm for a, c in zip(face, centre))
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _unit_list(v: list[float]) -> list[float]:
+    n = math.sqrt(_dot(v, v))
+    return [x / n for x in v]
+
+
+def _nearest(v: list[float], cohort: list[list[float]], k: int) -> tuple[float, float]:
+    top = sorted((_dot(v, c) for c in cohort), reverse=True)[:k]
+    return statistics.fmean(top), max(statistics.pstdev(top), 1e-6)
 
 
 def oracle(
-    rule: FusedCalibration,
+    threshold: float,
     faces: tuple[list[tuple[int, list[float]]], list[tuple[int, list[float]]]],
     refs: tuple[list[list[float]], list[list[float]]],
+    cohorts: tuple[list[list[float]], list[list[float]]],
+    k: int,
     n_images: int,
 ) -> tuple[list[bool], float]:
-    """Written from the rule's definition: per model, an image's best face's centroid score; standardised, averaged
-    (one model alone where the other has no face); removed at the fused threshold, or by the first model alone.
-    Also how close any image came to a threshold."""
+    """Written from the rule's definition (Matějka et al. 2017's symmetric normalisation, Kittler et al. 1998's
+    averaging): per model, each face's centroid similarity normalised by the centroid's and by the face's ``k``
+    nearest cohort similarities, an image's best face; the two models averaged (one alone where the other has no
+    face); removed at the threshold. Also how close any image came to it."""
     out, margin = [], math.inf
     for image in range(n_images):
-        best = []
+        best: list[float | None] = []
         for m in (0, 1):
-            scores = [_centroid_score(v, refs[m]) for owner, v in faces[m] if owner == image and refs[m]]
+            if not refs[m]:
+                best.append(None)
+                continue
+            c = _unit_list([sum(col) / len(refs[m]) for col in zip(*refs[m])])
+            mc, sc = _nearest(c, cohorts[m], k)
+            scores = []
+            for owner, v in faces[m]:
+                if owner == image:
+                    mf, sf = _nearest(v, cohorts[m], k)
+                    s = _dot(v, c)
+                    scores.append(0.5 * ((s - mc) / sc + (s - mf) / sf))
             best.append(max(scores) if scores else None)
-        z = [None if b is None else (b - rule.centres[m]) / rule.spreads[m] for m, b in enumerate(best)]
-        known = [x for x in z if x is not None]
+        known = [x for x in best if x is not None]
         fused = sum(known) / len(known) if known else None
-        out.append((fused is not None and fused >= rule.threshold) or (best[0] is not None and best[0] >= rule.alone))
+        out.append(fused is not None and fused >= threshold)
         if fused is not None:
-            margin = min(margin, abs(fused - rule.threshold))
-        if best[0] is not None:
-            margin = min(margin, abs(best[0] - rule.alone))
+            margin = min(margin, abs(fused - threshold))
     return out, margin
 
 
@@ -51,52 +75,79 @@ def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.integers(1, 12), st.integers(0, 30), st.integers(0, 30), st.integers(1, 4), st.integers(0, 2**31))
+def _rule(threshold: float, k: int) -> FusedRule:
+    return FusedRule("a", "b", k, (FusedCalibration(1, threshold),))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 10), st.integers(0, 25), st.integers(0, 25), st.integers(1, 4), st.integers(0, 2**31))
 def test_fused_removals_follow_the_definition(n_images: int, n1: int, n2: int, n_refs: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    rule = FusedCalibration(3, (0.1, -0.05), (0.3, 0.2), float(rng.uniform(-1, 2)), float(rng.uniform(0.2, 0.9)))
+    k = int(rng.integers(1, 8))
+    cohorts = (Cohort.of(_unit(rng, 12, 6), k), Cohort.of(_unit(rng, 9, 4), k))
+    threshold = float(rng.uniform(-2, 3))
     owners = (rng.integers(0, n_images, n1), rng.integers(0, n_images, n2))  # images with 0, 1 or many faces
     vecs = (_unit(rng, n1, 6), _unit(rng, n2, 4))
     refs = (_unit(rng, n_refs, 6), _unit(rng, int(rng.integers(0, 3)), 4))  # the second model may see no face
     stores = (FaceStore(Path("."), 6, vecs[0], owners[0]), FaceStore(Path("."), 4, vecs[1], owners[1]))
-    got = fused_removals(rule, stores, refs, n_images)
+    got = FusedScorer(_rule(threshold, k), stores, n_images, cohorts).removals(refs)
     faces = tuple([(int(o), v.tolist()) for o, v in zip(owners[m], vecs[m])] for m in (0, 1))
-    want, margin = oracle(rule, faces, (refs[0].tolist(), refs[1].tolist()), n_images)  # type: ignore[arg-type]
-    if margin > 1e-4:  # float32 against float64 can only disagree at a threshold
+    cohort_lists = (cohorts[0].vectors.tolist(), cohorts[1].vectors.tolist())
+    want, margin = oracle(
+        threshold,
+        faces,  # type: ignore[arg-type]
+        (refs[0].tolist(), refs[1].tolist()),
+        cohort_lists,
+        k,
+        n_images,
+    )
+    if margin > 1e-3:  # float32 against float64 can only disagree at the threshold
         assert got.tolist() == want
 
 
-def test_the_second_model_rescues_what_the_first_misses_and_the_first_alone_what_it_is_sure_of() -> None:
-    """The direction of both parts of the rule, on hand-made scores."""
-    rule = FusedCalibration(3, (0.0, 0.0), (1.0, 1.0), threshold=0.5, alone=0.95)
-    e = np.eye(2, dtype=np.float32)
-    # image 0: both models lukewarm (0.6 each: fused 0.6, removed); image 1: first sure (0.96), second opposed;
-    # image 2: first lukewarm, second opposed (fused below the threshold: kept); image 3: no face at all
-    first = np.array([[0.6, 0.8], [0.96, math.sqrt(1 - 0.96**2)], [0.6, 0.8]], np.float32)
-    second = np.array([[0.6, 0.8], [-1.0, 0.0], [-0.6, 0.8]], np.float32)
-    stores = (FaceStore(Path("."), 2, first, np.arange(3)), FaceStore(Path("."), 2, second, np.arange(3)))
-    removed = fused_removals(rule, stores, (e[:1], e[:1]), 4)
-    assert removed.tolist() == [True, True, False, False]
+def test_a_face_among_many_look_alikes_is_held_to_its_crowd() -> None:
+    """Two faces equally similar to a person's centroid: the one with many close cohort faces (a crowded part of
+    face space) scores lower than the one with none, so it is the one kept."""
+    e = np.eye(4, dtype=np.float32)
+    crowded = np.array([0.8, 0.6, 0.0, 0.0], np.float32)
+    lonely = np.array([0.8, 0.0, 0.6, 0.0], np.float32)
+    near = crowded + 0.05 * e[3]  # cohort faces all around the crowded face
+    cohort_vecs = np.vstack([np.tile(near / np.linalg.norm(near), (5, 1)), np.tile(-e[2], (5, 1))])
+    cohort = Cohort.of(cohort_vecs, 3)
+    faces = np.stack([crowded, lonely])
+    store = FaceStore(Path("."), 4, faces, np.arange(2))
+    scorer = FusedScorer(_rule(0.0, 3), (store, store), 2, (cohort, cohort))
+    scores = scorer.image_scores((e[:1], e[:1]))
+    assert float(faces[0] @ e[0]) == pytest.approx(float(faces[1] @ e[0]))  # the same raw score
+    assert scores[0] < scores[1]
 
 
 def test_the_recorded_rule_is_the_calibration_benchmarks_choice_for_each_number_of_photos() -> None:
-    import json
-
-    from clipface.models.registry import get_spec
-
     rule = FusedRule.recorded("dlib", get_spec("dlib").extra["opt_out"]["fused"])
     assert rule is not None and rule.second == "facenet-casia"
-    results = Path(__file__).parents[1] / "benchmarks/results"
     for photos, name in ((3, "opt_out_calibration.json"), (8, "opt_out_calibration-enrol8.json")):
-        served = json.loads((results / name).read_text())["served"]
+        served = json.loads((RESULTS / name).read_text())["served"]
         cal = rule.for_photos(photos)
-        assert cal.photos == photos and served["rule"] == "dlib + facenet centroid, fused, or dlib alone"
-        assert cal.threshold == pytest.approx(served["thresholds"]["fused"])
-        assert cal.alone == pytest.approx(served["thresholds"]["dlib_alone"])
-        stats = served["standardised_by"]
-        assert cal.centres == pytest.approx((stats["dlib"][0], stats["facenet-casia"][0]))
-        assert cal.spreads == pytest.approx((stats["dlib"][1], stats["facenet-casia"][1]))
-    # fewer photos than any calibration: the fewest's (lower thresholds: less leak); between: the one below
+        assert cal.photos == photos and served["rule"] == "dlib + facenet centroid as-norm, fused"
+        assert cal.threshold == pytest.approx(served["threshold"])
+        assert rule.k == served["cohort_k"]
+    # fewer photos than any calibration: the fewest's (a lower threshold: less leak); between: the one below
     assert [rule.for_photos(n).photos for n in (1, 3, 5, 8, 20)] == [3, 3, 3, 8, 8]
     assert rule.for_photos(8).threshold > rule.for_photos(3).threshold  # a better centroid is held higher
+
+
+def test_the_bundled_cohorts_are_the_face_models_and_say_where_they_come_from() -> None:
+    from importlib import resources
+
+    from clipface.models.runtime import load_encoder
+
+    rule = FusedRule.recorded("dlib", get_spec("dlib").extra["opt_out"]["fused"])
+    assert rule is not None
+    about = json.loads(resources.files("clipface.assets").joinpath("cohorts", "cohorts.json").read_text())
+    for model, cohort in zip(("dlib", "facenet-casia"), rule.cohorts()):
+        assert cohort.vectors.shape == (about["faces"][model], load_encoder(model).dim)
+        assert np.allclose(np.linalg.norm(cohort.vectors, axis=1), 1, atol=1e-5)
+        assert len(np.unique(cohort.vectors.round(3), axis=0)) == len(cohort.vectors)  # one face a person
+    assert about["people"] >= 1000 and "LFW" in about["source"]
+    with pytest.raises(ValueError, match="cannot give the 20 nearest"):
+        Cohort.of(np.eye(4, dtype=np.float32), 20)

@@ -1,67 +1,104 @@
-"""The fused opt-out rule: a face model and a second one judge an image together, or the first alone is very sure.
+"""The fused opt-out rule: two face models judge an image together, each score normalised against a cohort of faces.
 
-Score-level fusion (Kittler et al. 1998, "On combining classifiers"), with the face models' own
+Score-level fusion (Kittler et al. 1998, "On combining classifiers") of adaptive symmetric score
+normalisation (AS-norm: Matějka et al. 2017, "Analysis of score normalization in multilingual
+speaker recognition"; Sturim and Reynolds 2005, adaptive T-norm), with the face models' own
 calibration (``benchmarks/opt_out_calibration.py``, recorded in the first model's registry entry):
 
-* each model scores an image by its best face's similarity to the person's enrolment centroid
-  (the normalised mean of the enrolment vectors: :meth:`~.facestore.FaceStore.person_scores`);
-* each score is standardised by that model's impostor centre and spread on LFW, and the two are
-  averaged (an image that one model finds no face in is scored by the other alone);
-* an image is removed when the fused score reaches ``threshold``, or when the first model's own
-  score reaches ``alone`` (set where the first model alone removes 0.3% of other people's photos:
-  the photos the second model misjudges that the first is sure of);
-* the constants are calibrated for people enrolled with 3 photos and with 8 (:meth:`FusedRule.for_photos`).
+* each model scores a face by its similarity ``s`` to the person's enrolment centroid (the
+  normalised mean of the enrolment vectors: :meth:`~.facestore.FaceStore.person_scores`);
+* ``s`` is normalised twice by a :class:`Cohort` (faces of people kept apart from both the
+  calibration and its measure, one photo each): against the ``k`` cohort faces most like the
+  centroid, ``(s - mean) / std``, and against the ``k`` most like the face itself; the two halves
+  are averaged. A person or a face in a crowded part of face space (many look-alikes: on LFW the
+  East Asian faces, whom the plain rule removed for each other) is held to its crowd;
+* an image scores its best face by each model; the two models' scores are averaged (an image that
+  one model finds no face in is scored by the other alone) and it is removed at ``threshold``;
+* the thresholds are calibrated for people enrolled with 3 photos and with 8 (:meth:`FusedRule.for_photos`).
 
-Measured on LFW (``benchmarks/results/opt_out_calibration*.md``, 3 seeded splits of the people, 20
-opted out per half, 9,000 photos of others): with 3 enrolment photos a person, at a leak of 0.4% it
-removes 2.1% of other people's photos, against 6.1% for dlib's mean rule (thresholds chosen on one
-half and measured on the other: 0.39% leaked, 9.5% removed, against 0.57% and 19.1%; the
-calibration swings with the few hardest photos of each half); with 8, 0.72% (held out: 0.41% leaked,
-0.94% removed), which meets the goals of under 0.5% leaked and under 1% removed, on LFW. On another
-source (the five-celebrity set's web photos, held out) these LFW thresholds leaked 9 of 98 photos (dlib's
-mean: 5 of 98): they do not carry over to photos unlike LFW's.
+Measured in ``benchmarks/results/opt_out_calibration*.md`` (chosen on some of LFW's people) and
+``benchmarks/results/opt_out_faces*.md`` (measured on the others).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from .facestore import PERSON_RULES, FaceStore
+from .facestore import BLOCK, PERSON_RULES, FaceStore
 
-__all__ = ["FUSED", "OPT_OUT_RULES", "FusedCalibration", "FusedRule", "fused_removals", "image_scores"]
+__all__ = ["FUSED", "OPT_OUT_RULES", "Cohort", "FusedCalibration", "FusedRule", "FusedScorer"]
 
 #: The fused rule's name among the opt-out rules (``--opt-out-faces-rule fused``).
 FUSED = "fused"
 #: Every rule an opt-out by face can use: the per-store rules and the fused one.
 OPT_OUT_RULES = (*PERSON_RULES, FUSED)
+#: The bundled cohorts' folder in ``clipface.assets`` (``benchmarks/opt_out_cohort.py`` writes them).
+COHORTS = "cohorts"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Unit face vectors of people no one is matched with, and how many of the nearest normalise a score."""
+
+    vectors: np.ndarray
+    k: int
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, k: int) -> Cohort:
+        """A cohort of ``vectors`` as it is stored (float16: half the bytes; rows normalised again in float32)."""
+        v = np.asarray(vectors, np.float16).astype(np.float32)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        if not 1 <= k <= len(v):
+            raise ValueError(f"a cohort of {len(v)} faces cannot give the {k} nearest")
+        return cls(v, k)
+
+    @classmethod
+    def bundled(cls, model: str, k: int) -> Cohort:
+        """The cohort shipped for face model ``model`` (``clipface/assets/cohorts/<model>.npy``)."""
+        with resources.files("clipface.assets").joinpath(COHORTS, f"{model}.npy").open("rb") as f:
+            return cls.of(np.load(f, allow_pickle=False), k)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def nearest_stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each row of ``x``'s :attr:`k` highest similarities to the cohort (unit
+        rows; block by block, so memory stays bounded by the block, not by ``len(x)``)."""
+        x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        mean, std = np.zeros(len(x), np.float32), np.zeros(len(x), np.float32)
+        n = len(self.vectors)
+        for i in range(0, len(x), BLOCK // 16):
+            sim = np.asarray(x[i : i + BLOCK // 16]) @ self.vectors.T
+            top = np.partition(sim, n - self.k, axis=1)[:, n - self.k :] if self.k < n else sim
+            mean[i : i + len(top)], std[i : i + len(top)] = top.mean(1), top.std(1)
+        return mean, np.maximum(std, 1e-6)
 
 
 @dataclass(frozen=True)
 class FusedCalibration:
-    """The fused rule's constants for people enrolled with at least ``photos`` photos: each model's impostor centre
-    and spread, the fused threshold, and the first model's own threshold (``alone``)."""
+    """The fused threshold for people enrolled with at least ``photos`` photos."""
 
     photos: int
-    centres: tuple[float, float]
-    spreads: tuple[float, float]
     threshold: float
-    alone: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"photos": self.photos, "threshold": self.threshold, "alone": self.alone}
+        return {"photos": self.photos, "threshold": self.threshold}
 
 
 @dataclass(frozen=True)
 class FusedRule:
-    """The calibrated fusion of a face model (``first``) with ``second`` (registry entry ``opt_out["fused"]``): one
-    calibration per number of enrolment photos it was measured with (more photos, a better centroid, higher
-    thresholds at the same leak)."""
+    """The calibrated fusion of a face model (``first``) with ``second`` (registry entry ``opt_out["fused"]``): the
+    cohort size ``k``, one calibration per number of enrolment photos it was measured with (more photos, a better
+    centroid, a higher threshold at the same leak)."""
 
     first: str
     second: str
+    k: int
     calibrations: tuple[FusedCalibration, ...]
     source: str = ""
 
@@ -71,48 +108,74 @@ class FusedRule:
         if not entry:
             return None
         cals = tuple(
-            FusedCalibration(
-                int(c["photos"]),
-                (float(c["centres"][0]), float(c["centres"][1])),
-                (float(c["spreads"][0]), float(c["spreads"][1])),
-                float(c["threshold"]),
-                float(c["alone"]),
-            )
+            FusedCalibration(int(c["photos"]), float(c["threshold"]))
             for c in sorted(entry["calibrations"], key=lambda c: c["photos"])
         )
-        return cls(first, entry["with"], cals, entry.get("source", ""))
+        return cls(first, entry["with"], int(entry["cohort_k"]), cals, entry.get("source", ""))
 
     def for_photos(self, n: int) -> FusedCalibration:
         """The calibration for a person enrolled with ``n`` photos: the one measured with the most photos not above
-        ``n`` (the fewest measured for fewer: its lower thresholds leak less)."""
+        ``n`` (the fewest measured for fewer: its lower threshold leaks less)."""
         fitting = [c for c in self.calibrations if c.photos <= n]
         return fitting[-1] if fitting else self.calibrations[0]
 
+    def cohorts(self) -> tuple[Cohort, Cohort]:
+        """The bundled cohorts of both face models."""
+        return Cohort.bundled(self.first, self.k), Cohort.bundled(self.second, self.k)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"with": self.second, "calibrations": [c.to_dict() for c in self.calibrations]}
+        return {"with": self.second, "cohort_k": self.k, "calibrations": [c.to_dict() for c in self.calibrations]}
 
 
-def image_scores(store: FaceStore, refs: np.ndarray, n_images: int) -> np.ndarray:
-    """Each image's best face's centroid score against one person's enrolment vectors ``refs``; ``-inf`` for an
-    image without a face in ``store``."""
-    out = np.full(n_images, -np.inf, np.float32)
-    if len(refs) and store.count:
-        np.maximum.at(out, store.image_ids, store.person_scores(refs, "centroid"))
-    return out
-
-
-def fused_removals(
-    rule: FusedCalibration,
-    stores: tuple[FaceStore, FaceStore],
-    refs: tuple[np.ndarray, np.ndarray],
-    n_images: int,
+def as_norm(
+    raw: np.ndarray, centroid_stats: tuple[float, float], face_stats: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
-    """Which of ``n_images`` images one person's enrolment (``refs``: by the first model, by the second) removes, by
-    the calibration ``rule``."""
-    first = image_scores(stores[0], refs[0], n_images)
-    second = image_scores(stores[1], refs[1], n_images)
-    a = (first - rule.centres[0]) / rule.spreads[0]
-    b = (second - rule.centres[1]) / rule.spreads[1]
-    a, b = np.where(np.isfinite(a), a, b), np.where(np.isfinite(b), b, a)
-    with np.errstate(invalid="ignore"):
-        return ((a + b) / 2 >= rule.threshold) | (first >= rule.alone)
+    """Symmetric normalisation of the scores ``raw`` of faces against one centroid: the mean of the score normalised
+    by the centroid's nearest cohort scores and by each face's own."""
+    (mc, sc), (mf, sf) = centroid_stats, face_stats
+    return 0.5 * ((raw - mc) / sc + (raw - mf) / sf)
+
+
+def centroid(refs: np.ndarray) -> np.ndarray:
+    """The normalised mean of enrolment vectors (``(0, dim)`` for none)."""
+    refs = np.asarray(refs, np.float32)
+    if not len(refs):
+        return refs[:0]
+    c = refs.mean(0, keepdims=True)
+    return c / max(float(np.linalg.norm(c)), 1e-12)
+
+
+class FusedScorer:
+    """The fused rule over one index's faces by both models (``stores``); each face's cohort statistics are
+    computed once, here (one matrix product with each cohort, block by block)."""
+
+    def __init__(self, rule: FusedRule, stores: tuple[FaceStore, FaceStore], n_images: int, cohorts: Any = None):
+        self.rule, self.stores, self.n_images = rule, stores, n_images
+        self.cohorts: tuple[Cohort, Cohort] = rule.cohorts() if cohorts is None else cohorts
+        for store, cohort in zip(stores, self.cohorts):
+            if store.dim != cohort.dim:
+                raise ValueError(f"the cohort has {cohort.dim}-d faces, the store {store.dim}-d ones")
+        self._face_stats = [c.nearest_stats(s.vectors) for s, c in zip(stores, self.cohorts)]
+
+    def image_scores(self, refs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Each image's fused score against one person's enrolment vectors by both models; ``-inf`` for an image
+        without a face by either."""
+        per_model = []
+        for store, cohort, stats, r in zip(self.stores, self.cohorts, self._face_stats, refs):
+            out = np.full(self.n_images, -np.inf, np.float32)
+            c = centroid(r)
+            if len(c) and store.count:
+                cm, cs = cohort.nearest_stats(c)
+                norm = as_norm(store.person_scores(c, "centroid"), (float(cm[0]), float(cs[0])), stats)
+                np.maximum.at(out, store.image_ids, norm.astype(np.float32))
+            per_model.append(out)
+        a, b = per_model
+        a, b = np.where(np.isfinite(a), a, b), np.where(np.isfinite(b), b, a)
+        return (a + b) / 2
+
+    def removals(self, refs: tuple[np.ndarray, np.ndarray], shift: float = 0.0) -> np.ndarray:
+        """Which images one person's enrolment (``refs``: by the first model, by the second) removes, at the
+        calibrated threshold for their number of photos (moved by ``shift``, for a curve)."""
+        cal = self.rule.for_photos(max(len(refs[0]), len(refs[1])))
+        with np.errstate(invalid="ignore"):
+            return self.image_scores(refs) >= cal.threshold + shift

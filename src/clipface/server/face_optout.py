@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import numpy as np
 from ..data.images import is_image_path, load_image
 from ..errors import ClipfaceError, ImageError, UsageError
 from ..index.facestore import FLIP_SUM, FaceStore
-from ..index.fusion import FUSED, OPT_OUT_RULES, FusedRule, fused_removals
+from ..index.fusion import FUSED, OPT_OUT_RULES, FusedRule, FusedScorer
 from ..index.records import IndexedImage
 from ..index.store import FaceIndex
 from ..models.base import Encoder
@@ -96,6 +96,9 @@ class FaceOptOut:
         self.n_images = index.count
         #: The fused rule and the second model's faces and encoder, where the index has them and they are chosen.
         self.fused, self._second = self._fusion(index, get_spec(self._encoder.name), rule, threshold, device)
+        self._scorer: FusedScorer | None = None
+        if self.fused is not None and self._second is not None:  # each indexed face's cohort statistics, once
+            self._scorer = FusedScorer(self.fused, (self.store, self._second[0]), self.n_images)
         if self.fused is not None:  # the threshold of the fewest photos calibrated (per person: _removals)
             self.rule, self.threshold = FUSED, self.fused.calibrations[0].threshold
         else:
@@ -170,6 +173,14 @@ class FaceOptOut:
                 refs, second, kept = before.refs, before.second, True  # every new photo unusable: the last good ones
             elif not len(refs) and not len(second):
                 log.warning("face opt-out %s: no photo with a usable face; this person removes nothing", name)
+            elif self.fused is not None and max(len(refs), len(second)) < self.fused.calibrations[-1].photos:
+                log.warning(
+                    "face opt-out %s: %d usable photos; the fused rule meets its goals with %d or more (with fewer "
+                    "it removes more of other people's photos: benchmarks/results/opt_out_faces*.md)",
+                    name,
+                    max(len(refs), len(second)),
+                    self.fused.calibrations[-1].photos,
+                )
             enrolled[name] = _Person(signature, refs, photos, self._removals(refs, second), kept, second)
         removed = set().union(*(p.removes for p in enrolled.values())) if enrolled else set()
         people = [
@@ -188,12 +199,9 @@ class FaceOptOut:
         """The images with a face whose score against one person's enrolment (by the face model, and by the second
         for the fused rule) reaches the threshold (``threshold``: another one of the same rule)."""
         threshold = self.threshold if threshold is None else threshold
-        if self.fused is not None and self._second is not None:
-            rule = self.fused.for_photos(max(len(refs), 0 if second is None else len(second)))
-            rule = replace(rule, threshold=rule.threshold + threshold - self.threshold)  # a curve moves every one
-            stores = (self.store, self._second[0])
-            removed = fused_removals(rule, stores, (refs, refs[:0] if second is None else second), self.n_images)
-            return frozenset(int(i) for i in np.flatnonzero(removed))
+        if self._scorer is not None:  # a curve moves every person's threshold by the same shift
+            pair = (refs, refs[:0] if second is None else second)
+            return frozenset(int(i) for i in np.flatnonzero(self._scorer.removals(pair, threshold - self.threshold)))
         if not len(refs):
             return frozenset()
         matched = self.store.person_scores(refs, self.rule) >= threshold
