@@ -215,14 +215,17 @@ def test_face_vectors_are_mirror_summed_and_single_crop_ones_are_refused(
 
 
 def test_the_served_default_is_the_fused_rule_and_a_single_model_rule_is_there_when_asked(
-    folders: tuple[Path, Path, list[int]],
+    folders: tuple[Path, Path, list[int]], caplog: pytest.LogCaptureFixture
 ) -> None:
     from clipface.errors import UsageError
     from clipface.server.face_optout import FaceOptOut
 
     index_dir, optout, hidden = folders
     index = FaceIndex.load(index_dir)
-    fused = FaceOptOut(index, optout)
+    with caplog.at_level("WARNING", logger="clipface.server"):
+        fused = FaceOptOut(index, optout)
+    # enrolled with 3 photos: the operator is told that the goals hold from 8
+    assert "3 usable photos; the fused rule meets its goals with 8 or more" in caplog.text
     assert fused.rule == "fused" and fused.stats()["fused"]["with"] == "facenet-casia"
     assert fused.threshold == fused.stats()["fused"]["calibrations"][0]["threshold"]
     assert fused.removed == set(hidden)
