@@ -54,7 +54,7 @@ from clipface.data.dataset import FaceDataset, FaceImage
 from clipface.embed.cache import EmbeddingCache
 from clipface.embed.pipeline import embed_images
 from clipface.files import write_json, write_text
-from clipface.index.fusion import Cohort, as_norm, centroid
+from clipface.index.fusion import Cohort, centroid
 from clipface.models.registry import get_spec
 from clipface.models.runtime import LoadOptions, load_encoder
 from clipface.report.tables import md_table
@@ -71,6 +71,8 @@ AS_NORM = "centroid as-norm"
 SERVED = f"dlib + facenet {AS_NORM}, fused"
 #: Cohort faces nearest a centroid or a face that normalise its score (the served rule's ``cohort_k``).
 COHORT_K = 100
+#: :func:`fused`'s standardisation of scores normalised already (``mean z``, :data:`AS_NORM`): none.
+UNSCALED = {model: (0.0, 1.0) for model in MODELS}
 
 
 def reupload(src: Path, dest: Path, rng: random.Random) -> str:
@@ -126,8 +128,7 @@ def as_norm_scores(
     out = np.full((len(people), len(index)), -np.inf, np.float32)
     for j, p in enumerate(people):
         c = centroid(enrol[owner == p])
-        cm, cs = cohort.nearest_stats(c)
-        out[j] = np.where(found, as_norm(index @ c[0], (float(cm[0]), float(cs[0])), face_stats), -np.inf)
+        out[j] = np.where(found, cohort.normalise(index @ c[0], c, face_stats), -np.inf)
     return out
 
 
@@ -270,7 +271,7 @@ def fold(m_cal: dict[str, Any], m_test: dict[str, Any], goal: float, alone: floa
     row("dlib & facenet any", [ta, tb], both(m_cal), both(m_test))
     for rule in ("mean", "centroid", "mean z", AS_NORM):  # score-level fusion of the two face models
         normalised = rule in ("mean z", AS_NORM)
-        stats = impostor_stats(m_cal, rule) if not normalised else {model: (0.0, 1.0) for model in MODELS}
+        stats = impostor_stats(m_cal, rule) if not normalised else UNSCALED
         cal, test = fused(m_cal, rule, stats), fused(m_test, rule, stats)
         t = choose(cal, m_cal, goal)
         row(f"dlib + facenet {rule}, fused", t, cal >= t, test >= t, standardised_by=stats)
@@ -338,7 +339,7 @@ def curves(m: dict[str, Any], alone: float) -> list[dict[str, Any]]:
     dlib_c = m["scores"]["dlib"]["centroid"]
     sure = dlib_c >= float(np.quantile(dlib_c[others], 1 - alone, method="higher"))
     scores[FUSED_OR_DLIB] = np.where(sure, np.inf, fused_c)  # removed whatever the fused threshold
-    scores[SERVED] = fused(m, AS_NORM, {model: (0.0, 1.0) for model in MODELS})
+    scores[SERVED] = fused(m, AS_NORM, UNSCALED)
     out = []
     for name, score in scores.items():
         points = []
@@ -404,7 +405,7 @@ def celebrity_collection(
 def served_on(m: dict[str, Any], threshold: float, mean_threshold: float) -> dict[str, dict[str, int]]:
     """The served rule (its threshold chosen on LFW, its cohorts the bundled ones) and dlib's mean at its own, on
     another collection's measurements ``m``: the :func:`counts` of each."""
-    removed = fused(m, AS_NORM, {model: (0.0, 1.0) for model in MODELS}) >= threshold
+    removed = fused(m, AS_NORM, UNSCALED) >= threshold
     return {SERVED: counts(removed, m), "dlib mean": counts(m["scores"]["dlib"]["mean"] >= mean_threshold, m)}
 
 

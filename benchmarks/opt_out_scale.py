@@ -87,7 +87,7 @@ def main() -> None:
             refs = {m: rng.standard_normal((3, d)).astype(np.float32) for m, d in DIMS.items()}
             refs = {m: r / np.linalg.norm(r, axis=1, keepdims=True) for m, r in refs.items()}
             row: dict[str, Any] = {"faces": n, "rss_before_mb": round(peak_rss_mb(), 1)}
-            row["cache_dropped"] = all(drop_cache(f) for f in files.values())
+            row["cache_dropped_before_start"] = all(drop_cache(f) for f in files.values())
             t = time.perf_counter()
             scorer = FusedScorer(rule, (stores["dlib"], stores["facenet-casia"]), n)
             row["fused_start_s"] = round(time.perf_counter() - t, 3)

@@ -81,6 +81,12 @@ class Cohort:
             mean[i : i + len(top)], std[i : i + len(top)] = top.mean(1), top.std(1)
         return mean, np.maximum(std, 1e-6)
 
+    def normalise(self, raw: np.ndarray, centre: np.ndarray, face_stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """The scores ``raw`` of faces against the unit vector ``centre``, normalised by the centre's nearest cohort
+        scores and by each face's own (``face_stats``: :meth:`nearest_stats` of the faces): :func:`as_norm`."""
+        cm, cs = self.nearest_stats(centre)
+        return as_norm(raw, (float(cm[0]), float(cs[0])), face_stats)
+
 
 @dataclass(frozen=True)
 class FusedCalibration:
@@ -152,9 +158,15 @@ class FusedScorer:
     """The fused rule over one index's faces by both models (``stores``); each face's cohort statistics are
     computed once, here (one matrix product with each cohort, block by block)."""
 
-    def __init__(self, rule: FusedRule, stores: tuple[FaceStore, FaceStore], n_images: int, cohorts: Any = None):
+    def __init__(
+        self,
+        rule: FusedRule,
+        stores: tuple[FaceStore, FaceStore],
+        n_images: int,
+        cohorts: tuple[Cohort, Cohort] | None = None,
+    ) -> None:
         self.rule, self.stores, self.n_images = rule, stores, n_images
-        self.cohorts: tuple[Cohort, Cohort] = rule.cohorts() if cohorts is None else cohorts
+        self.cohorts = rule.cohorts() if cohorts is None else cohorts
         for store, cohort in zip(stores, self.cohorts):
             if store.dim != cohort.dim:
                 raise ValueError(f"the cohort has {cohort.dim}-d faces, the store {store.dim}-d ones")
@@ -168,8 +180,7 @@ class FusedScorer:
             out = np.full(self.n_images, -np.inf, np.float32)
             c = centroid(r)
             if len(c) and store.count:
-                cm, cs = cohort.nearest_stats(c)
-                norm = as_norm(store.person_scores(c, "centroid"), (float(cm[0]), float(cs[0])), stats)
+                norm = cohort.normalise(store.person_scores(c, "centroid"), c, stats)
                 np.maximum.at(out, store.image_ids, norm.astype(np.float32))
             per_model.append(out)
         a, b = per_model
